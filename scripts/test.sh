@@ -1,0 +1,59 @@
+#!/usr/bin/env bash
+# The test command: installs the emulators the tests need (cached outside the
+# clone, keyed by version), starts them on free loopback ports, runs the whole
+# workspace's tests, and stops them. Extra arguments go to `cargo test`.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+CACHE="${XDG_CACHE_HOME:-$HOME/.cache}/shopstream"
+MOTO_VERSION=5.2.5
+MOTO_VENV="$CACHE/moto-$MOTO_VERSION"
+
+if ! "$MOTO_VENV/bin/python" -c 'import moto.server' >/dev/null 2>&1; then
+  echo "test.sh: installing moto[server]==$MOTO_VERSION into $MOTO_VENV"
+  rm -rf "$MOTO_VENV"
+  mkdir -p "$CACHE"
+  python3 -m venv "$MOTO_VENV"
+  "$MOTO_VENV/bin/pip" install --quiet --disable-pip-version-check "moto[server]==$MOTO_VERSION"
+fi
+
+free_port() {
+  python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+}
+
+wait_port() { # name port pid log
+  for _ in $(seq 1 150); do
+    if python3 -c "import socket,sys; socket.create_connection(('127.0.0.1', $2), 0.5)" 2>/dev/null; then
+      return 0
+    fi
+    if ! kill -0 "$3" 2>/dev/null; then
+      echo "test.sh: $1 exited before it listened; its log:" >&2
+      cat "$4" >&2
+      return 1
+    fi
+    sleep 0.2
+  done
+  echo "test.sh: $1 did not listen on port $2 in 30 s; its log:" >&2
+  cat "$4" >&2
+  return 1
+}
+
+LOGS=$(mktemp -d)
+PIDS=()
+cleanup() {
+  for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
+  for pid in "${PIDS[@]}"; do wait "$pid" 2>/dev/null || true; done
+}
+trap cleanup EXIT
+
+MOTO_PORT=$(free_port)
+"$MOTO_VENV/bin/python" scripts/moto_server.py -H 127.0.0.1 -p "$MOTO_PORT" >"$LOGS/moto.log" 2>&1 &
+PIDS+=($!)
+wait_port "moto (DynamoDB emulator)" "$MOTO_PORT" "${PIDS[-1]}" "$LOGS/moto.log"
+echo "test.sh: DynamoDB emulator (moto $MOTO_VERSION) on 127.0.0.1:$MOTO_PORT"
+
+export SHOPSTREAM_TEST_DYNAMODB_ENDPOINT="http://127.0.0.1:$MOTO_PORT"
+export AWS_ACCESS_KEY_ID=test AWS_SECRET_ACCESS_KEY=test AWS_REGION=us-east-1
+export AWS_EC2_METADATA_DISABLED=true
+
+cargo test --workspace --locked "$@"

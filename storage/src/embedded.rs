@@ -1,0 +1,473 @@
+//! The embedded adapter: one redb file, durable on every commit.
+//!
+//! redb allows one write transaction at a time, and each durable commit costs
+//! an fsync. So all writes go through a single writer thread that takes every
+//! write waiting in its queue, applies them one after another inside one redb
+//! transaction, and commits once for all of them (group commit). Each write's
+//! condition is checked against the state left by the writes before it, so the
+//! result is the same as applying them one at a time, at a fraction of the
+//! fsyncs. Reads use redb's MVCC snapshots and never wait for the writer.
+
+use std::{
+    collections::{HashMap, HashSet},
+    ops::Bound,
+    path::{Path, PathBuf},
+    sync::{Arc, mpsc},
+    thread,
+};
+
+use async_trait::async_trait;
+use redb::{
+    Database, ReadableDatabase, ReadableTable, TableDefinition, TableError, WriteTransaction,
+};
+use tokio::sync::oneshot;
+
+use crate::{
+    StoreError, StoreResult, Table,
+    expr::{apply_updates, check_size, holds},
+    port::{
+        Cond, Item, Key, MAX_PAGE, MAX_TRANSACTION_OPS, Page, Query, SK, SortRange, Store, TxOp,
+        Update, Value,
+    },
+};
+
+/// The file the embedded store keeps in the data directory.
+pub const FILE_NAME: &str = "shopstream.redb";
+/// The most writes one commit takes from the queue.
+const MAX_GROUP: usize = 512;
+
+type RedbKey<'a> = (&'a str, &'a str);
+
+#[derive(Debug)]
+struct Inner {
+    db: Database,
+    path: PathBuf,
+    /// Physical table name for each logical table.
+    names: HashMap<Table, String>,
+}
+
+impl Inner {
+    fn def(&self, table: Table) -> TableDefinition<'_, RedbKey<'static>, &'static [u8]> {
+        TableDefinition::new(&self.names[&table])
+    }
+}
+
+/// The embedded store. Cheap to clone; the file is closed when the last clone
+/// is dropped.
+#[derive(Clone, Debug)]
+pub struct Embedded {
+    inner: Arc<Inner>,
+    writer: mpsc::Sender<Job>,
+}
+
+enum Write {
+    Put(Table, Item, Option<Cond>),
+    Update(Table, Key, Vec<Update>, Option<Cond>),
+    Delete(Table, Key, Option<Cond>),
+    Transact(Vec<TxOp>),
+}
+
+enum Output {
+    Done,
+    Item(Item),
+    Old(Option<Item>),
+}
+
+struct Job {
+    write: Write,
+    reply: oneshot::Sender<StoreResult<Output>>,
+}
+
+impl Embedded {
+    /// Opens (or creates) the store in `data_dir`, with its tables.
+    pub fn open(data_dir: &Path, table_prefix: &str) -> StoreResult<Self> {
+        std::fs::create_dir_all(data_dir).map_err(|e| {
+            StoreError::Unavailable(format!(
+                "cannot create data directory {}: {e}",
+                data_dir.display()
+            ))
+        })?;
+        let path = data_dir.join(FILE_NAME);
+        let db = Database::create(&path).map_err(|e| match e {
+            redb::DatabaseError::DatabaseAlreadyOpen => StoreError::InUse { path: path.clone() },
+            e => StoreError::Unavailable(format!("cannot open {}: {e}", path.display())),
+        })?;
+        let names = Table::ALL
+            .iter()
+            .map(|t| (*t, format!("{table_prefix}{}", t.name())))
+            .collect();
+        let inner = Arc::new(Inner { db, path, names });
+        let (writer, queue) = mpsc::channel();
+        let store = Self {
+            inner: inner.clone(),
+            writer,
+        };
+        thread::Builder::new()
+            .name("store-writer".into())
+            .spawn(move || write_loop(&inner, &queue))
+            .map_err(|e| StoreError::Unavailable(format!("cannot start the writer thread: {e}")))?;
+        store.create_tables_now()?;
+        Ok(store)
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.inner.path
+    }
+
+    fn create_tables_now(&self) -> StoreResult<()> {
+        let txn = self.inner.db.begin_write().map_err(unavailable)?;
+        for t in Table::ALL {
+            txn.open_table(self.inner.def(t)).map_err(unavailable)?;
+        }
+        txn.commit().map_err(unavailable)
+    }
+
+    async fn submit(&self, write: Write) -> StoreResult<Output> {
+        let (reply, rx) = oneshot::channel();
+        self.writer
+            .send(Job { write, reply })
+            .map_err(|_| StoreError::Unavailable("the store writer has stopped".into()))?;
+        rx.await
+            .map_err(|_| StoreError::Unavailable("the store writer has stopped".into()))?
+    }
+}
+
+fn unavailable(e: impl std::fmt::Display) -> StoreError {
+    StoreError::Unavailable(e.to_string())
+}
+
+fn write_loop(inner: &Inner, queue: &mpsc::Receiver<Job>) {
+    while let Ok(first) = queue.recv() {
+        let mut jobs = vec![first];
+        while jobs.len() < MAX_GROUP {
+            match queue.try_recv() {
+                Ok(job) => jobs.push(job),
+                Err(_) => break,
+            }
+        }
+        let started = std::time::Instant::now();
+        let outcome = (|| {
+            let txn = inner.db.begin_write().map_err(unavailable)?;
+            let outputs: Vec<_> = jobs.iter().map(|j| apply(inner, &txn, &j.write)).collect();
+            txn.commit().map_err(unavailable)?;
+            Ok::<_, StoreError>(outputs)
+        })();
+        metrics::histogram!("shopstream_store_commit_seconds", "backend" => "embedded")
+            .record(started.elapsed().as_secs_f64());
+        metrics::histogram!("shopstream_store_commit_writes", "backend" => "embedded")
+            .record(jobs.len() as f64);
+        match outcome {
+            Ok(outputs) => {
+                for (job, out) in jobs.into_iter().zip(outputs) {
+                    let _ = job.reply.send(out);
+                }
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "embedded store commit failed");
+                for job in jobs {
+                    let _ = job.reply.send(Err(StoreError::Unavailable(e.to_string())));
+                }
+            }
+        }
+    }
+}
+
+fn read_item(
+    inner: &Inner,
+    txn: &WriteTransaction,
+    table: Table,
+    key: &Key,
+) -> StoreResult<Option<Item>> {
+    let t = txn.open_table(inner.def(table)).map_err(unavailable)?;
+    let got = t
+        .get((key.pk.as_str(), key.sk.as_str()))
+        .map_err(unavailable)?;
+    got.map(|v| decode(v.value())).transpose()
+}
+
+fn write_item(
+    inner: &Inner,
+    txn: &WriteTransaction,
+    table: Table,
+    key: &Key,
+    item: Option<&Item>,
+) -> StoreResult<()> {
+    let mut t = txn.open_table(inner.def(table)).map_err(unavailable)?;
+    let k = (key.pk.as_str(), key.sk.as_str());
+    match item {
+        Some(item) => {
+            let bytes = serde_json::to_vec(item).map_err(|e| StoreError::Invalid(e.to_string()))?;
+            t.insert(k, bytes.as_slice()).map_err(unavailable)?;
+        }
+        None => {
+            t.remove(k).map_err(unavailable)?;
+        }
+    }
+    Ok(())
+}
+
+fn decode(bytes: &[u8]) -> StoreResult<Item> {
+    serde_json::from_slice(bytes).map_err(|e| StoreError::Corrupt(e.to_string()))
+}
+
+/// What one operation would leave: the new item (`None` to delete), checked
+/// against its condition and the size limit. Writes nothing.
+fn plan(
+    inner: &Inner,
+    txn: &WriteTransaction,
+    op: &TxOp,
+) -> StoreResult<(Table, Key, Option<Item>, Option<Item>, bool)> {
+    let (table, key) = op.table_and_key()?;
+    let current = read_item(inner, txn, table, &key)?;
+    let (cond, next, writes) = match op {
+        TxOp::Put { item, cond, .. } => {
+            check_size(item)?;
+            (cond.as_ref(), Some(item.clone()), true)
+        }
+        TxOp::Update { updates, cond, .. } => {
+            let next = apply_updates(&key, current.as_ref(), updates)?;
+            check_size(&next)?;
+            (cond.as_ref(), Some(next), true)
+        }
+        TxOp::Delete { cond, .. } => (cond.as_ref(), None, true),
+        TxOp::Check { cond, .. } => (Some(cond), None, false),
+    };
+    if cond.is_some_and(|c| !holds(c, current.as_ref())) {
+        return Err(StoreError::ConditionFailed);
+    }
+    Ok((table, key, current, next, writes))
+}
+
+fn apply(inner: &Inner, txn: &WriteTransaction, write: &Write) -> StoreResult<Output> {
+    match write {
+        Write::Put(table, item, cond) => {
+            let op = TxOp::Put {
+                table: *table,
+                item: item.clone(),
+                cond: cond.clone(),
+            };
+            let (t, k, _, next, _) = plan(inner, txn, &op)?;
+            write_item(inner, txn, t, &k, next.as_ref())?;
+            Ok(Output::Done)
+        }
+        Write::Update(table, key, updates, cond) => {
+            let op = TxOp::Update {
+                table: *table,
+                key: key.clone(),
+                updates: updates.clone(),
+                cond: cond.clone(),
+            };
+            let (t, k, _, next, _) = plan(inner, txn, &op)?;
+            write_item(inner, txn, t, &k, next.as_ref())?;
+            Ok(Output::Item(next.unwrap_or_default()))
+        }
+        Write::Delete(table, key, cond) => {
+            let op = TxOp::Delete {
+                table: *table,
+                key: key.clone(),
+                cond: cond.clone(),
+            };
+            let (t, k, old, _, _) = plan(inner, txn, &op)?;
+            if old.is_some() {
+                write_item(inner, txn, t, &k, None)?;
+            }
+            Ok(Output::Old(old))
+        }
+        Write::Transact(ops) => {
+            let mut plans = Vec::with_capacity(ops.len());
+            let mut failed = Vec::new();
+            for (i, op) in ops.iter().enumerate() {
+                match plan(inner, txn, op) {
+                    Ok(p) => plans.push(p),
+                    Err(StoreError::ConditionFailed) => failed.push(i),
+                    Err(e) => return Err(e),
+                }
+            }
+            if !failed.is_empty() {
+                return Err(StoreError::TransactionCanceled { failed });
+            }
+            for (t, k, _, next, writes) in plans {
+                if writes {
+                    write_item(inner, txn, t, &k, next.as_ref())?;
+                }
+            }
+            Ok(Output::Done)
+        }
+    }
+}
+
+/// Refuses transactions DynamoDB would refuse, so both adapters agree.
+pub(crate) fn check_transaction(ops: &[TxOp]) -> StoreResult<()> {
+    if ops.is_empty() || ops.len() > MAX_TRANSACTION_OPS {
+        return Err(StoreError::Invalid(format!(
+            "a transaction takes 1 to {MAX_TRANSACTION_OPS} operations, not {}",
+            ops.len()
+        )));
+    }
+    let mut seen = HashSet::new();
+    for op in ops {
+        let (table, key) = op.table_and_key()?;
+        if !seen.insert((table, key.clone())) {
+            return Err(StoreError::Invalid(format!(
+                "a transaction may touch an item once: {table} {key:?} appears twice"
+            )));
+        }
+    }
+    Ok(())
+}
+
+#[async_trait]
+impl Store for Embedded {
+    fn backend(&self) -> &'static str {
+        "embedded"
+    }
+
+    async fn create_tables(&self) -> StoreResult<()> {
+        let this = self.clone();
+        tokio::task::spawn_blocking(move || this.create_tables_now())
+            .await
+            .map_err(unavailable)?
+    }
+
+    async fn ping(&self) -> StoreResult<()> {
+        self.inner.db.begin_read().map(drop).map_err(unavailable)
+    }
+
+    async fn get(&self, table: Table, key: &Key) -> StoreResult<Option<Item>> {
+        // A point read from a snapshot takes microseconds: no need to leave the task.
+        let txn = self.inner.db.begin_read().map_err(unavailable)?;
+        let t = match txn.open_table(self.inner.def(table)) {
+            Ok(t) => t,
+            Err(TableError::TableDoesNotExist(_)) => return Ok(None),
+            Err(e) => return Err(unavailable(e)),
+        };
+        let got = t
+            .get((key.pk.as_str(), key.sk.as_str()))
+            .map_err(unavailable)?;
+        got.map(|v| decode(v.value())).transpose()
+    }
+
+    async fn put(&self, table: Table, item: Item, cond: Option<Cond>) -> StoreResult<()> {
+        Key::of(&item)?;
+        check_size(&item)?;
+        self.submit(Write::Put(table, item, cond)).await.map(drop)
+    }
+
+    async fn update(
+        &self,
+        table: Table,
+        key: &Key,
+        updates: Vec<Update>,
+        cond: Option<Cond>,
+    ) -> StoreResult<Item> {
+        match self
+            .submit(Write::Update(table, key.clone(), updates, cond))
+            .await?
+        {
+            Output::Item(item) => Ok(item),
+            _ => Err(StoreError::Unavailable("unexpected writer reply".into())),
+        }
+    }
+
+    async fn delete(
+        &self,
+        table: Table,
+        key: &Key,
+        cond: Option<Cond>,
+    ) -> StoreResult<Option<Item>> {
+        match self.submit(Write::Delete(table, key.clone(), cond)).await? {
+            Output::Old(old) => Ok(old),
+            _ => Err(StoreError::Unavailable("unexpected writer reply".into())),
+        }
+    }
+
+    async fn query(&self, table: Table, pk: &str, query: &Query) -> StoreResult<Page> {
+        let inner = self.inner.clone();
+        let pk = pk.to_owned();
+        let query = query.clone();
+        tokio::task::spawn_blocking(move || query_blocking(&inner, table, &pk, &query))
+            .await
+            .map_err(unavailable)?
+    }
+
+    async fn transact(&self, ops: Vec<TxOp>) -> StoreResult<()> {
+        check_transaction(&ops)?;
+        self.submit(Write::Transact(ops)).await.map(drop)
+    }
+}
+
+fn query_blocking(inner: &Inner, table: Table, pk: &str, q: &Query) -> StoreResult<Page> {
+    let txn = inner.db.begin_read().map_err(unavailable)?;
+    let t = match txn.open_table(inner.def(table)) {
+        Ok(t) => t,
+        Err(TableError::TableDoesNotExist(_)) => return Ok(Page::default()),
+        Err(e) => return Err(unavailable(e)),
+    };
+    // Every sort key of this partition lies in [(pk, ""), (pk + "\0", "")).
+    let next_pk = format!("{pk}\0");
+    let mut lo: Bound<RedbKey<'_>> = Bound::Included((pk, ""));
+    let mut hi: Bound<RedbKey<'_>> = Bound::Excluded((next_pk.as_str(), ""));
+    let prefix = match &q.range {
+        SortRange::All => None,
+        SortRange::BeginsWith(p) => {
+            lo = Bound::Included((pk, p.as_str()));
+            Some(p.as_str())
+        }
+        SortRange::Between(a, b) => {
+            lo = Bound::Included((pk, a.as_str()));
+            hi = Bound::Included((pk, b.as_str()));
+            None
+        }
+    };
+    if let Some(c) = q.cursor.as_deref() {
+        if q.descending {
+            hi = Bound::Excluded((pk, c));
+        } else {
+            lo = Bound::Excluded((pk, c));
+        }
+    }
+    let limit = q.limit.clamp(1, MAX_PAGE);
+    let range = t.range::<RedbKey<'_>>((lo, hi)).map_err(unavailable)?;
+    let matches = |sk: &str| prefix.is_none_or(|p| sk.starts_with(p));
+    let mut items = Vec::with_capacity(limit + 1);
+    let mut push = |entry: Result<
+        (
+            redb::AccessGuard<'_, RedbKey<'static>>,
+            redb::AccessGuard<'_, &'static [u8]>,
+        ),
+        redb::StorageError,
+    >|
+     -> StoreResult<bool> {
+        let (k, v) = entry.map_err(unavailable)?;
+        let sk = k.value().1;
+        if !matches(sk) {
+            // Ascending, past the prefix: done. Descending: not there yet.
+            return Ok(q.descending);
+        }
+        items.push(decode(v.value())?);
+        Ok(items.len() <= limit)
+    };
+    if q.descending {
+        for entry in range.rev() {
+            if !push(entry)? {
+                break;
+            }
+        }
+    } else {
+        for entry in range {
+            if !push(entry)? {
+                break;
+            }
+        }
+    }
+    let cursor = if items.len() > limit {
+        items.truncate(limit);
+        match items.last().and_then(|i| i.get(SK)) {
+            Some(Value::S(sk)) => Some(sk.clone()),
+            _ => None,
+        }
+    } else {
+        None
+    };
+    Ok(Page { items, cursor })
+}

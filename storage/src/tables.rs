@@ -1,0 +1,35 @@
+use std::fmt;
+
+/// The logical tables. Each is a physical table named `{prefix}{name}` with a
+/// string partition key `pk` and a string sort key `sk`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Table {
+    /// Users (`user#{id}` / `profile`), their refresh tokens
+    /// (`user#{id}` / `refresh#{token id}`) and the e-mail uniqueness markers
+    /// (`email#{address}` / `email`).
+    Users,
+    /// Products: the canonical item (`product` / `{id}`), its copies in the
+    /// category and supplier partitions for filtered listing, and the SKU
+    /// uniqueness marker (`sku#{sku}` / `sku`).
+    Products,
+    /// Small service-wide records: settings, bootstrap markers.
+    Meta,
+}
+
+impl Table {
+    pub const ALL: [Table; 3] = [Table::Users, Table::Products, Table::Meta];
+
+    pub fn name(&self) -> &'static str {
+        match self {
+            Table::Users => "users",
+            Table::Products => "products",
+            Table::Meta => "meta",
+        }
+    }
+}
+
+impl fmt::Display for Table {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
