@@ -1,1 +1,217 @@
-fn main() {}
+//! The `shopstream` binary: the command line and the wiring of the crates.
+
+mod config;
+
+use std::{path::PathBuf, sync::Arc, time::Duration};
+
+use anyhow::Context;
+use api::{ApiConfig, AppState, JwksSettings, Tokens, bootstrap};
+use clap::{Parser, Subcommand};
+use config::{Backend, LogFormat, Settings};
+use domain::{Email, Role};
+use ingest::{EventSink, StoreLog};
+use storage::{Store, dynamo::Dynamo, embedded::Embedded};
+
+/// Real-time inventory, analytics and recommendations for an online shop.
+///
+/// Settings come from built-in defaults, then `shopstream.toml`, then
+/// `SHOPSTREAM_*` environment variables (see README.md).
+#[derive(Debug, Parser)]
+#[command(name = "shopstream", version)]
+struct Cli {
+    /// A TOML settings file (default: ./shopstream.toml, if present).
+    #[arg(long, global = true, env = "SHOPSTREAM_CONFIG")]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Serve the API (the default): bootstraps the first admin and, on an
+    /// empty store, a demo catalogue.
+    Serve,
+    /// Create the tables on the configured backend. Safe to run again.
+    Init,
+    /// Manage users.
+    User {
+        #[command(subcommand)]
+        command: UserCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum UserCommand {
+    /// Create a user with a role. In embedded mode, stop the server first:
+    /// it holds the data directory.
+    Create {
+        #[arg(long)]
+        email: String,
+        /// At least 12 characters. Prefer the environment variable, which
+        /// stays out of the shell history.
+        #[arg(long, env = "SHOPSTREAM_USER_PASSWORD", hide_env_values = true)]
+        password: String,
+        #[arg(long, value_parser = ["admin", "customer", "supplier", "service"])]
+        role: String,
+        /// Which supplier's products a supplier sees (required for suppliers).
+        #[arg(long)]
+        supplier_id: Option<String>,
+        /// Display name (default: the part of the e-mail address before '@').
+        #[arg(long)]
+        name: Option<String>,
+    },
+}
+
+fn init_tracing(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("SHOPSTREAM_LOG")
+        .unwrap_or_else(|_| "info,tower_http=info,aws_config=warn".into());
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match format {
+        LogFormat::Json => builder.json().init(),
+        LogFormat::Text => builder.init(),
+    }
+}
+
+async fn open_store(settings: &Settings) -> anyhow::Result<Arc<dyn Store>> {
+    Ok(match settings.backend {
+        Backend::Embedded => {
+            let dir = settings.data_dir.clone();
+            let prefix = settings.table_prefix.clone();
+            let store = tokio::task::spawn_blocking(move || Embedded::open(&dir, &prefix)).await??;
+            Arc::new(store)
+        }
+        Backend::Aws => Arc::new(Dynamo::from_env(&settings.table_prefix).await),
+    })
+}
+
+fn app_state(settings: &Settings, store: Arc<dyn Store>) -> anyhow::Result<AppState> {
+    let jwks = settings.jwks_url.clone().map(|url| JwksSettings {
+        url,
+        issuer: settings.jwks_issuer.clone(),
+        audience: settings.jwks_audience.clone(),
+        groups_claim: settings.jwks_groups_claim.clone(),
+    });
+    let tokens = Tokens::new(
+        &settings.jwt_secret()?,
+        Duration::from_secs(settings.access_token_ttl_secs),
+        Duration::from_secs(settings.refresh_token_ttl_secs),
+        jwks,
+    );
+    let events: Arc<dyn EventSink> = Arc::new(StoreLog::new(store.clone(), settings.log_partitions));
+    let metrics = api::install_recorder()?;
+    let config = ApiConfig {
+        max_body_bytes: settings.max_body_bytes,
+        request_timeout: Duration::from_secs(settings.request_timeout_secs),
+    };
+    Ok(AppState::new(store, events, tokens, metrics, config))
+}
+
+async fn serve(settings: Settings) -> anyhow::Result<()> {
+    let store = open_store(&settings).await?;
+    if settings.backend == Backend::Embedded {
+        store.create_tables().await?;
+    }
+    store
+        .ping()
+        .await
+        .context("the store is not reachable (for backend = \"aws\", run `shopstream init` first)")?;
+    let state = app_state(&settings, store)?;
+    match bootstrap::ensure_admin(&state, settings.admin_email.as_deref(), settings.admin_password.as_deref()).await? {
+        bootstrap::AdminBootstrap::Generated { email, password } => {
+            // Shown once, on stdout, so that it is not kept in log files.
+            println!("shopstream: created the first admin\n  email:    {email}\n  password: {password}\n  (shown only this once)");
+        }
+        bootstrap::AdminBootstrap::Configured(email) => tracing::info!(%email, "admin bootstrapped"),
+        bootstrap::AdminBootstrap::AlreadyDone => {}
+    }
+    if settings.seed_demo_catalogue {
+        let made = bootstrap::seed_demo_catalogue(&state).await?;
+        if made > 0 {
+            tracing::info!(products = made, "seeded the demo catalogue");
+        }
+    }
+    let listener = tokio::net::TcpListener::bind(settings.listen)
+        .await
+        .with_context(|| format!("cannot listen on {} (setting `listen`)", settings.listen))?;
+    let addr = listener.local_addr()?;
+    tracing::info!(%addr, backend = state.store.backend(), "shopstream listening");
+    // Tests and scripts read this line to learn the port when listening on port 0.
+    println!("shopstream listening on http://{addr}");
+    api::serve(listener, state, shutdown_signal()).await?;
+    tracing::info!("shopstream stopped");
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {}
+        () = term => {}
+    }
+    tracing::info!("shutting down: finishing requests in flight");
+}
+
+async fn create_user(settings: &Settings, command: UserCommand) -> anyhow::Result<()> {
+    let UserCommand::Create { email, password, role, supplier_id, name } = command;
+    let role: Role = role.parse().map_err(|e: String| anyhow::anyhow!(e))?;
+    let email = Email::parse(&email).map_err(|e| anyhow::anyhow!("--email {e}"))?;
+    domain::user::check_password(&password).map_err(|e| anyhow::anyhow!("--password {e}"))?;
+    if role == Role::Supplier && supplier_id.is_none() {
+        anyhow::bail!("--supplier-id is required for a supplier");
+    }
+    if role != Role::Supplier && supplier_id.is_some() {
+        anyhow::bail!("--supplier-id is only for suppliers");
+    }
+    let name = name.unwrap_or_else(|| email.as_str().split('@').next().unwrap_or("user").to_owned());
+    let store = open_store(settings).await?;
+    let state = app_state(settings, store)?;
+    let user = api::create_user(&state, email, password, name, role, supplier_id)
+        .await
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    println!("created {} {} ({})", user.role, user.email, user.id);
+    Ok(())
+}
+
+#[tokio::main]
+async fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    let settings = match Settings::load(cli.config.clone()) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("shopstream: {e:#}");
+            return std::process::ExitCode::from(2);
+        }
+    };
+    init_tracing(settings.log_format);
+    let result = match cli.command.unwrap_or(Command::Serve) {
+        Command::Serve => serve(settings).await,
+        Command::Init => async {
+            let store = open_store(&settings).await?;
+            store.create_tables().await?;
+            println!("tables ready on the {} backend (prefix {:?})", store.backend(), settings.table_prefix);
+            Ok(())
+        }
+        .await,
+        Command::User { command } => create_user(&settings, command).await,
+    };
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("shopstream: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}

@@ -1,1 +1,120 @@
+//! shopstream's HTTP API.
+//!
+//! # Layout
+//! - [`AppState`] and [`router`]: what the handlers share and how they are
+//!   routed, with the middleware every request passes (request id, tracing,
+//!   metrics, body limit, timeout).
+//! - `routes/`: one file per resource (`auth`, `me`, `products`, `ops`).
+//! - [`auth`]: password hashing, our tokens, the external JWKS verifier and
+//!   the `Caller` extractor.
+//! - `error`: the one error type and its mapping to RFC 9457 problems.
+//! - `extract`: the JSON body extractor whose rejections are problems.
+//! - [`bootstrap`]: the first admin and the demo catalogue.
+//! - `openapi`: the OpenAPI document, generated from the handlers.
 
+pub mod auth;
+pub mod bootstrap;
+mod error;
+mod extract;
+mod metrics;
+mod openapi;
+mod routes;
+
+use std::{future::Future, sync::Arc, time::Duration};
+
+use axum::{Router, extract::DefaultBodyLimit, http::HeaderName, middleware};
+use ingest::EventSink;
+use metrics_exporter_prometheus::PrometheusHandle;
+use storage::{Store, products::Products, users::Users};
+use tower_http::{
+    request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer},
+    timeout::TimeoutLayer,
+    trace::TraceLayer,
+};
+
+pub use auth::{JwksSettings, Tokens};
+pub use error::{ApiError, Problem};
+pub use metrics::install_recorder;
+pub use routes::auth::create_user;
+
+/// Limits and switches of the API.
+#[derive(Clone, Debug)]
+pub struct ApiConfig {
+    /// The largest request body accepted.
+    pub max_body_bytes: usize,
+    /// How long a request may take before it is answered 408.
+    pub request_timeout: Duration,
+}
+
+/// What every handler can reach.
+#[derive(Clone, Debug)]
+pub struct AppState {
+    pub store: Arc<dyn Store>,
+    pub users: Users,
+    pub products: Products,
+    pub events: Arc<dyn EventSink>,
+    pub tokens: Arc<Tokens>,
+    pub metrics: PrometheusHandle,
+    pub config: Arc<ApiConfig>,
+}
+
+impl AppState {
+    pub fn new(
+        store: Arc<dyn Store>,
+        events: Arc<dyn EventSink>,
+        tokens: Tokens,
+        metrics: PrometheusHandle,
+        config: ApiConfig,
+    ) -> Self {
+        Self {
+            users: Users::new(store.clone()),
+            products: Products::new(store.clone()),
+            store,
+            events,
+            tokens: Arc::new(tokens),
+            metrics,
+            config: Arc::new(config),
+        }
+    }
+}
+
+const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
+/// The whole API.
+pub fn router(state: AppState) -> Router {
+    let trace = TraceLayer::new_for_http().make_span_with(|req: &axum::http::Request<_>| {
+        let id = req
+            .headers()
+            .get(&REQUEST_ID)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("-");
+        tracing::info_span!("request", method = %req.method(), uri = %req.uri(), request_id = %id)
+    });
+    Router::new()
+        .merge(routes::auth::router())
+        .merge(routes::me::router())
+        .merge(routes::products::router())
+        .merge(routes::ops::router())
+        .layer(DefaultBodyLimit::max(state.config.max_body_bytes))
+        .layer(middleware::from_fn(metrics::track))
+        .layer(TimeoutLayer::with_status_code(
+            axum::http::StatusCode::REQUEST_TIMEOUT,
+            state.config.request_timeout,
+        ))
+        .layer(PropagateRequestIdLayer::new(REQUEST_ID))
+        .layer(trace)
+        .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
+        .with_state(state)
+}
+
+/// Serves the API on `listener` until `shutdown` completes, then finishes the
+/// requests in flight.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    state: AppState,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(listener, router(state))
+        .with_graceful_shutdown(shutdown)
+        .await
+}

@@ -29,14 +29,19 @@ pub const DEFAULT_LOW_STOCK_THRESHOLD: u32 = 5;
 const READ_ONLY: &[&str] = &["id", "created_at", "updated_at", "version"];
 
 /// A product in the catalogue.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Product {
+    #[schema(value_type = String, format = Uuid)]
     pub id: ProductId,
     pub sku: String,
     pub name: String,
     #[serde(default)]
     pub description: String,
+    /// Exact decimal in the currency's major unit, as a string: `"19.99"`.
+    #[schema(value_type = String, example = "19.99")]
     pub price: Price,
+    /// ISO 4217 code.
+    #[schema(value_type = String, example = "EUR")]
     pub currency: Currency,
     pub category: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -47,8 +52,10 @@ pub struct Product {
     pub attributes: BTreeMap<String, String>,
     pub low_stock_threshold: u32,
     #[serde(with = "time::serde::rfc3339")]
+    #[schema(value_type = String, format = DateTime)]
     pub created_at: OffsetDateTime,
     #[serde(with = "time::serde::rfc3339")]
+    #[schema(value_type = String, format = DateTime)]
     pub updated_at: OffsetDateTime,
     /// Starts at 1 and grows by one on every change; the `ETag`.
     pub version: u64,

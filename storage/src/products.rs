@@ -1,1 +1,223 @@
-//! placeholder
+//! The product catalogue on the storage port.
+//!
+//! A product is written as one canonical item (`product` / `{id}`), a copy in
+//! its category's partition and one in its supplier's (so filtered listings
+//! are single-partition queries), and a uniqueness marker for its SKU. All of
+//! them change in one transaction, guarded by the product's version.
+
+use std::sync::Arc;
+
+use domain::{Product, ProductId};
+
+use crate::{Cond, Key, Query, Store, StoreError, Table, TxOp, from_item, port::to_item};
+
+const CANONICAL: &str = "product";
+
+fn canonical(id: ProductId) -> Key {
+    Key::new(CANONICAL, id.to_string())
+}
+fn by_category(category: &str, id: ProductId) -> Key {
+    Key::new(format!("category#{category}"), id.to_string())
+}
+fn by_supplier(supplier: &str, id: ProductId) -> Key {
+    Key::new(format!("supplier#{supplier}"), id.to_string())
+}
+fn sku_marker(sku: &str) -> Key {
+    Key::new(format!("sku#{sku}"), "sku")
+}
+
+/// Why a catalogue write was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum ProductError {
+    #[error("no such product")]
+    NotFound,
+    #[error("the product was changed by someone else (version {current} is current)")]
+    VersionMismatch { current: u64 },
+    #[error("another product has sku {0:?}")]
+    DuplicateSku(String),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// Which products a listing returns.
+#[derive(Clone, Debug, Default)]
+pub struct ProductFilter {
+    pub category: Option<String>,
+    pub supplier_id: Option<String>,
+}
+
+#[derive(Clone, Debug)]
+pub struct Products {
+    store: Arc<dyn Store>,
+}
+
+#[derive(serde::Serialize)]
+struct SkuMarker<'a> {
+    product_id: &'a str,
+}
+
+impl Products {
+    pub fn new(store: Arc<dyn Store>) -> Self {
+        Self { store }
+    }
+
+    /// Every item a product is stored as, with its key.
+    fn items(p: &Product) -> Result<Vec<(Key, crate::Item)>, StoreError> {
+        let mut out = vec![
+            (canonical(p.id), to_item(&canonical(p.id), p)?),
+            (by_category(&p.category, p.id), to_item(&by_category(&p.category, p.id), p)?),
+        ];
+        if let Some(s) = &p.supplier_id {
+            out.push((by_supplier(s, p.id), to_item(&by_supplier(s, p.id), p)?));
+        }
+        Ok(out)
+    }
+
+    fn marker(p: &Product) -> Result<crate::Item, StoreError> {
+        to_item(&sku_marker(&p.sku), &SkuMarker { product_id: &p.id.to_string() })
+    }
+
+    /// Stores a new product; refuses a taken SKU.
+    pub async fn create(&self, p: &Product) -> Result<(), ProductError> {
+        let mut ops = vec![TxOp::Put { table: Table::Products, item: Self::marker(p)?, cond: Some(Cond::NotExists) }];
+        for (i, (_, item)) in Self::items(p)?.into_iter().enumerate() {
+            let cond = (i == 0).then_some(Cond::NotExists);
+            ops.push(TxOp::Put { table: Table::Products, item, cond });
+        }
+        match self.store.transact(ops).await {
+            Ok(()) => Ok(()),
+            Err(StoreError::TransactionCanceled { failed }) if failed.contains(&0) => {
+                Err(ProductError::DuplicateSku(p.sku.clone()))
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    pub async fn get(&self, id: ProductId) -> Result<Option<Product>, StoreError> {
+        self.store
+            .get(Table::Products, &canonical(id))
+            .await?
+            .map(from_item)
+            .transpose()
+    }
+
+    /// One page of products, oldest first. `cursor` is the last id of the
+    /// previous page.
+    pub async fn list(
+        &self,
+        filter: &ProductFilter,
+        limit: usize,
+        cursor: Option<String>,
+    ) -> Result<(Vec<Product>, Option<String>), StoreError> {
+        let pk = match (&filter.category, &filter.supplier_id) {
+            (Some(c), _) => format!("category#{c}"),
+            (None, Some(s)) => format!("supplier#{s}"),
+            (None, None) => CANONICAL.to_owned(),
+        };
+        let mut query = Query { limit, cursor, ..Query::default() };
+        let mut products = Vec::with_capacity(limit);
+        // Filtering by both category and supplier reads the category partition
+        // and keeps the supplier's products, page after page until one is full.
+        loop {
+            let page = self.store.query(Table::Products, &pk, &query).await?;
+            for item in page.items {
+                let p: Product = from_item(item)?;
+                if filter.supplier_id.is_none() || p.supplier_id == filter.supplier_id {
+                    products.push(p);
+                }
+            }
+            match page.cursor {
+                Some(c) if products.len() < limit => query.cursor = Some(c),
+                other => {
+                    let next = if products.len() > limit {
+                        products.truncate(limit);
+                        products.last().map(|p| p.id.to_string())
+                    } else {
+                        other
+                    };
+                    return Ok((products, next));
+                }
+            }
+            query.limit = limit - products.len();
+        }
+    }
+
+    /// Replaces `old` with `new` (same id), if `old` is still the current
+    /// version. `new.version` must be `old.version + 1`.
+    pub async fn update(&self, old: &Product, new: &Product) -> Result<(), ProductError> {
+        debug_assert_eq!(old.id, new.id);
+        debug_assert_eq!(new.version, old.version + 1);
+        let mut ops = vec![];
+        for (i, (_, item)) in Self::items(new)?.into_iter().enumerate() {
+            let cond = (i == 0).then(|| Cond::eq("version", old.version));
+            ops.push(TxOp::Put { table: Table::Products, item, cond });
+        }
+        if old.category != new.category {
+            ops.push(TxOp::Delete { table: Table::Products, key: by_category(&old.category, old.id), cond: None });
+        }
+        if let Some(s) = &old.supplier_id
+            && new.supplier_id.as_ref() != Some(s)
+        {
+            ops.push(TxOp::Delete { table: Table::Products, key: by_supplier(s, old.id), cond: None });
+        }
+        let sku_op = if old.sku != new.sku {
+            ops.push(TxOp::Delete {
+                table: Table::Products,
+                key: sku_marker(&old.sku),
+                cond: Some(Cond::eq("product_id", old.id.to_string())),
+            });
+            ops.push(TxOp::Put { table: Table::Products, item: Self::marker(new)?, cond: Some(Cond::NotExists) });
+            Some(ops.len() - 1)
+        } else {
+            None
+        };
+        match self.store.transact(ops).await {
+            Ok(()) => Ok(()),
+            Err(StoreError::TransactionCanceled { failed }) => {
+                if failed.contains(&0) {
+                    Err(self.stale(old.id).await)
+                } else if sku_op.is_some_and(|i| failed.contains(&i)) {
+                    Err(ProductError::DuplicateSku(new.sku.clone()))
+                } else {
+                    Err(StoreError::TransactionCanceled { failed }.into())
+                }
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Deletes the product if `p` is still its current version.
+    pub async fn delete(&self, p: &Product) -> Result<(), ProductError> {
+        let mut ops = vec![
+            TxOp::Delete { table: Table::Products, key: canonical(p.id), cond: Some(Cond::eq("version", p.version)) },
+            TxOp::Delete { table: Table::Products, key: by_category(&p.category, p.id), cond: None },
+            TxOp::Delete {
+                table: Table::Products,
+                key: sku_marker(&p.sku),
+                cond: Some(Cond::eq("product_id", p.id.to_string())),
+            },
+        ];
+        if let Some(s) = &p.supplier_id {
+            ops.push(TxOp::Delete { table: Table::Products, key: by_supplier(s, p.id), cond: None });
+        }
+        match self.store.transact(ops).await {
+            Ok(()) => Ok(()),
+            Err(StoreError::TransactionCanceled { failed }) if failed.contains(&0) => Err(self.stale(p.id).await),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    async fn stale(&self, id: ProductId) -> ProductError {
+        match self.get(id).await {
+            Ok(Some(current)) => ProductError::VersionMismatch { current: current.version },
+            Ok(None) => ProductError::NotFound,
+            Err(e) => e.into(),
+        }
+    }
+
+    /// Whether the catalogue has no product at all.
+    pub async fn is_empty(&self) -> Result<bool, StoreError> {
+        let page = self.store.query(Table::Products, CANONICAL, &Query { limit: 1, ..Query::default() }).await?;
+        Ok(page.items.is_empty())
+    }
+}

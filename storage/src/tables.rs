@@ -14,16 +14,20 @@ pub enum Table {
     Products,
     /// Small service-wide records: settings, bootstrap markers.
     Meta,
+    /// The embedded event log: `log#{partition}` / zero-padded offset, and
+    /// each partition's head counter (`log#{partition}` / `head`).
+    Log,
 }
 
 impl Table {
-    pub const ALL: [Table; 3] = [Table::Users, Table::Products, Table::Meta];
+    pub const ALL: [Table; 4] = [Table::Users, Table::Products, Table::Meta, Table::Log];
 
     pub fn name(&self) -> &'static str {
         match self {
             Table::Users => "users",
             Table::Products => "products",
             Table::Meta => "meta",
+            Table::Log => "log",
         }
     }
 }

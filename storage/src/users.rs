@@ -1,1 +1,141 @@
-//! placeholder
+//! Users on the storage port: the profile item, a uniqueness marker per
+//! e-mail address, and the refresh tokens each user holds.
+
+use std::sync::Arc;
+
+use domain::{Email, User, UserId};
+use time::OffsetDateTime;
+
+use crate::{Cond, Key, Query, SortRange, Store, StoreError, Table, TxOp, from_item, port::to_item};
+
+fn profile(id: UserId) -> Key {
+    Key::new(format!("user#{id}"), "profile")
+}
+fn email_marker(email: &Email) -> Key {
+    Key::new(format!("email#{email}"), "email")
+}
+fn refresh(id: UserId, token: &str) -> Key {
+    Key::new(format!("user#{id}"), format!("refresh#{token}"))
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum UserError {
+    #[error("a user with this e-mail address exists")]
+    DuplicateEmail,
+    #[error("the user was changed by someone else")]
+    VersionMismatch,
+    #[error("no such user")]
+    NotFound,
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+#[derive(serde::Serialize, serde::Deserialize)]
+struct EmailMarker {
+    user_id: UserId,
+}
+
+#[derive(serde::Serialize, serde::Deserialize)]
+struct RefreshToken {
+    #[serde(with = "time::serde::rfc3339")]
+    expires_at: OffsetDateTime,
+}
+
+#[derive(Clone, Debug)]
+pub struct Users {
+    store: Arc<dyn Store>,
+}
+
+impl Users {
+    pub fn new(store: Arc<dyn Store>) -> Self {
+        Self { store }
+    }
+
+    /// Stores a new user; refuses an e-mail address already registered.
+    pub async fn create(&self, user: &User) -> Result<(), UserError> {
+        let ops = vec![
+            TxOp::Put {
+                table: Table::Users,
+                item: to_item(&email_marker(&user.email), &EmailMarker { user_id: user.id })?,
+                cond: Some(Cond::NotExists),
+            },
+            TxOp::Put { table: Table::Users, item: to_item(&profile(user.id), user)?, cond: Some(Cond::NotExists) },
+        ];
+        match self.store.transact(ops).await {
+            Ok(()) => Ok(()),
+            Err(StoreError::TransactionCanceled { failed }) if failed.contains(&0) => Err(UserError::DuplicateEmail),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    pub async fn get(&self, id: UserId) -> Result<Option<User>, StoreError> {
+        self.store.get(Table::Users, &profile(id)).await?.map(from_item).transpose()
+    }
+
+    pub async fn find_by_email(&self, email: &Email) -> Result<Option<User>, StoreError> {
+        let Some(marker) = self.store.get(Table::Users, &email_marker(email)).await? else {
+            return Ok(None);
+        };
+        let marker: EmailMarker = from_item(marker)?;
+        self.get(marker.user_id).await
+    }
+
+    /// Writes `user` (whose version is one more than `expected_version`) if the
+    /// stored user is still at `expected_version`.
+    pub async fn update(&self, user: &User, expected_version: u64) -> Result<(), UserError> {
+        let item = to_item(&profile(user.id), user)?;
+        match self.store.put(Table::Users, item, Some(Cond::eq("version", expected_version))).await {
+            Ok(()) => Ok(()),
+            Err(StoreError::ConditionFailed) => Err(UserError::VersionMismatch),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Deletes the user, their e-mail marker and every refresh token they hold.
+    pub async fn delete(&self, user: &User) -> Result<(), UserError> {
+        let ops = vec![
+            TxOp::Delete { table: Table::Users, key: profile(user.id), cond: Some(Cond::Exists) },
+            TxOp::Delete {
+                table: Table::Users,
+                key: email_marker(&user.email),
+                cond: Some(Cond::eq("user_id", user.id.to_string())),
+            },
+        ];
+        match self.store.transact(ops).await {
+            Ok(()) => {}
+            Err(StoreError::TransactionCanceled { .. }) => return Err(UserError::NotFound),
+            Err(e) => return Err(e.into()),
+        }
+        let pk = format!("user#{}", user.id);
+        let mut query = Query { range: SortRange::BeginsWith("refresh#".into()), limit: 100, ..Query::default() };
+        loop {
+            let page = self.store.query(Table::Users, &pk, &query).await?;
+            for item in &page.items {
+                self.store.delete(Table::Users, &Key::of(item)?, None).await?;
+            }
+            match page.cursor {
+                Some(c) => query.cursor = Some(c),
+                None => return Ok(()),
+            }
+        }
+    }
+
+    /// Remembers a refresh token id until it expires or is used.
+    pub async fn store_refresh(&self, user: UserId, token_id: &str, expires_at: OffsetDateTime) -> Result<(), StoreError> {
+        let item = to_item(&refresh(user, token_id), &RefreshToken { expires_at })?;
+        self.store.put(Table::Users, item, Some(Cond::NotExists)).await
+    }
+
+    /// Uses up a refresh token: true if it was held and unexpired. A token
+    /// works once; a replayed one finds nothing.
+    pub async fn consume_refresh(&self, user: UserId, token_id: &str, now: OffsetDateTime) -> Result<bool, StoreError> {
+        match self.store.delete(Table::Users, &refresh(user, token_id), Some(Cond::Exists)).await {
+            Ok(Some(item)) => {
+                let t: RefreshToken = from_item(item)?;
+                Ok(t.expires_at > now)
+            }
+            Ok(None) | Err(StoreError::ConditionFailed) => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+}

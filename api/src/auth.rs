@@ -1,0 +1,352 @@
+//! Authentication: argon2id password hashes, our own HS256 access and refresh
+//! tokens, and optionally RS256 tokens from an external issuer (Amazon
+//! Cognito) verified against its JWKS.
+
+use std::{
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use argon2::{
+    Algorithm, Argon2, Params, PasswordHash, PasswordHasher, PasswordVerifier, Version,
+    password_hash::SaltString,
+};
+use axum::{extract::FromRequestParts, http::request::Parts};
+use domain::{Role, UserId};
+use jsonwebtoken::{Algorithm as JwtAlg, DecodingKey, EncodingKey, Header, Validation, jwk::JwkSet};
+use serde::{Deserialize, Serialize};
+use tokio::sync::RwLock;
+
+use crate::{AppState, error::ApiError};
+
+const ISSUER: &str = "shopstream";
+
+/// argon2id with OWASP's recommended parameters (19 MiB, 2 passes, 1 lane).
+fn argon2() -> Argon2<'static> {
+    let params = Params::new(19 * 1024, 2, 1, None).expect("valid argon2 parameters");
+    Argon2::new(Algorithm::Argon2id, Version::V0x13, params)
+}
+
+fn new_salt() -> Result<SaltString, ApiError> {
+    SaltString::encode_b64(&rand::random::<[u8; 16]>())
+        .map_err(|e| ApiError::Internal(format!("salt: {e}")))
+}
+
+/// Hashes a password on a blocking thread (it takes tens of milliseconds).
+pub async fn hash_password(password: String) -> Result<String, ApiError> {
+    tokio::task::spawn_blocking(move || {
+        let salt = new_salt()?;
+        argon2()
+            .hash_password(password.as_bytes(), &salt)
+            .map(|h| h.to_string())
+            .map_err(|e| ApiError::Internal(format!("hashing failed: {e}")))
+    })
+    .await
+    .map_err(|e| ApiError::Internal(e.to_string()))?
+}
+
+/// Checks a password against a stored hash, on a blocking thread. With no
+/// hash (unknown user) it hashes anyway, so timing does not reveal whether
+/// an account exists.
+pub async fn verify_password(password: String, hash: Option<String>) -> bool {
+    tokio::task::spawn_blocking(move || match hash {
+        Some(hash) => PasswordHash::new(&hash)
+            .map(|parsed| argon2().verify_password(password.as_bytes(), &parsed).is_ok())
+            .unwrap_or(false),
+        None => {
+            if let Ok(salt) = new_salt() {
+                let _ = argon2().hash_password(password.as_bytes(), &salt);
+            }
+            false
+        }
+    })
+    .await
+    .unwrap_or(false)
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+enum TokenUse {
+    Access,
+    Refresh,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct Claims {
+    sub: String,
+    iss: String,
+    iat: i64,
+    exp: i64,
+    #[serde(rename = "use")]
+    token_use: TokenUse,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    role: Option<Role>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    supplier_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    jti: Option<String>,
+}
+
+/// Settings of the external (RS256, JWKS) verifier.
+#[derive(Clone, Debug)]
+pub struct JwksSettings {
+    pub url: String,
+    pub issuer: Option<String>,
+    pub audience: Option<String>,
+    /// The claim listing the user's groups (`cognito:groups`).
+    pub groups_claim: String,
+}
+
+/// The signing keys and verifiers.
+#[derive(Debug)]
+pub struct Tokens {
+    encoding: EncodingKey,
+    decoding: DecodingKey,
+    pub access_ttl: Duration,
+    pub refresh_ttl: Duration,
+    jwks: Option<Jwks>,
+}
+
+#[derive(Debug)]
+struct Jwks {
+    settings: JwksSettings,
+    http: reqwest::Client,
+    cache: RwLock<Option<(JwkSet, Instant)>>,
+}
+
+/// How long fetched keys are trusted before they are fetched again.
+const JWKS_TTL: Duration = Duration::from_secs(600);
+
+/// Who is calling.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Caller {
+    /// Our user id, or the external subject.
+    pub subject: String,
+    pub role: Role,
+    pub supplier_id: Option<String>,
+    /// Whether the token came from the external issuer (no local profile).
+    pub external: bool,
+}
+
+impl Caller {
+    pub fn user_id(&self) -> Option<UserId> {
+        if self.external { None } else { self.subject.parse().ok() }
+    }
+
+    /// Refuses a caller without the role.
+    pub fn require(&self, role: Role) -> Result<(), ApiError> {
+        if self.role == role {
+            Ok(())
+        } else {
+            Err(ApiError::Forbidden(role.as_str()))
+        }
+    }
+}
+
+/// A freshly issued token pair.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct TokenPair {
+    pub access_token: String,
+    pub refresh_token: String,
+    pub token_type: &'static str,
+    /// Seconds until the access token expires.
+    pub expires_in: u64,
+}
+
+impl Tokens {
+    pub fn new(secret: &[u8], access_ttl: Duration, refresh_ttl: Duration, jwks: Option<JwksSettings>) -> Self {
+        Self {
+            encoding: EncodingKey::from_secret(secret),
+            decoding: DecodingKey::from_secret(secret),
+            access_ttl,
+            refresh_ttl,
+            jwks: jwks.map(|settings| Jwks {
+                settings,
+                http: reqwest::Client::builder()
+                    .timeout(Duration::from_secs(5))
+                    .build()
+                    .unwrap_or_default(),
+                cache: RwLock::new(None),
+            }),
+        }
+    }
+
+    fn sign(&self, claims: &Claims) -> Result<String, ApiError> {
+        jsonwebtoken::encode(&Header::new(JwtAlg::HS256), claims, &self.encoding)
+            .map_err(|e| ApiError::Internal(format!("signing failed: {e}")))
+    }
+
+    /// An access token and a refresh token (whose id the caller stores).
+    pub fn issue(
+        &self,
+        user: UserId,
+        role: Role,
+        supplier_id: Option<String>,
+        refresh_id: &str,
+    ) -> Result<TokenPair, ApiError> {
+        let now = time::OffsetDateTime::now_utc().unix_timestamp();
+        let access = Claims {
+            sub: user.to_string(),
+            iss: ISSUER.into(),
+            iat: now,
+            exp: now + self.access_ttl.as_secs() as i64,
+            token_use: TokenUse::Access,
+            role: Some(role),
+            supplier_id,
+            jti: None,
+        };
+        let refresh = Claims {
+            sub: user.to_string(),
+            iss: ISSUER.into(),
+            iat: now,
+            exp: now + self.refresh_ttl.as_secs() as i64,
+            token_use: TokenUse::Refresh,
+            role: None,
+            supplier_id: None,
+            jti: Some(refresh_id.to_owned()),
+        };
+        Ok(TokenPair {
+            access_token: self.sign(&access)?,
+            refresh_token: self.sign(&refresh)?,
+            token_type: "Bearer",
+            expires_in: self.access_ttl.as_secs(),
+        })
+    }
+
+    fn validation() -> Validation {
+        let mut v = Validation::new(JwtAlg::HS256);
+        v.set_issuer(&[ISSUER]);
+        v.leeway = 5;
+        v
+    }
+
+    /// The user and refresh-token id in a refresh token.
+    pub fn verify_refresh(&self, token: &str) -> Result<(UserId, String), ApiError> {
+        let invalid = ApiError::Unauthorized("invalid or expired refresh token");
+        let data = jsonwebtoken::decode::<Claims>(token, &self.decoding, &Self::validation())
+            .map_err(|_| ApiError::Unauthorized("invalid or expired refresh token"))?;
+        let c = data.claims;
+        match (c.token_use, c.jti, c.sub.parse()) {
+            (TokenUse::Refresh, Some(jti), Ok(user)) => Ok((user, jti)),
+            _ => Err(invalid),
+        }
+    }
+
+    /// Verifies an access token: ours (HS256), or the external issuer's (RS256).
+    pub async fn verify_access(&self, token: &str) -> Result<Caller, ApiError> {
+        let invalid = || ApiError::Unauthorized("invalid or expired access token");
+        let header = jsonwebtoken::decode_header(token).map_err(|_| invalid())?;
+        match header.alg {
+            JwtAlg::HS256 => {
+                let data = jsonwebtoken::decode::<Claims>(token, &self.decoding, &Self::validation())
+                    .map_err(|_| invalid())?;
+                let c = data.claims;
+                match (c.token_use, c.role) {
+                    (TokenUse::Access, Some(role)) => Ok(Caller {
+                        subject: c.sub,
+                        role,
+                        supplier_id: c.supplier_id,
+                        external: false,
+                    }),
+                    _ => Err(invalid()),
+                }
+            }
+            JwtAlg::RS256 => match &self.jwks {
+                Some(jwks) => jwks.verify(token, header.kid.as_deref()).await,
+                None => Err(invalid()),
+            },
+            _ => Err(invalid()),
+        }
+    }
+}
+
+impl Jwks {
+    async fn keys(&self, refresh: bool) -> Result<JwkSet, ApiError> {
+        if !refresh
+            && let Some((set, at)) = self.cache.read().await.as_ref()
+            && at.elapsed() < JWKS_TTL
+        {
+            return Ok(set.clone());
+        }
+        let set: JwkSet = self
+            .http
+            .get(&self.settings.url)
+            .send()
+            .await
+            .and_then(reqwest::Response::error_for_status)
+            .map_err(|e| ApiError::Unavailable(format!("cannot fetch JWKS: {e}")))?
+            .json()
+            .await
+            .map_err(|e| ApiError::Unavailable(format!("bad JWKS document: {e}")))?;
+        *self.cache.write().await = Some((set.clone(), Instant::now()));
+        Ok(set)
+    }
+
+    async fn verify(&self, token: &str, kid: Option<&str>) -> Result<Caller, ApiError> {
+        let invalid = || ApiError::Unauthorized("invalid or expired access token");
+        let kid = kid.ok_or_else(invalid)?;
+        let mut set = self.keys(false).await?;
+        if set.find(kid).is_none() {
+            // Keys rotate: an unknown kid may be a new key.
+            set = self.keys(true).await?;
+        }
+        let jwk = set.find(kid).ok_or_else(invalid)?;
+        let key = DecodingKey::from_jwk(jwk).map_err(|_| invalid())?;
+        let mut v = Validation::new(JwtAlg::RS256);
+        v.leeway = 5;
+        match &self.settings.issuer {
+            Some(iss) => v.set_issuer(&[iss]),
+            None => v.iss = None,
+        }
+        match &self.settings.audience {
+            Some(aud) => v.set_audience(&[aud]),
+            None => v.validate_aud = false,
+        }
+        let data = jsonwebtoken::decode::<serde_json::Value>(token, &key, &v).map_err(|_| invalid())?;
+        let claims = data.claims;
+        let subject = claims["sub"].as_str().ok_or_else(invalid)?.to_owned();
+        let groups: Vec<&str> = match &claims[self.settings.groups_claim.as_str()] {
+            serde_json::Value::Array(a) => a.iter().filter_map(|g| g.as_str()).collect(),
+            serde_json::Value::String(s) => s.split([',', ' ']).collect(),
+            _ => Vec::new(),
+        };
+        let role = [Role::Admin, Role::Service, Role::Supplier]
+            .into_iter()
+            .find(|r| groups.contains(&r.as_str()))
+            .unwrap_or(Role::Customer);
+        let supplier_id = claims["custom:supplier_id"].as_str().map(str::to_owned);
+        Ok(Caller { subject, role, supplier_id, external: true })
+    }
+}
+
+fn bearer(parts: &Parts) -> Option<&str> {
+    let value = parts.headers.get(axum::http::header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, token) = value.split_once(' ')?;
+    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
+}
+
+impl FromRequestParts<AppState> for Caller {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        let token = bearer(parts).ok_or(ApiError::Unauthorized("missing bearer token"))?;
+        state.tokens.verify_access(token).await
+    }
+}
+
+/// The caller, if a valid token was sent.
+#[derive(Debug)]
+pub struct MaybeCaller(pub Option<Caller>);
+
+impl FromRequestParts<AppState> for MaybeCaller {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        match bearer(parts) {
+            None => Ok(Self(None)),
+            Some(token) => state.tokens.verify_access(token).await.map(|c| Self(Some(c))),
+        }
+    }
+}
+
+pub type SharedTokens = Arc<Tokens>;

@@ -1,0 +1,37 @@
+//! The OpenAPI document, generated from the handlers' annotations.
+
+use utoipa::{
+    Modify, OpenApi,
+    openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme},
+};
+
+use crate::routes::{auth, me, ops, products};
+
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "shopstream", description = "Live inventory, analytics and recommendations for an online shop. \
+        Errors are RFC 9457 problem documents."),
+    paths(
+        auth::register, auth::login, auth::refresh,
+        me::get_me, me::patch_me, me::delete_me,
+        products::list_products, products::create_product, products::get_product,
+        products::replace_product, products::patch_product, products::delete_product,
+        ops::healthz, ops::readyz, ops::metrics, ops::openapi,
+    ),
+    components(schemas(crate::Problem, domain::Product, domain::Role, domain::user::Address)),
+    modifiers(&Bearer),
+    tags((name = "auth"), (name = "me"), (name = "products"), (name = "ops")),
+)]
+pub struct ApiDoc;
+
+struct Bearer;
+
+impl Modify for Bearer {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).bearer_format("JWT").build()),
+        );
+    }
+}

@@ -1,0 +1,213 @@
+//! Registration, login and token refresh.
+
+use axum::{Json, Router, extract::State, http::StatusCode, routing::post};
+use domain::{
+    Email, Role, User, UserId,
+    user::check_password,
+    validate::{FieldReader, Len},
+};
+use serde::Serialize;
+use storage::users::UserError;
+use uuid::Uuid;
+
+use crate::{
+    AppState,
+    auth::{TokenPair, hash_password, verify_password},
+    error::{ApiError, ApiResult},
+    extract::JsonBody,
+    routes::me::UserView,
+};
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/api/auth/register", post(register))
+        .route("/api/auth/login", post(login))
+        .route("/api/auth/refresh", post(refresh))
+}
+
+const PASSWORD_LEN: Len = Len { min: 1, max: 1024 };
+pub(crate) const NAME_LEN: Len = Len { min: 1, max: 200 };
+
+/// Body of `POST /api/auth/register`.
+#[derive(Debug, utoipa::ToSchema)]
+#[expect(dead_code, reason = "documents the body, which is read field by field to report every error")]
+pub struct RegisterRequest {
+    pub email: String,
+    /// At least 12 characters.
+    pub password: String,
+    pub name: String,
+}
+
+/// Body of `POST /api/auth/login`.
+#[derive(Debug, utoipa::ToSchema)]
+#[expect(dead_code, reason = "documents the body, which is read field by field to report every error")]
+pub struct LoginRequest {
+    pub email: String,
+    pub password: String,
+}
+
+/// Body of `POST /api/auth/refresh`.
+#[derive(Debug, utoipa::ToSchema)]
+#[expect(dead_code, reason = "documents the body, which is read field by field to report every error")]
+pub struct RefreshRequest {
+    pub refresh_token: String,
+}
+
+/// A new user and their first tokens.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct Registered {
+    pub user: UserView,
+    #[serde(flatten)]
+    pub tokens: TokenPair,
+}
+
+/// Creates a user with a hashed password. Shared by registration, the CLI and
+/// the admin bootstrap.
+pub async fn create_user(
+    state: &AppState,
+    email: Email,
+    password: String,
+    name: String,
+    role: Role,
+    supplier_id: Option<String>,
+) -> ApiResult<User> {
+    let now = domain::now();
+    let user = User {
+        id: UserId::new(),
+        email,
+        name,
+        role,
+        supplier_id,
+        password_hash: hash_password(password).await?,
+        shipping_address: None,
+        preferences: Default::default(),
+        created_at: now,
+        updated_at: now,
+        version: 1,
+    };
+    match state.users.create(&user).await {
+        Ok(()) => Ok(user),
+        Err(UserError::DuplicateEmail) => Err(ApiError::Conflict(format!(
+            "a user with e-mail address {} exists",
+            user.email
+        ))),
+        Err(UserError::Store(e)) => Err(e.into()),
+        Err(e) => Err(ApiError::Internal(e.to_string())),
+    }
+}
+
+async fn issue(state: &AppState, user: &User) -> ApiResult<TokenPair> {
+    let refresh_id = Uuid::new_v4().simple().to_string();
+    let expires = domain::now() + state.tokens.refresh_ttl;
+    state.users.store_refresh(user.id, &refresh_id, expires).await?;
+    state
+        .tokens
+        .issue(user.id, user.role, user.supplier_id.clone(), &refresh_id)
+}
+
+/// Registers a customer.
+#[utoipa::path(post, path = "/api/auth/register", tag = "auth",
+    request_body = RegisterRequest,
+    responses(
+        (status = 201, body = Registered),
+        (status = 409, description = "e-mail address taken", body = crate::Problem),
+        (status = 422, description = "invalid fields", body = crate::Problem),
+    ))]
+pub async fn register(
+    State(state): State<AppState>,
+    JsonBody(body): JsonBody,
+) -> ApiResult<(StatusCode, Json<Registered>)> {
+    let mut r = FieldReader::new(&body).map_err(ApiError::Validation)?;
+    let email = r.string("email", true, Len { min: 1, max: 254 });
+    let password = match r.raw("password") {
+        Some(serde_json::Value::String(p)) => Some(p.clone()),
+        Some(_) => {
+            r.errors.push("password", "must be a string");
+            None
+        }
+        None => {
+            r.errors.push("password", "is required");
+            None
+        }
+    };
+    let name = r.string("name", true, NAME_LEN);
+    r.deny_unknown();
+    let mut errors = r.errors;
+    let email = email.and_then(|e| {
+        Email::parse(&e)
+            .map_err(|m| errors.push("email", m))
+            .ok()
+    });
+    if let Some(p) = &password
+        && let Err(m) = check_password(p)
+    {
+        errors.push("password", m);
+    }
+    let (Some(email), Some(password), Some(name)) = (email, password, name) else {
+        return Err(ApiError::Validation(errors));
+    };
+    if !errors.is_empty() {
+        return Err(ApiError::Validation(errors));
+    }
+    let user = create_user(&state, email, password, name, Role::Customer, None).await?;
+    let tokens = issue(&state, &user).await?;
+    Ok((
+        StatusCode::CREATED,
+        Json(Registered { user: UserView::from(&user), tokens }),
+    ))
+}
+
+/// Exchanges an e-mail address and password for tokens.
+#[utoipa::path(post, path = "/api/auth/login", tag = "auth",
+    request_body = LoginRequest,
+    responses(
+        (status = 200, body = TokenPair),
+        (status = 401, description = "wrong e-mail address or password", body = crate::Problem),
+    ))]
+pub async fn login(State(state): State<AppState>, JsonBody(body): JsonBody) -> ApiResult<Json<TokenPair>> {
+    let mut r = FieldReader::new(&body).map_err(ApiError::Validation)?;
+    let email = r.string("email", true, Len { min: 1, max: 254 });
+    let password = r.string("password", true, PASSWORD_LEN);
+    r.deny_unknown();
+    let (Some(email), Some(password)) = (email, password) else {
+        return Err(ApiError::Validation(r.errors));
+    };
+    if !r.errors.is_empty() {
+        return Err(ApiError::Validation(r.errors));
+    }
+    let user = match Email::parse(&email) {
+        Ok(e) => state.users.find_by_email(&e).await?,
+        Err(_) => None,
+    };
+    let ok = verify_password(password, user.as_ref().map(|u| u.password_hash.clone())).await;
+    match user {
+        Some(user) if ok => Ok(Json(issue(&state, &user).await?)),
+        _ => Err(ApiError::Unauthorized("wrong e-mail address or password")),
+    }
+}
+
+/// Exchanges a refresh token for a new pair. Each refresh token works once.
+#[utoipa::path(post, path = "/api/auth/refresh", tag = "auth",
+    request_body = RefreshRequest,
+    responses(
+        (status = 200, body = TokenPair),
+        (status = 401, description = "invalid, expired or used refresh token", body = crate::Problem),
+    ))]
+pub async fn refresh(State(state): State<AppState>, JsonBody(body): JsonBody) -> ApiResult<Json<TokenPair>> {
+    let mut r = FieldReader::new(&body).map_err(ApiError::Validation)?;
+    let token = r.string("refresh_token", true, Len { min: 1, max: 4096 });
+    r.deny_unknown();
+    let Some(token) = token.filter(|_| r.errors.is_empty()) else {
+        return Err(ApiError::Validation(r.errors));
+    };
+    let (user_id, jti) = state.tokens.verify_refresh(&token)?;
+    if !state.users.consume_refresh(user_id, &jti, domain::now()).await? {
+        return Err(ApiError::Unauthorized("invalid, expired or used refresh token"));
+    }
+    let user = state
+        .users
+        .get(user_id)
+        .await?
+        .ok_or(ApiError::Unauthorized("the account no longer exists"))?;
+    Ok(Json(issue(&state, &user).await?))
+}

@@ -1,0 +1,4 @@
+pub mod auth;
+pub mod me;
+pub mod ops;
+pub mod products;

@@ -1,0 +1,263 @@
+//! The product catalogue: reads are public, writes need the admin role.
+//! Every write is also published as a `product.upserted` / `product.deleted`
+//! event.
+
+use axum::{
+    Json, Router,
+    extract::{Path, RawQuery, State},
+    http::{HeaderMap, HeaderValue, StatusCode, header},
+    response::{IntoResponse, Response},
+    routing::get,
+};
+use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
+use domain::{
+    Event, EventPayload, Product, ProductDraft, ProductId, ProductPatch, Role,
+    product::DraftMode,
+};
+use serde::Serialize;
+use storage::products::{ProductError, ProductFilter};
+
+use crate::{
+    AppState,
+    auth::Caller,
+    error::{ApiError, ApiResult},
+    extract::JsonBody,
+};
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/api/products", get(list_products).post(create_product))
+        .route(
+            "/api/products/{id}",
+            get(get_product)
+                .put(replace_product)
+                .patch(patch_product)
+                .delete(delete_product),
+        )
+}
+
+pub const DEFAULT_LIMIT: usize = 20;
+pub const MAX_LIMIT: usize = 100;
+
+/// A page of products.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct ProductPage {
+    pub items: Vec<Product>,
+    /// Pass as `cursor` to get the next page; absent on the last page.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub next_cursor: Option<String>,
+}
+
+fn etag(version: u64) -> HeaderValue {
+    HeaderValue::from_str(&format!("\"{version}\"")).expect("a number is a valid header")
+}
+
+fn with_etag(status: StatusCode, p: Product) -> Response {
+    let mut response = (status, Json(&p)).into_response();
+    response.headers_mut().insert(header::ETAG, etag(p.version));
+    response
+}
+
+/// Refuses the write if `If-Match` names another version than the current.
+fn check_if_match(headers: &HeaderMap, current: u64) -> ApiResult<()> {
+    let Some(value) = headers.get(header::IF_MATCH) else {
+        return Ok(());
+    };
+    let value = value.to_str().map_err(|_| ApiError::PreconditionFailed { current })?;
+    let matches = value.split(',').map(str::trim).any(|tag| {
+        tag == "*" || tag.trim_start_matches("W/").trim_matches('"') == current.to_string()
+    });
+    if matches {
+        Ok(())
+    } else {
+        Err(ApiError::PreconditionFailed { current })
+    }
+}
+
+fn parse_id(id: &str) -> ApiResult<ProductId> {
+    id.parse().map_err(|_| ApiError::NotFound("product"))
+}
+
+async fn publish(state: &AppState, payload: EventPayload) {
+    let event = Event::new("api", payload);
+    let kind = event.payload.type_name();
+    if let Err(e) = state.events.publish(std::slice::from_ref(&event)).await {
+        // The write itself succeeded; the event is logged so it can be replayed.
+        metrics::counter!("shopstream_events_publish_failed_total", "type" => kind).increment(1);
+        tracing::error!(error = %e, event = %serde_json::to_string(&event).unwrap_or_default(),
+            "could not publish event");
+    } else {
+        metrics::counter!("shopstream_events_published_total", "type" => kind).increment(1);
+    }
+}
+
+fn product_error(e: ProductError) -> ApiError {
+    match e {
+        ProductError::NotFound => ApiError::NotFound("product"),
+        ProductError::VersionMismatch { current } => ApiError::PreconditionFailed { current },
+        ProductError::DuplicateSku(sku) => ApiError::Conflict(format!("another product has sku {sku:?}")),
+        ProductError::Store(e) => e.into(),
+    }
+}
+
+/// Lists products, oldest first, a page at a time.
+#[utoipa::path(get, path = "/api/products", tag = "products",
+    params(
+        ("limit" = Option<usize>, Query, description = "1 to 100, default 20"),
+        ("cursor" = Option<String>, Query, description = "`next_cursor` of the previous page"),
+        ("category" = Option<String>, Query),
+        ("supplier_id" = Option<String>, Query),
+    ),
+    responses((status = 200, body = ProductPage), (status = 422, body = crate::Problem)))]
+pub async fn list_products(State(state): State<AppState>, RawQuery(query): RawQuery) -> ApiResult<Json<ProductPage>> {
+    let pairs: Vec<(String, String)> = serde_urlencoded::from_str(query.as_deref().unwrap_or(""))
+        .map_err(|e| ApiError::field("", format!("malformed query string: {e}")))?;
+    let mut errors = domain::ValidationErrors::default();
+    let mut limit = DEFAULT_LIMIT;
+    let mut cursor = None;
+    let mut filter = ProductFilter::default();
+    for (k, v) in pairs {
+        match k.as_str() {
+            "limit" => match v.parse::<usize>() {
+                Ok(n) if (1..=MAX_LIMIT).contains(&n) => limit = n,
+                _ => errors.push("limit", format!("must be a whole number from 1 to {MAX_LIMIT}")),
+            },
+            "cursor" => match URL_SAFE_NO_PAD
+                .decode(&v)
+                .ok()
+                .and_then(|b| String::from_utf8(b).ok())
+                .filter(|s| s.parse::<ProductId>().is_ok())
+            {
+                Some(c) => cursor = Some(c),
+                None => errors.push("cursor", "is not a cursor this API returned"),
+            },
+            "category" if !v.is_empty() && v.len() <= 64 => filter.category = Some(v),
+            "supplier_id" if !v.is_empty() && v.len() <= 64 => filter.supplier_id = Some(v),
+            "category" | "supplier_id" => errors.push(k, "must be 1 to 64 characters"),
+            _ => errors.push(k, "is not a known query parameter"),
+        }
+    }
+    if !errors.is_empty() {
+        return Err(ApiError::Validation(errors));
+    }
+    let (items, next) = state.products.list(&filter, limit, cursor).await?;
+    Ok(Json(ProductPage {
+        items,
+        next_cursor: next.map(|c| URL_SAFE_NO_PAD.encode(c)),
+    }))
+}
+
+/// Creates a product.
+#[utoipa::path(post, path = "/api/products", tag = "products", security(("bearer" = [])),
+    request_body(content = Object, description = "`sku`, `name`, `price` (decimal string), `currency`, `category` required; \
+        `description`, `supplier_id`, `image_url`, `attributes`, `low_stock_threshold` optional"),
+    responses(
+        (status = 201, body = Product, headers(("Location" = String), ("ETag" = String))),
+        (status = 400, body = crate::Problem), (status = 401, body = crate::Problem),
+        (status = 403, body = crate::Problem), (status = 409, body = crate::Problem),
+        (status = 413, body = crate::Problem), (status = 415, body = crate::Problem),
+        (status = 422, body = crate::Problem),
+    ))]
+pub async fn create_product(
+    State(state): State<AppState>,
+    caller: Caller,
+    JsonBody(body): JsonBody,
+) -> ApiResult<Response> {
+    caller.require(Role::Admin)?;
+    let draft = ProductDraft::parse(&body, DraftMode::Create).map_err(ApiError::Validation)?;
+    let product = draft.into_product(ProductId::new(), domain::now());
+    state.products.create(&product).await.map_err(product_error)?;
+    publish(&state, EventPayload::ProductUpserted(Box::new(product.clone()))).await;
+    let location = format!("/api/products/{}", product.id);
+    let mut response = with_etag(StatusCode::CREATED, product);
+    response
+        .headers_mut()
+        .insert(header::LOCATION, HeaderValue::from_str(&location).expect("ascii"));
+    Ok(response)
+}
+
+/// One product.
+#[utoipa::path(get, path = "/api/products/{id}", tag = "products",
+    params(("id" = String, Path)),
+    responses((status = 200, body = Product, headers(("ETag" = String))), (status = 404, body = crate::Problem)))]
+pub async fn get_product(State(state): State<AppState>, Path(id): Path<String>) -> ApiResult<Response> {
+    let p = state
+        .products
+        .get(parse_id(&id)?)
+        .await?
+        .ok_or(ApiError::NotFound("product"))?;
+    Ok(with_etag(StatusCode::OK, p))
+}
+
+async fn write(
+    state: &AppState,
+    id: &str,
+    headers: &HeaderMap,
+    change: impl Fn(&mut Product),
+) -> ApiResult<Response> {
+    let id = parse_id(id)?;
+    let old = state.products.get(id).await?.ok_or(ApiError::NotFound("product"))?;
+    check_if_match(headers, old.version)?;
+    let mut new = old.clone();
+    change(&mut new);
+    new.version = old.version + 1;
+    new.updated_at = domain::now();
+    state.products.update(&old, &new).await.map_err(product_error)?;
+    publish(state, EventPayload::ProductUpserted(Box::new(new.clone()))).await;
+    Ok(with_etag(StatusCode::OK, new))
+}
+
+/// Replaces every client-set field of a product.
+#[utoipa::path(put, path = "/api/products/{id}", tag = "products", security(("bearer" = [])),
+    params(("id" = String, Path), ("If-Match" = Option<String>, Header, description = "the ETag read before")),
+    request_body(content = Object, description = "as for create"),
+    responses((status = 200, body = Product), (status = 404, body = crate::Problem),
+        (status = 409, body = crate::Problem), (status = 412, body = crate::Problem), (status = 422, body = crate::Problem)))]
+pub async fn replace_product(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    JsonBody(body): JsonBody,
+) -> ApiResult<Response> {
+    caller.require(Role::Admin)?;
+    let draft = ProductDraft::parse(&body, DraftMode::Replace).map_err(ApiError::Validation)?;
+    write(&state, &id, &headers, |p| p.replace_with(draft.clone())).await
+}
+
+/// Changes some fields of a product; `null` clears an optional one.
+#[utoipa::path(patch, path = "/api/products/{id}", tag = "products", security(("bearer" = [])),
+    params(("id" = String, Path), ("If-Match" = Option<String>, Header, description = "the ETag read before")),
+    request_body(content = Object, description = "any subset of the create fields"),
+    responses((status = 200, body = Product), (status = 404, body = crate::Problem),
+        (status = 409, body = crate::Problem), (status = 412, body = crate::Problem), (status = 422, body = crate::Problem)))]
+pub async fn patch_product(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    JsonBody(body): JsonBody,
+) -> ApiResult<Response> {
+    caller.require(Role::Admin)?;
+    let patch = ProductPatch::parse(&body).map_err(ApiError::Validation)?;
+    write(&state, &id, &headers, |p| patch.clone().apply(p)).await
+}
+
+/// Deletes a product. Its id is never given to another product.
+#[utoipa::path(delete, path = "/api/products/{id}", tag = "products", security(("bearer" = [])),
+    params(("id" = String, Path), ("If-Match" = Option<String>, Header)),
+    responses((status = 204), (status = 404, body = crate::Problem), (status = 412, body = crate::Problem)))]
+pub async fn delete_product(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> ApiResult<StatusCode> {
+    caller.require(Role::Admin)?;
+    let id = parse_id(&id)?;
+    let p = state.products.get(id).await?.ok_or(ApiError::NotFound("product"))?;
+    check_if_match(&headers, p.version)?;
+    state.products.delete(&p).await.map_err(product_error)?;
+    publish(&state, EventPayload::ProductDeleted { product_id: id }).await;
+    Ok(StatusCode::NO_CONTENT)
+}

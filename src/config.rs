@@ -1,0 +1,167 @@
+//! Typed settings, loaded in layers: built-in defaults < `shopstream.toml`
+//! (or the file named by `--config` / `SHOPSTREAM_CONFIG`) < environment
+//! variables `SHOPSTREAM_*` (e.g. `SHOPSTREAM_LISTEN=0.0.0.0:8080`).
+//! A wrong or unknown setting stops start-up with a message naming it.
+
+use std::{net::SocketAddr, path::PathBuf};
+
+use anyhow::{Context, bail};
+use figment::{
+    Figment,
+    providers::{Env, Format, Serialized, Toml},
+};
+use serde::{Deserialize, Serialize};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Backend {
+    /// redb file and log in `data_dir`; nothing else to run.
+    Embedded,
+    /// DynamoDB through the AWS SDK's default chain (`AWS_REGION`,
+    /// `AWS_ENDPOINT_URL`, credentials).
+    Aws,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+/// Every setting. README.md lists them with their meaning.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Settings {
+    pub backend: Backend,
+    pub data_dir: PathBuf,
+    pub listen: SocketAddr,
+    pub table_prefix: String,
+    /// HS256 key for our tokens, at least 32 characters. Embedded mode makes
+    /// one in `data_dir` on first start if unset; AWS mode requires it.
+    pub jwt_secret: Option<String>,
+    pub access_token_ttl_secs: u64,
+    pub refresh_token_ttl_secs: u64,
+    pub admin_email: Option<String>,
+    pub admin_password: Option<String>,
+    pub seed_demo_catalogue: bool,
+    pub max_body_bytes: usize,
+    pub request_timeout_secs: u64,
+    pub log_format: LogFormat,
+    pub jwks_url: Option<String>,
+    pub jwks_issuer: Option<String>,
+    pub jwks_audience: Option<String>,
+    pub jwks_groups_claim: String,
+    pub log_partitions: u32,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            backend: Backend::Embedded,
+            data_dir: PathBuf::from("./data"),
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            table_prefix: "shopstream_".into(),
+            jwt_secret: None,
+            access_token_ttl_secs: 15 * 60,
+            refresh_token_ttl_secs: 30 * 24 * 3600,
+            admin_email: None,
+            admin_password: None,
+            seed_demo_catalogue: true,
+            max_body_bytes: 64 * 1024,
+            request_timeout_secs: 30,
+            log_format: LogFormat::Text,
+            jwks_url: None,
+            jwks_issuer: None,
+            jwks_audience: None,
+            jwks_groups_claim: "cognito:groups".into(),
+            log_partitions: ingest::log::DEFAULT_PARTITIONS,
+        }
+    }
+}
+
+/// Variables with the prefix that are not settings (read by tests or by
+/// this loader itself).
+const NOT_SETTINGS: &[&str] = &["config"];
+
+impl Settings {
+    pub fn load(file: Option<PathBuf>) -> anyhow::Result<Self> {
+        let explicit = file.is_some();
+        let file = file.unwrap_or_else(|| PathBuf::from("shopstream.toml"));
+        if explicit && !file.exists() {
+            bail!("config file {} does not exist", file.display());
+        }
+        let settings: Settings = Figment::from(Serialized::defaults(Settings::default()))
+            .merge(Toml::file(&file))
+            .merge(
+                Env::prefixed("SHOPSTREAM_")
+                    .filter(|k| !NOT_SETTINGS.contains(&k.as_str()) && !k.as_str().starts_with("test_")),
+            )
+            .extract()
+            .map_err(|e| anyhow::anyhow!("invalid configuration: {e}"))?;
+        settings.validate()?;
+        Ok(settings)
+    }
+
+    fn validate(&self) -> anyhow::Result<()> {
+        if let Some(s) = &self.jwt_secret
+            && s.len() < 32
+        {
+            bail!("invalid configuration: jwt_secret (SHOPSTREAM_JWT_SECRET) must be at least 32 characters");
+        }
+        if self.backend == Backend::Aws && self.jwt_secret.is_none() {
+            bail!(
+                "invalid configuration: jwt_secret (SHOPSTREAM_JWT_SECRET) must be set when backend = \"aws\", \
+                 so that every instance signs with the same key"
+            );
+        }
+        if self.admin_email.is_some() != self.admin_password.is_some() {
+            bail!("invalid configuration: admin_email and admin_password must be set together");
+        }
+        if !self.table_prefix.bytes().all(|b| b.is_ascii_alphanumeric() || b"_-.".contains(&b)) {
+            bail!("invalid configuration: table_prefix may contain only letters, digits, '_', '-' and '.'");
+        }
+        for (name, value) in [("access_token_ttl_secs", self.access_token_ttl_secs),
+            ("refresh_token_ttl_secs", self.refresh_token_ttl_secs), ("request_timeout_secs", self.request_timeout_secs)] {
+            if value == 0 {
+                bail!("invalid configuration: {name} must be more than 0");
+            }
+        }
+        if self.max_body_bytes < 1024 {
+            bail!("invalid configuration: max_body_bytes must be at least 1024");
+        }
+        if !(1..=64).contains(&self.log_partitions) {
+            bail!("invalid configuration: log_partitions must be from 1 to 64");
+        }
+        Ok(())
+    }
+
+    /// The token signing key: configured, or (embedded mode) made once and
+    /// kept in the data directory with owner-only permissions.
+    pub fn jwt_secret(&self) -> anyhow::Result<Vec<u8>> {
+        if let Some(s) = &self.jwt_secret {
+            return Ok(s.as_bytes().to_vec());
+        }
+        let path = self.data_dir.join("jwt_secret");
+        match std::fs::read_to_string(&path) {
+            Ok(s) if s.trim().len() >= 32 => return Ok(s.trim().as_bytes().to_vec()),
+            Ok(_) => bail!("{} is shorter than 32 characters; delete it to make a new one", path.display()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e).with_context(|| format!("cannot read {}", path.display())),
+        }
+        use rand::distr::{Alphanumeric, SampleString};
+        let secret = Alphanumeric.sample_string(&mut rand::rng(), 64);
+        std::fs::create_dir_all(&self.data_dir)
+            .with_context(|| format!("cannot create data_dir {}", self.data_dir.display()))?;
+        let mut options = std::fs::OpenOptions::new();
+        options.write(true).create_new(true);
+        #[cfg(unix)]
+        std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+        use std::io::Write;
+        options
+            .open(&path)
+            .and_then(|mut f| f.write_all(secret.as_bytes()))
+            .with_context(|| format!("cannot write {}", path.display()))?;
+        Ok(secret.into_bytes())
+    }
+}
