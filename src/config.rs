@@ -82,7 +82,28 @@ impl Default for Settings {
 
 /// Variables with the prefix that are not settings (read by tests or by
 /// this loader itself).
-const NOT_SETTINGS: &[&str] = &["config"];
+const NOT_SETTINGS: &[&str] = &["config", "log", "user_password"];
+
+/// Names each setting at fault and where its value came from.
+fn describe(errors: figment::Error) -> anyhow::Error {
+    let lines: Vec<String> = errors
+        .into_iter()
+        .map(|e| {
+            let key = e.path.join(".").to_lowercase();
+            let source = e
+                .metadata
+                .as_ref()
+                .map(|m| m.name.to_string())
+                .unwrap_or_default();
+            if key.is_empty() {
+                format!("{} (in {source})", e.kind)
+            } else {
+                format!("setting `{key}` (from {source}): {}", e.kind)
+            }
+        })
+        .collect();
+    anyhow::anyhow!("invalid configuration: {}", lines.join("; "))
+}
 
 impl Settings {
     pub fn load(file: Option<PathBuf>) -> anyhow::Result<Self> {
@@ -93,12 +114,12 @@ impl Settings {
         }
         let settings: Settings = Figment::from(Serialized::defaults(Settings::default()))
             .merge(Toml::file(&file))
-            .merge(
-                Env::prefixed("SHOPSTREAM_")
-                    .filter(|k| !NOT_SETTINGS.contains(&k.as_str()) && !k.as_str().starts_with("test_")),
-            )
+            .merge(Env::prefixed("SHOPSTREAM_").filter(|k| {
+                let k = k.as_str().to_ascii_lowercase();
+                !NOT_SETTINGS.contains(&k.as_str()) && !k.starts_with("test_")
+            }))
             .extract()
-            .map_err(|e| anyhow::anyhow!("invalid configuration: {e}"))?;
+            .map_err(describe)?;
         settings.validate()?;
         Ok(settings)
     }
@@ -107,7 +128,9 @@ impl Settings {
         if let Some(s) = &self.jwt_secret
             && s.len() < 32
         {
-            bail!("invalid configuration: jwt_secret (SHOPSTREAM_JWT_SECRET) must be at least 32 characters");
+            bail!(
+                "invalid configuration: jwt_secret (SHOPSTREAM_JWT_SECRET) must be at least 32 characters"
+            );
         }
         if self.backend == Backend::Aws && self.jwt_secret.is_none() {
             bail!(
@@ -118,11 +141,20 @@ impl Settings {
         if self.admin_email.is_some() != self.admin_password.is_some() {
             bail!("invalid configuration: admin_email and admin_password must be set together");
         }
-        if !self.table_prefix.bytes().all(|b| b.is_ascii_alphanumeric() || b"_-.".contains(&b)) {
-            bail!("invalid configuration: table_prefix may contain only letters, digits, '_', '-' and '.'");
+        if !self
+            .table_prefix
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"_-.".contains(&b))
+        {
+            bail!(
+                "invalid configuration: table_prefix may contain only letters, digits, '_', '-' and '.'"
+            );
         }
-        for (name, value) in [("access_token_ttl_secs", self.access_token_ttl_secs),
-            ("refresh_token_ttl_secs", self.refresh_token_ttl_secs), ("request_timeout_secs", self.request_timeout_secs)] {
+        for (name, value) in [
+            ("access_token_ttl_secs", self.access_token_ttl_secs),
+            ("refresh_token_ttl_secs", self.refresh_token_ttl_secs),
+            ("request_timeout_secs", self.request_timeout_secs),
+        ] {
             if value == 0 {
                 bail!("invalid configuration: {name} must be more than 0");
             }
@@ -145,7 +177,10 @@ impl Settings {
         let path = self.data_dir.join("jwt_secret");
         match std::fs::read_to_string(&path) {
             Ok(s) if s.trim().len() >= 32 => return Ok(s.trim().as_bytes().to_vec()),
-            Ok(_) => bail!("{} is shorter than 32 characters; delete it to make a new one", path.display()),
+            Ok(_) => bail!(
+                "{} is shorter than 32 characters; delete it to make a new one",
+                path.display()
+            ),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
             Err(e) => return Err(e).with_context(|| format!("cannot read {}", path.display())),
         }

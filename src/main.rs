@@ -65,7 +65,9 @@ enum UserCommand {
 fn init_tracing(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("SHOPSTREAM_LOG")
         .unwrap_or_else(|_| "info,tower_http=info,aws_config=warn".into());
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     match format {
         LogFormat::Json => builder.json().init(),
         LogFormat::Text => builder.init(),
@@ -77,7 +79,8 @@ async fn open_store(settings: &Settings) -> anyhow::Result<Arc<dyn Store>> {
         Backend::Embedded => {
             let dir = settings.data_dir.clone();
             let prefix = settings.table_prefix.clone();
-            let store = tokio::task::spawn_blocking(move || Embedded::open(&dir, &prefix)).await??;
+            let store =
+                tokio::task::spawn_blocking(move || Embedded::open(&dir, &prefix)).await??;
             Arc::new(store)
         }
         Backend::Aws => Arc::new(Dynamo::from_env(&settings.table_prefix).await),
@@ -97,7 +100,8 @@ fn app_state(settings: &Settings, store: Arc<dyn Store>) -> anyhow::Result<AppSt
         Duration::from_secs(settings.refresh_token_ttl_secs),
         jwks,
     );
-    let events: Arc<dyn EventSink> = Arc::new(StoreLog::new(store.clone(), settings.log_partitions));
+    let events: Arc<dyn EventSink> =
+        Arc::new(StoreLog::new(store.clone(), settings.log_partitions));
     let metrics = api::install_recorder()?;
     let config = ApiConfig {
         max_body_bytes: settings.max_body_bytes,
@@ -111,17 +115,26 @@ async fn serve(settings: Settings) -> anyhow::Result<()> {
     if settings.backend == Backend::Embedded {
         store.create_tables().await?;
     }
-    store
-        .ping()
-        .await
-        .context("the store is not reachable (for backend = \"aws\", run `shopstream init` first)")?;
+    store.ping().await.context(
+        "the store is not reachable (for backend = \"aws\", run `shopstream init` first)",
+    )?;
     let state = app_state(&settings, store)?;
-    match bootstrap::ensure_admin(&state, settings.admin_email.as_deref(), settings.admin_password.as_deref()).await? {
+    match bootstrap::ensure_admin(
+        &state,
+        settings.admin_email.as_deref(),
+        settings.admin_password.as_deref(),
+    )
+    .await?
+    {
         bootstrap::AdminBootstrap::Generated { email, password } => {
             // Shown once, on stdout, so that it is not kept in log files.
-            println!("shopstream: created the first admin\n  email:    {email}\n  password: {password}\n  (shown only this once)");
+            println!(
+                "shopstream: created the first admin\n  email:    {email}\n  password: {password}\n  (shown only this once)"
+            );
         }
-        bootstrap::AdminBootstrap::Configured(email) => tracing::info!(%email, "admin bootstrapped"),
+        bootstrap::AdminBootstrap::Configured(email) => {
+            tracing::info!(%email, "admin bootstrapped")
+        }
         bootstrap::AdminBootstrap::AlreadyDone => {}
     }
     if settings.seed_demo_catalogue {
@@ -165,7 +178,13 @@ async fn shutdown_signal() {
 }
 
 async fn create_user(settings: &Settings, command: UserCommand) -> anyhow::Result<()> {
-    let UserCommand::Create { email, password, role, supplier_id, name } = command;
+    let UserCommand::Create {
+        email,
+        password,
+        role,
+        supplier_id,
+        name,
+    } = command;
     let role: Role = role.parse().map_err(|e: String| anyhow::anyhow!(e))?;
     let email = Email::parse(&email).map_err(|e| anyhow::anyhow!("--email {e}"))?;
     domain::user::check_password(&password).map_err(|e| anyhow::anyhow!("--password {e}"))?;
@@ -175,7 +194,14 @@ async fn create_user(settings: &Settings, command: UserCommand) -> anyhow::Resul
     if role != Role::Supplier && supplier_id.is_some() {
         anyhow::bail!("--supplier-id is only for suppliers");
     }
-    let name = name.unwrap_or_else(|| email.as_str().split('@').next().unwrap_or("user").to_owned());
+    let name = name.unwrap_or_else(|| {
+        email
+            .as_str()
+            .split('@')
+            .next()
+            .unwrap_or("user")
+            .to_owned()
+    });
     let store = open_store(settings).await?;
     let state = app_state(settings, store)?;
     let user = api::create_user(&state, email, password, name, role, supplier_id)
@@ -198,13 +224,19 @@ async fn main() -> std::process::ExitCode {
     init_tracing(settings.log_format);
     let result = match cli.command.unwrap_or(Command::Serve) {
         Command::Serve => serve(settings).await,
-        Command::Init => async {
-            let store = open_store(&settings).await?;
-            store.create_tables().await?;
-            println!("tables ready on the {} backend (prefix {:?})", store.backend(), settings.table_prefix);
-            Ok(())
+        Command::Init => {
+            async {
+                let store = open_store(&settings).await?;
+                store.create_tables().await?;
+                println!(
+                    "tables ready on the {} backend (prefix {:?})",
+                    store.backend(),
+                    settings.table_prefix
+                );
+                Ok(())
+            }
+            .await
         }
-        .await,
         Command::User { command } => create_user(&settings, command).await,
     };
     match result {

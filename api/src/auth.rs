@@ -13,7 +13,9 @@ use argon2::{
 };
 use axum::{extract::FromRequestParts, http::request::Parts};
 use domain::{Role, UserId};
-use jsonwebtoken::{Algorithm as JwtAlg, DecodingKey, EncodingKey, Header, Validation, jwk::JwkSet};
+use jsonwebtoken::{
+    Algorithm as JwtAlg, DecodingKey, EncodingKey, Header, Validation, jwk::JwkSet,
+};
 use serde::{Deserialize, Serialize};
 use tokio::sync::RwLock;
 
@@ -51,7 +53,11 @@ pub async fn hash_password(password: String) -> Result<String, ApiError> {
 pub async fn verify_password(password: String, hash: Option<String>) -> bool {
     tokio::task::spawn_blocking(move || match hash {
         Some(hash) => PasswordHash::new(&hash)
-            .map(|parsed| argon2().verify_password(password.as_bytes(), &parsed).is_ok())
+            .map(|parsed| {
+                argon2()
+                    .verify_password(password.as_bytes(), &parsed)
+                    .is_ok()
+            })
             .unwrap_or(false),
         None => {
             if let Ok(salt) = new_salt() {
@@ -130,7 +136,11 @@ pub struct Caller {
 
 impl Caller {
     pub fn user_id(&self) -> Option<UserId> {
-        if self.external { None } else { self.subject.parse().ok() }
+        if self.external {
+            None
+        } else {
+            self.subject.parse().ok()
+        }
     }
 
     /// Refuses a caller without the role.
@@ -154,7 +164,12 @@ pub struct TokenPair {
 }
 
 impl Tokens {
-    pub fn new(secret: &[u8], access_ttl: Duration, refresh_ttl: Duration, jwks: Option<JwksSettings>) -> Self {
+    pub fn new(
+        secret: &[u8],
+        access_ttl: Duration,
+        refresh_ttl: Duration,
+        jwks: Option<JwksSettings>,
+    ) -> Self {
         Self {
             encoding: EncodingKey::from_secret(secret),
             decoding: DecodingKey::from_secret(secret),
@@ -238,8 +253,9 @@ impl Tokens {
         let header = jsonwebtoken::decode_header(token).map_err(|_| invalid())?;
         match header.alg {
             JwtAlg::HS256 => {
-                let data = jsonwebtoken::decode::<Claims>(token, &self.decoding, &Self::validation())
-                    .map_err(|_| invalid())?;
+                let data =
+                    jsonwebtoken::decode::<Claims>(token, &self.decoding, &Self::validation())
+                        .map_err(|_| invalid())?;
                 let c = data.claims;
                 match (c.token_use, c.role) {
                     (TokenUse::Access, Some(role)) => Ok(Caller {
@@ -302,7 +318,8 @@ impl Jwks {
             Some(aud) => v.set_audience(&[aud]),
             None => v.validate_aud = false,
         }
-        let data = jsonwebtoken::decode::<serde_json::Value>(token, &key, &v).map_err(|_| invalid())?;
+        let data =
+            jsonwebtoken::decode::<serde_json::Value>(token, &key, &v).map_err(|_| invalid())?;
         let claims = data.claims;
         let subject = claims["sub"].as_str().ok_or_else(invalid)?.to_owned();
         let groups: Vec<&str> = match &claims[self.settings.groups_claim.as_str()] {
@@ -315,12 +332,21 @@ impl Jwks {
             .find(|r| groups.contains(&r.as_str()))
             .unwrap_or(Role::Customer);
         let supplier_id = claims["custom:supplier_id"].as_str().map(str::to_owned);
-        Ok(Caller { subject, role, supplier_id, external: true })
+        Ok(Caller {
+            subject,
+            role,
+            supplier_id,
+            external: true,
+        })
     }
 }
 
 fn bearer(parts: &Parts) -> Option<&str> {
-    let value = parts.headers.get(axum::http::header::AUTHORIZATION)?.to_str().ok()?;
+    let value = parts
+        .headers
+        .get(axum::http::header::AUTHORIZATION)?
+        .to_str()
+        .ok()?;
     let (scheme, token) = value.split_once(' ')?;
     scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
 }
@@ -344,7 +370,11 @@ impl FromRequestParts<AppState> for MaybeCaller {
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
         match bearer(parts) {
             None => Ok(Self(None)),
-            Some(token) => state.tokens.verify_access(token).await.map(|c| Self(Some(c))),
+            Some(token) => state
+                .tokens
+                .verify_access(token)
+                .await
+                .map(|c| Self(Some(c))),
         }
     }
 }

@@ -16,7 +16,11 @@ fn marker(name: &str) -> Key {
 }
 
 async fn mark(state: &AppState, name: &str) -> anyhow::Result<bool> {
-    match state.store.put(Table::Meta, marker(name).to_item(), Some(Cond::NotExists)).await {
+    match state
+        .store
+        .put(Table::Meta, marker(name).to_item(), Some(Cond::NotExists))
+        .await
+    {
         Ok(()) => Ok(true),
         Err(storage::StoreError::ConditionFailed) => Ok(false),
         Err(e) => Err(e.into()),
@@ -58,7 +62,16 @@ pub async fn ensure_admin(
     };
     let parsed = Email::parse(&email).map_err(|e| anyhow::anyhow!("admin_email {e}"))?;
     domain::user::check_password(&password).map_err(|e| anyhow::anyhow!("admin_password {e}"))?;
-    match create_user(state, parsed, password.clone(), "Administrator".into(), Role::Admin, None).await {
+    match create_user(
+        state,
+        parsed,
+        password.clone(),
+        "Administrator".into(),
+        Role::Admin,
+        None,
+    )
+    .await
+    {
         Ok(_) | Err(ApiError::Conflict(_)) => {}
         Err(e) => anyhow::bail!("cannot create the admin: {e}"),
     }
@@ -77,18 +90,102 @@ pub async fn seed_demo_catalogue(state: &AppState) -> anyhow::Result<usize> {
         return Ok(0);
     }
     let demo = [
-        ("TEE-CLASSIC-WHT", "Classic white tee", "19.99", "shirts", "acme-textiles", 10),
-        ("TEE-CLASSIC-BLK", "Classic black tee", "19.99", "shirts", "acme-textiles", 10),
-        ("HOODIE-GRY", "Grey zip hoodie", "49.00", "shirts", "acme-textiles", 5),
-        ("RUN-SHOE-42", "Trail running shoe", "89.90", "shoes", "stride-footwear", 3),
-        ("SNEAKER-CNV", "Canvas sneaker", "54.50", "shoes", "stride-footwear", 5),
-        ("SOCK-WOOL-3", "Merino socks, 3 pairs", "24.00", "accessories", "stride-footwear", 20),
-        ("CAP-BASEBALL", "Baseball cap", "15.00", "accessories", "acme-textiles", 10),
-        ("BAG-TOTE", "Organic cotton tote bag", "12.50", "accessories", "acme-textiles", 10),
-        ("MUG-ENAMEL", "Enamel camping mug", "11.90", "home", "hearth-goods", 8),
-        ("CANDLE-CEDAR", "Cedar scented candle", "18.00", "home", "hearth-goods", 8),
-        ("BLANKET-WOOL", "Wool throw blanket", "79.00", "home", "hearth-goods", 2),
-        ("BOTTLE-STEEL", "Insulated steel bottle", "27.50", "outdoor", "hearth-goods", 6),
+        (
+            "TEE-CLASSIC-WHT",
+            "Classic white tee",
+            "19.99",
+            "shirts",
+            "acme-textiles",
+            10,
+        ),
+        (
+            "TEE-CLASSIC-BLK",
+            "Classic black tee",
+            "19.99",
+            "shirts",
+            "acme-textiles",
+            10,
+        ),
+        (
+            "HOODIE-GRY",
+            "Grey zip hoodie",
+            "49.00",
+            "shirts",
+            "acme-textiles",
+            5,
+        ),
+        (
+            "RUN-SHOE-42",
+            "Trail running shoe",
+            "89.90",
+            "shoes",
+            "stride-footwear",
+            3,
+        ),
+        (
+            "SNEAKER-CNV",
+            "Canvas sneaker",
+            "54.50",
+            "shoes",
+            "stride-footwear",
+            5,
+        ),
+        (
+            "SOCK-WOOL-3",
+            "Merino socks, 3 pairs",
+            "24.00",
+            "accessories",
+            "stride-footwear",
+            20,
+        ),
+        (
+            "CAP-BASEBALL",
+            "Baseball cap",
+            "15.00",
+            "accessories",
+            "acme-textiles",
+            10,
+        ),
+        (
+            "BAG-TOTE",
+            "Organic cotton tote bag",
+            "12.50",
+            "accessories",
+            "acme-textiles",
+            10,
+        ),
+        (
+            "MUG-ENAMEL",
+            "Enamel camping mug",
+            "11.90",
+            "home",
+            "hearth-goods",
+            8,
+        ),
+        (
+            "CANDLE-CEDAR",
+            "Cedar scented candle",
+            "18.00",
+            "home",
+            "hearth-goods",
+            8,
+        ),
+        (
+            "BLANKET-WOOL",
+            "Wool throw blanket",
+            "79.00",
+            "home",
+            "hearth-goods",
+            2,
+        ),
+        (
+            "BOTTLE-STEEL",
+            "Insulated steel bottle",
+            "27.50",
+            "outdoor",
+            "hearth-goods",
+            6,
+        ),
     ];
     let mut made = 0;
     for (sku, name, price, category, supplier, threshold) in demo {
@@ -103,7 +200,10 @@ pub async fn seed_demo_catalogue(state: &AppState) -> anyhow::Result<usize> {
         match state.products.create(&product).await {
             Ok(()) => {
                 made += 1;
-                let event = domain::Event::new("bootstrap", EventPayload::ProductUpserted(Box::new(product)));
+                let event = domain::Event::new(
+                    "bootstrap",
+                    EventPayload::ProductUpserted(Box::new(product)),
+                );
                 state.events.publish(&[event]).await?;
             }
             Err(storage::products::ProductError::DuplicateSku(_)) => {}

@@ -33,15 +33,13 @@ impl FromRequest<AppState> for JsonBody {
             return Err(ApiError::UnsupportedMediaType);
         }
         let limit = state.config.max_body_bytes;
-        let bytes = Bytes::from_request(req, state)
-            .await
-            .map_err(|r| {
-                if r.status() == StatusCode::PAYLOAD_TOO_LARGE {
-                    ApiError::PayloadTooLarge { limit }
-                } else {
-                    ApiError::MalformedJson(r.body_text())
-                }
-            })?;
+        let bytes = Bytes::from_request(req, state).await.map_err(|r| {
+            if r.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                ApiError::PayloadTooLarge { limit }
+            } else {
+                ApiError::MalformedJson(r.body_text())
+            }
+        })?;
         serde_json::from_slice(&bytes)
             .map(JsonBody)
             .map_err(|e| ApiError::MalformedJson(e.to_string()))

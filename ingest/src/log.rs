@@ -43,7 +43,10 @@ fn offset_sk(offset: u64) -> String {
 
 impl StoreLog {
     pub fn new(store: Arc<dyn Store>, partitions: u32) -> Self {
-        Self { store, partitions: partitions.max(1) }
+        Self {
+            store,
+            partitions: partitions.max(1),
+        }
     }
 
     /// The partition a key's records go to: stable across runs and versions.
@@ -58,7 +61,10 @@ impl StoreLog {
     pub async fn append(&self, key: &str, data: Vec<u8>) -> Result<(u32, u64), StoreError> {
         let partition = self.partition_of(key);
         let pk = partition_pk(partition);
-        let next = self.store.add(Table::Log, &Key::new(&pk, "head"), "next", 1).await?;
+        let next = self
+            .store
+            .add(Table::Log, &Key::new(&pk, "head"), "next", 1)
+            .await?;
         let offset = (next - 1) as u64;
         let mut item = Key::new(&pk, offset_sk(offset)).to_item();
         item.insert("key".into(), Value::S(key.to_owned()));
@@ -68,23 +74,39 @@ impl StoreLog {
     }
 
     /// Up to `limit` records of a partition from `from` on, in order.
-    pub async fn read(&self, partition: u32, from: u64, limit: usize) -> Result<Vec<Record>, StoreError> {
+    pub async fn read(
+        &self,
+        partition: u32,
+        from: u64,
+        limit: usize,
+    ) -> Result<Vec<Record>, StoreError> {
         let query = Query {
             range: SortRange::Between(offset_sk(from), offset_sk(u64::MAX >> 1)),
             limit,
             ..Query::default()
         };
-        let page = self.store.query(Table::Log, &partition_pk(partition), &query).await?;
+        let page = self
+            .store
+            .query(Table::Log, &partition_pk(partition), &query)
+            .await?;
         page.items
             .into_iter()
             .map(|item| {
                 let key = Key::of(&item)?;
-                let offset = key.sk.parse().map_err(|_| StoreError::Corrupt(format!("log offset {}", key.sk)))?;
+                let offset = key
+                    .sk
+                    .parse()
+                    .map_err(|_| StoreError::Corrupt(format!("log offset {}", key.sk)))?;
                 match (item.get("key"), item.get("data"), item.get(PK)) {
-                    (Some(Value::S(k)), Some(Value::B(d)), Some(_)) => {
-                        Ok(Record { partition, offset, key: k.clone(), data: d.clone() })
-                    }
-                    _ => Err(StoreError::Corrupt(format!("log record {partition}/{offset}"))),
+                    (Some(Value::S(k)), Some(Value::B(d)), Some(_)) => Ok(Record {
+                        partition,
+                        offset,
+                        key: k.clone(),
+                        data: d.clone(),
+                    }),
+                    _ => Err(StoreError::Corrupt(format!(
+                        "log record {partition}/{offset}"
+                    ))),
                 }
             })
             .collect()
@@ -130,13 +152,26 @@ mod tests {
         let log = StoreLog::new(store, DEFAULT_PARTITIONS);
         let product = ProductId::new();
         let events: Vec<Event> = (0..5)
-            .map(|_| Event::new("test", EventPayload::ProductDeleted { product_id: product }))
+            .map(|_| {
+                Event::new(
+                    "test",
+                    EventPayload::ProductDeleted {
+                        product_id: product,
+                    },
+                )
+            })
             .collect();
         log.publish(&events).await.unwrap();
         let p = log.partition_of(&product.to_string());
         let records = log.read(p, 0, 100).await.unwrap();
-        assert_eq!(records.iter().map(|r| r.offset).collect::<Vec<_>>(), vec![0, 1, 2, 3, 4]);
-        let decoded: Vec<Event> = records.iter().map(|r| serde_json::from_slice(&r.data).unwrap()).collect();
+        assert_eq!(
+            records.iter().map(|r| r.offset).collect::<Vec<_>>(),
+            vec![0, 1, 2, 3, 4]
+        );
+        let decoded: Vec<Event> = records
+            .iter()
+            .map(|r| serde_json::from_slice(&r.data).unwrap())
+            .collect();
         assert_eq!(decoded, events);
         assert_eq!(log.read(p, 3, 100).await.unwrap().len(), 2);
         for other in (0..DEFAULT_PARTITIONS).filter(|q| *q != p) {

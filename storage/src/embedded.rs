@@ -210,13 +210,29 @@ fn decode(bytes: &[u8]) -> StoreResult<Item> {
     serde_json::from_slice(bytes).map_err(|e| StoreError::Corrupt(e.to_string()))
 }
 
-/// What one operation would leave: the new item (`None` to delete), checked
-/// against its condition and the size limit. Writes nothing.
-fn plan(
-    inner: &Inner,
-    txn: &WriteTransaction,
-    op: &TxOp,
-) -> StoreResult<(Table, Key, Option<Item>, Option<Item>, bool)> {
+/// What one operation would do, checked against its condition and the size
+/// limit, before anything is written.
+struct Plan {
+    table: Table,
+    key: Key,
+    /// The item as it is.
+    current: Option<Item>,
+    /// The item as it will be (`None`: deleted).
+    next: Option<Item>,
+    /// False for a condition check, which writes nothing.
+    writes: bool,
+}
+
+impl Plan {
+    fn write(&self, inner: &Inner, txn: &WriteTransaction) -> StoreResult<()> {
+        if self.writes {
+            write_item(inner, txn, self.table, &self.key, self.next.as_ref())?;
+        }
+        Ok(())
+    }
+}
+
+fn plan(inner: &Inner, txn: &WriteTransaction, op: &TxOp) -> StoreResult<Plan> {
     let (table, key) = op.table_and_key()?;
     let current = read_item(inner, txn, table, &key)?;
     let (cond, next, writes) = match op {
@@ -235,7 +251,13 @@ fn plan(
     if cond.is_some_and(|c| !holds(c, current.as_ref())) {
         return Err(StoreError::ConditionFailed);
     }
-    Ok((table, key, current, next, writes))
+    Ok(Plan {
+        table,
+        key,
+        current,
+        next,
+        writes,
+    })
 }
 
 fn apply(inner: &Inner, txn: &WriteTransaction, write: &Write) -> StoreResult<Output> {
@@ -246,8 +268,7 @@ fn apply(inner: &Inner, txn: &WriteTransaction, write: &Write) -> StoreResult<Ou
                 item: item.clone(),
                 cond: cond.clone(),
             };
-            let (t, k, _, next, _) = plan(inner, txn, &op)?;
-            write_item(inner, txn, t, &k, next.as_ref())?;
+            plan(inner, txn, &op)?.write(inner, txn)?;
             Ok(Output::Done)
         }
         Write::Update(table, key, updates, cond) => {
@@ -257,9 +278,9 @@ fn apply(inner: &Inner, txn: &WriteTransaction, write: &Write) -> StoreResult<Ou
                 updates: updates.clone(),
                 cond: cond.clone(),
             };
-            let (t, k, _, next, _) = plan(inner, txn, &op)?;
-            write_item(inner, txn, t, &k, next.as_ref())?;
-            Ok(Output::Item(next.unwrap_or_default()))
+            let p = plan(inner, txn, &op)?;
+            p.write(inner, txn)?;
+            Ok(Output::Item(p.next.unwrap_or_default()))
         }
         Write::Delete(table, key, cond) => {
             let op = TxOp::Delete {
@@ -267,11 +288,11 @@ fn apply(inner: &Inner, txn: &WriteTransaction, write: &Write) -> StoreResult<Ou
                 key: key.clone(),
                 cond: cond.clone(),
             };
-            let (t, k, old, _, _) = plan(inner, txn, &op)?;
-            if old.is_some() {
-                write_item(inner, txn, t, &k, None)?;
+            let p = plan(inner, txn, &op)?;
+            if p.current.is_some() {
+                p.write(inner, txn)?;
             }
-            Ok(Output::Old(old))
+            Ok(Output::Old(p.current))
         }
         Write::Transact(ops) => {
             let mut plans = Vec::with_capacity(ops.len());
@@ -286,10 +307,8 @@ fn apply(inner: &Inner, txn: &WriteTransaction, write: &Write) -> StoreResult<Ou
             if !failed.is_empty() {
                 return Err(StoreError::TransactionCanceled { failed });
             }
-            for (t, k, _, next, writes) in plans {
-                if writes {
-                    write_item(inner, txn, t, &k, next.as_ref())?;
-                }
+            for p in &plans {
+                p.write(inner, txn)?;
             }
             Ok(Output::Done)
         }

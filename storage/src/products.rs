@@ -65,7 +65,10 @@ impl Products {
     fn items(p: &Product) -> Result<Vec<(Key, crate::Item)>, StoreError> {
         let mut out = vec![
             (canonical(p.id), to_item(&canonical(p.id), p)?),
-            (by_category(&p.category, p.id), to_item(&by_category(&p.category, p.id), p)?),
+            (
+                by_category(&p.category, p.id),
+                to_item(&by_category(&p.category, p.id), p)?,
+            ),
         ];
         if let Some(s) = &p.supplier_id {
             out.push((by_supplier(s, p.id), to_item(&by_supplier(s, p.id), p)?));
@@ -74,15 +77,28 @@ impl Products {
     }
 
     fn marker(p: &Product) -> Result<crate::Item, StoreError> {
-        to_item(&sku_marker(&p.sku), &SkuMarker { product_id: &p.id.to_string() })
+        to_item(
+            &sku_marker(&p.sku),
+            &SkuMarker {
+                product_id: &p.id.to_string(),
+            },
+        )
     }
 
     /// Stores a new product; refuses a taken SKU.
     pub async fn create(&self, p: &Product) -> Result<(), ProductError> {
-        let mut ops = vec![TxOp::Put { table: Table::Products, item: Self::marker(p)?, cond: Some(Cond::NotExists) }];
+        let mut ops = vec![TxOp::Put {
+            table: Table::Products,
+            item: Self::marker(p)?,
+            cond: Some(Cond::NotExists),
+        }];
         for (i, (_, item)) in Self::items(p)?.into_iter().enumerate() {
             let cond = (i == 0).then_some(Cond::NotExists);
-            ops.push(TxOp::Put { table: Table::Products, item, cond });
+            ops.push(TxOp::Put {
+                table: Table::Products,
+                item,
+                cond,
+            });
         }
         match self.store.transact(ops).await {
             Ok(()) => Ok(()),
@@ -114,7 +130,11 @@ impl Products {
             (None, Some(s)) => format!("supplier#{s}"),
             (None, None) => CANONICAL.to_owned(),
         };
-        let mut query = Query { limit, cursor, ..Query::default() };
+        let mut query = Query {
+            limit,
+            cursor,
+            ..Query::default()
+        };
         let mut products = Vec::with_capacity(limit);
         // Filtering by both category and supplier reads the category partition
         // and keeps the supplier's products, page after page until one is full.
@@ -150,15 +170,27 @@ impl Products {
         let mut ops = vec![];
         for (i, (_, item)) in Self::items(new)?.into_iter().enumerate() {
             let cond = (i == 0).then(|| Cond::eq("version", old.version));
-            ops.push(TxOp::Put { table: Table::Products, item, cond });
+            ops.push(TxOp::Put {
+                table: Table::Products,
+                item,
+                cond,
+            });
         }
         if old.category != new.category {
-            ops.push(TxOp::Delete { table: Table::Products, key: by_category(&old.category, old.id), cond: None });
+            ops.push(TxOp::Delete {
+                table: Table::Products,
+                key: by_category(&old.category, old.id),
+                cond: None,
+            });
         }
         if let Some(s) = &old.supplier_id
             && new.supplier_id.as_ref() != Some(s)
         {
-            ops.push(TxOp::Delete { table: Table::Products, key: by_supplier(s, old.id), cond: None });
+            ops.push(TxOp::Delete {
+                table: Table::Products,
+                key: by_supplier(s, old.id),
+                cond: None,
+            });
         }
         let sku_op = if old.sku != new.sku {
             ops.push(TxOp::Delete {
@@ -166,7 +198,11 @@ impl Products {
                 key: sku_marker(&old.sku),
                 cond: Some(Cond::eq("product_id", old.id.to_string())),
             });
-            ops.push(TxOp::Put { table: Table::Products, item: Self::marker(new)?, cond: Some(Cond::NotExists) });
+            ops.push(TxOp::Put {
+                table: Table::Products,
+                item: Self::marker(new)?,
+                cond: Some(Cond::NotExists),
+            });
             Some(ops.len() - 1)
         } else {
             None
@@ -189,8 +225,16 @@ impl Products {
     /// Deletes the product if `p` is still its current version.
     pub async fn delete(&self, p: &Product) -> Result<(), ProductError> {
         let mut ops = vec![
-            TxOp::Delete { table: Table::Products, key: canonical(p.id), cond: Some(Cond::eq("version", p.version)) },
-            TxOp::Delete { table: Table::Products, key: by_category(&p.category, p.id), cond: None },
+            TxOp::Delete {
+                table: Table::Products,
+                key: canonical(p.id),
+                cond: Some(Cond::eq("version", p.version)),
+            },
+            TxOp::Delete {
+                table: Table::Products,
+                key: by_category(&p.category, p.id),
+                cond: None,
+            },
             TxOp::Delete {
                 table: Table::Products,
                 key: sku_marker(&p.sku),
@@ -198,18 +242,26 @@ impl Products {
             },
         ];
         if let Some(s) = &p.supplier_id {
-            ops.push(TxOp::Delete { table: Table::Products, key: by_supplier(s, p.id), cond: None });
+            ops.push(TxOp::Delete {
+                table: Table::Products,
+                key: by_supplier(s, p.id),
+                cond: None,
+            });
         }
         match self.store.transact(ops).await {
             Ok(()) => Ok(()),
-            Err(StoreError::TransactionCanceled { failed }) if failed.contains(&0) => Err(self.stale(p.id).await),
+            Err(StoreError::TransactionCanceled { failed }) if failed.contains(&0) => {
+                Err(self.stale(p.id).await)
+            }
             Err(e) => Err(e.into()),
         }
     }
 
     async fn stale(&self, id: ProductId) -> ProductError {
         match self.get(id).await {
-            Ok(Some(current)) => ProductError::VersionMismatch { current: current.version },
+            Ok(Some(current)) => ProductError::VersionMismatch {
+                current: current.version,
+            },
             Ok(None) => ProductError::NotFound,
             Err(e) => e.into(),
         }
@@ -217,7 +269,17 @@ impl Products {
 
     /// Whether the catalogue has no product at all.
     pub async fn is_empty(&self) -> Result<bool, StoreError> {
-        let page = self.store.query(Table::Products, CANONICAL, &Query { limit: 1, ..Query::default() }).await?;
+        let page = self
+            .store
+            .query(
+                Table::Products,
+                CANONICAL,
+                &Query {
+                    limit: 1,
+                    ..Query::default()
+                },
+            )
+            .await?;
         Ok(page.items.is_empty())
     }
 }

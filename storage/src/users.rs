@@ -6,7 +6,9 @@ use std::sync::Arc;
 use domain::{Email, User, UserId};
 use time::OffsetDateTime;
 
-use crate::{Cond, Key, Query, SortRange, Store, StoreError, Table, TxOp, from_item, port::to_item};
+use crate::{
+    Cond, Key, Query, SortRange, Store, StoreError, Table, TxOp, from_item, port::to_item,
+};
 
 fn profile(id: UserId) -> Key {
     Key::new(format!("user#{id}"), "profile")
@@ -56,20 +58,33 @@ impl Users {
         let ops = vec![
             TxOp::Put {
                 table: Table::Users,
-                item: to_item(&email_marker(&user.email), &EmailMarker { user_id: user.id })?,
+                item: to_item(
+                    &email_marker(&user.email),
+                    &EmailMarker { user_id: user.id },
+                )?,
                 cond: Some(Cond::NotExists),
             },
-            TxOp::Put { table: Table::Users, item: to_item(&profile(user.id), user)?, cond: Some(Cond::NotExists) },
+            TxOp::Put {
+                table: Table::Users,
+                item: to_item(&profile(user.id), user)?,
+                cond: Some(Cond::NotExists),
+            },
         ];
         match self.store.transact(ops).await {
             Ok(()) => Ok(()),
-            Err(StoreError::TransactionCanceled { failed }) if failed.contains(&0) => Err(UserError::DuplicateEmail),
+            Err(StoreError::TransactionCanceled { failed }) if failed.contains(&0) => {
+                Err(UserError::DuplicateEmail)
+            }
             Err(e) => Err(e.into()),
         }
     }
 
     pub async fn get(&self, id: UserId) -> Result<Option<User>, StoreError> {
-        self.store.get(Table::Users, &profile(id)).await?.map(from_item).transpose()
+        self.store
+            .get(Table::Users, &profile(id))
+            .await?
+            .map(from_item)
+            .transpose()
     }
 
     pub async fn find_by_email(&self, email: &Email) -> Result<Option<User>, StoreError> {
@@ -84,7 +99,15 @@ impl Users {
     /// stored user is still at `expected_version`.
     pub async fn update(&self, user: &User, expected_version: u64) -> Result<(), UserError> {
         let item = to_item(&profile(user.id), user)?;
-        match self.store.put(Table::Users, item, Some(Cond::eq("version", expected_version))).await {
+        match self
+            .store
+            .put(
+                Table::Users,
+                item,
+                Some(Cond::eq("version", expected_version)),
+            )
+            .await
+        {
             Ok(()) => Ok(()),
             Err(StoreError::ConditionFailed) => Err(UserError::VersionMismatch),
             Err(e) => Err(e.into()),
@@ -94,7 +117,11 @@ impl Users {
     /// Deletes the user, their e-mail marker and every refresh token they hold.
     pub async fn delete(&self, user: &User) -> Result<(), UserError> {
         let ops = vec![
-            TxOp::Delete { table: Table::Users, key: profile(user.id), cond: Some(Cond::Exists) },
+            TxOp::Delete {
+                table: Table::Users,
+                key: profile(user.id),
+                cond: Some(Cond::Exists),
+            },
             TxOp::Delete {
                 table: Table::Users,
                 key: email_marker(&user.email),
@@ -107,11 +134,17 @@ impl Users {
             Err(e) => return Err(e.into()),
         }
         let pk = format!("user#{}", user.id);
-        let mut query = Query { range: SortRange::BeginsWith("refresh#".into()), limit: 100, ..Query::default() };
+        let mut query = Query {
+            range: SortRange::BeginsWith("refresh#".into()),
+            limit: 100,
+            ..Query::default()
+        };
         loop {
             let page = self.store.query(Table::Users, &pk, &query).await?;
             for item in &page.items {
-                self.store.delete(Table::Users, &Key::of(item)?, None).await?;
+                self.store
+                    .delete(Table::Users, &Key::of(item)?, None)
+                    .await?;
             }
             match page.cursor {
                 Some(c) => query.cursor = Some(c),
@@ -121,15 +154,31 @@ impl Users {
     }
 
     /// Remembers a refresh token id until it expires or is used.
-    pub async fn store_refresh(&self, user: UserId, token_id: &str, expires_at: OffsetDateTime) -> Result<(), StoreError> {
+    pub async fn store_refresh(
+        &self,
+        user: UserId,
+        token_id: &str,
+        expires_at: OffsetDateTime,
+    ) -> Result<(), StoreError> {
         let item = to_item(&refresh(user, token_id), &RefreshToken { expires_at })?;
-        self.store.put(Table::Users, item, Some(Cond::NotExists)).await
+        self.store
+            .put(Table::Users, item, Some(Cond::NotExists))
+            .await
     }
 
     /// Uses up a refresh token: true if it was held and unexpired. A token
     /// works once; a replayed one finds nothing.
-    pub async fn consume_refresh(&self, user: UserId, token_id: &str, now: OffsetDateTime) -> Result<bool, StoreError> {
-        match self.store.delete(Table::Users, &refresh(user, token_id), Some(Cond::Exists)).await {
+    pub async fn consume_refresh(
+        &self,
+        user: UserId,
+        token_id: &str,
+        now: OffsetDateTime,
+    ) -> Result<bool, StoreError> {
+        match self
+            .store
+            .delete(Table::Users, &refresh(user, token_id), Some(Cond::Exists))
+            .await
+        {
             Ok(Some(item)) => {
                 let t: RefreshToken = from_item(item)?;
                 Ok(t.expires_at > now)

@@ -30,7 +30,10 @@ pub(crate) const NAME_LEN: Len = Len { min: 1, max: 200 };
 
 /// Body of `POST /api/auth/register`.
 #[derive(Debug, utoipa::ToSchema)]
-#[expect(dead_code, reason = "documents the body, which is read field by field to report every error")]
+#[expect(
+    dead_code,
+    reason = "documents the body, which is read field by field to report every error"
+)]
 pub struct RegisterRequest {
     pub email: String,
     /// At least 12 characters.
@@ -40,7 +43,10 @@ pub struct RegisterRequest {
 
 /// Body of `POST /api/auth/login`.
 #[derive(Debug, utoipa::ToSchema)]
-#[expect(dead_code, reason = "documents the body, which is read field by field to report every error")]
+#[expect(
+    dead_code,
+    reason = "documents the body, which is read field by field to report every error"
+)]
 pub struct LoginRequest {
     pub email: String,
     pub password: String,
@@ -48,7 +54,10 @@ pub struct LoginRequest {
 
 /// Body of `POST /api/auth/refresh`.
 #[derive(Debug, utoipa::ToSchema)]
-#[expect(dead_code, reason = "documents the body, which is read field by field to report every error")]
+#[expect(
+    dead_code,
+    reason = "documents the body, which is read field by field to report every error"
+)]
 pub struct RefreshRequest {
     pub refresh_token: String,
 }
@@ -99,7 +108,10 @@ pub async fn create_user(
 async fn issue(state: &AppState, user: &User) -> ApiResult<TokenPair> {
     let refresh_id = Uuid::new_v4().simple().to_string();
     let expires = domain::now() + state.tokens.refresh_ttl;
-    state.users.store_refresh(user.id, &refresh_id, expires).await?;
+    state
+        .users
+        .store_refresh(user.id, &refresh_id, expires)
+        .await?;
     state
         .tokens
         .issue(user.id, user.role, user.supplier_id.clone(), &refresh_id)
@@ -133,11 +145,7 @@ pub async fn register(
     let name = r.string("name", true, NAME_LEN);
     r.deny_unknown();
     let mut errors = r.errors;
-    let email = email.and_then(|e| {
-        Email::parse(&e)
-            .map_err(|m| errors.push("email", m))
-            .ok()
-    });
+    let email = email.and_then(|e| Email::parse(&e).map_err(|m| errors.push("email", m)).ok());
     if let Some(p) = &password
         && let Err(m) = check_password(p)
     {
@@ -153,7 +161,10 @@ pub async fn register(
     let tokens = issue(&state, &user).await?;
     Ok((
         StatusCode::CREATED,
-        Json(Registered { user: UserView::from(&user), tokens }),
+        Json(Registered {
+            user: UserView::from(&user),
+            tokens,
+        }),
     ))
 }
 
@@ -164,7 +175,10 @@ pub async fn register(
         (status = 200, body = TokenPair),
         (status = 401, description = "wrong e-mail address or password", body = crate::Problem),
     ))]
-pub async fn login(State(state): State<AppState>, JsonBody(body): JsonBody) -> ApiResult<Json<TokenPair>> {
+pub async fn login(
+    State(state): State<AppState>,
+    JsonBody(body): JsonBody,
+) -> ApiResult<Json<TokenPair>> {
     let mut r = FieldReader::new(&body).map_err(ApiError::Validation)?;
     let email = r.string("email", true, Len { min: 1, max: 254 });
     let password = r.string("password", true, PASSWORD_LEN);
@@ -193,7 +207,10 @@ pub async fn login(State(state): State<AppState>, JsonBody(body): JsonBody) -> A
         (status = 200, body = TokenPair),
         (status = 401, description = "invalid, expired or used refresh token", body = crate::Problem),
     ))]
-pub async fn refresh(State(state): State<AppState>, JsonBody(body): JsonBody) -> ApiResult<Json<TokenPair>> {
+pub async fn refresh(
+    State(state): State<AppState>,
+    JsonBody(body): JsonBody,
+) -> ApiResult<Json<TokenPair>> {
     let mut r = FieldReader::new(&body).map_err(ApiError::Validation)?;
     let token = r.string("refresh_token", true, Len { min: 1, max: 4096 });
     r.deny_unknown();
@@ -201,8 +218,14 @@ pub async fn refresh(State(state): State<AppState>, JsonBody(body): JsonBody) ->
         return Err(ApiError::Validation(r.errors));
     };
     let (user_id, jti) = state.tokens.verify_refresh(&token)?;
-    if !state.users.consume_refresh(user_id, &jti, domain::now()).await? {
-        return Err(ApiError::Unauthorized("invalid, expired or used refresh token"));
+    if !state
+        .users
+        .consume_refresh(user_id, &jti, domain::now())
+        .await?
+    {
+        return Err(ApiError::Unauthorized(
+            "invalid, expired or used refresh token",
+        ));
     }
     let user = state
         .users

@@ -60,7 +60,9 @@ impl From<&User> for UserView {
 }
 
 async fn load(state: &AppState, caller: &Caller) -> ApiResult<User> {
-    let id = caller.user_id().ok_or(ApiError::NotFound("local profile"))?;
+    let id = caller
+        .user_id()
+        .ok_or(ApiError::NotFound("local profile"))?;
     state.users.get(id).await?.ok_or(ApiError::NotFound("user"))
 }
 
@@ -86,9 +88,15 @@ pub async fn patch_me(
         r.raw("shipping_address");
         Some(None)
     } else {
-        r.raw("shipping_address").map(|v| Some(parse_address(v, &mut r)))
+        r.raw("shipping_address")
+            .map(|v| Some(parse_address(v, &mut r)))
     };
-    let preferences = r.string_map("preferences", 50, Len { min: 1, max: 64 }, Len { min: 0, max: 512 });
+    let preferences = r.string_map(
+        "preferences",
+        50,
+        Len { min: 1, max: 64 },
+        Len { min: 0, max: 512 },
+    );
     r.deny_unknown();
     if !r.errors.is_empty() {
         return Err(ApiError::Validation(r.errors));
@@ -115,14 +123,17 @@ pub async fn patch_me(
             Err(e) => return Err(ApiError::Internal(e.to_string())),
         }
     }
-    Err(ApiError::Conflict("the profile is being changed concurrently; try again".into()))
+    Err(ApiError::Conflict(
+        "the profile is being changed concurrently; try again".into(),
+    ))
 }
 
 fn parse_address(v: &Value, r: &mut FieldReader<'_>) -> Option<Address> {
     let mut a = match FieldReader::new(v) {
         Ok(a) => a,
         Err(_) => {
-            r.errors.push("shipping_address", "must be an object or null");
+            r.errors
+                .push("shipping_address", "must be an object or null");
             return None;
         }
     };
@@ -135,11 +146,15 @@ fn parse_address(v: &Value, r: &mut FieldReader<'_>) -> Option<Address> {
     if let Some(c) = &country
         && !c.bytes().all(|b| b.is_ascii_uppercase())
     {
-        a.errors.push("country", "must be an ISO 3166-1 alpha-2 code such as \"DE\"");
+        a.errors.push(
+            "country",
+            "must be an ISO 3166-1 alpha-2 code such as \"DE\"",
+        );
     }
     a.deny_unknown();
     for e in a.errors.0 {
-        r.errors.push(format!("shipping_address.{}", e.field), e.message);
+        r.errors
+            .push(format!("shipping_address.{}", e.field), e.message);
     }
     Some(Address {
         line1: line1?,

@@ -32,7 +32,11 @@ pub async fn healthz() -> &'static str {
 #[utoipa::path(get, path = "/readyz", tag = "ops",
     responses((status = 200, description = "ready"), (status = 503, body = crate::Problem)))]
 pub async fn readyz(State(state): State<AppState>) -> Result<&'static str, ApiError> {
-    state.store.ping().await.map_err(|e| ApiError::Unavailable(e.to_string()))?;
+    state
+        .store
+        .ping()
+        .await
+        .map_err(|e| ApiError::Unavailable(e.to_string()))?;
     Ok("ready")
 }
 

@@ -11,8 +11,7 @@ use axum::{
 };
 use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
 use domain::{
-    Event, EventPayload, Product, ProductDraft, ProductId, ProductPatch, Role,
-    product::DraftMode,
+    Event, EventPayload, Product, ProductDraft, ProductId, ProductPatch, Role, product::DraftMode,
 };
 use serde::Serialize;
 use storage::products::{ProductError, ProductFilter};
@@ -63,7 +62,9 @@ fn check_if_match(headers: &HeaderMap, current: u64) -> ApiResult<()> {
     let Some(value) = headers.get(header::IF_MATCH) else {
         return Ok(());
     };
-    let value = value.to_str().map_err(|_| ApiError::PreconditionFailed { current })?;
+    let value = value
+        .to_str()
+        .map_err(|_| ApiError::PreconditionFailed { current })?;
     let matches = value.split(',').map(str::trim).any(|tag| {
         tag == "*" || tag.trim_start_matches("W/").trim_matches('"') == current.to_string()
     });
@@ -95,7 +96,9 @@ fn product_error(e: ProductError) -> ApiError {
     match e {
         ProductError::NotFound => ApiError::NotFound("product"),
         ProductError::VersionMismatch { current } => ApiError::PreconditionFailed { current },
-        ProductError::DuplicateSku(sku) => ApiError::Conflict(format!("another product has sku {sku:?}")),
+        ProductError::DuplicateSku(sku) => {
+            ApiError::Conflict(format!("another product has sku {sku:?}"))
+        }
         ProductError::Store(e) => e.into(),
     }
 }
@@ -109,9 +112,13 @@ fn product_error(e: ProductError) -> ApiError {
         ("supplier_id" = Option<String>, Query),
     ),
     responses((status = 200, body = ProductPage), (status = 422, body = crate::Problem)))]
-pub async fn list_products(State(state): State<AppState>, RawQuery(query): RawQuery) -> ApiResult<Json<ProductPage>> {
-    let pairs: Vec<(String, String)> = serde_urlencoded::from_str(query.as_deref().unwrap_or(""))
-        .map_err(|e| ApiError::field("", format!("malformed query string: {e}")))?;
+pub async fn list_products(
+    State(state): State<AppState>,
+    RawQuery(query): RawQuery,
+) -> ApiResult<Json<ProductPage>> {
+    let pairs: Vec<(String, String)> =
+        serde_urlencoded::from_str(query.as_deref().unwrap_or(""))
+            .map_err(|e| ApiError::field("", format!("malformed query string: {e}")))?;
     let mut errors = domain::ValidationErrors::default();
     let mut limit = DEFAULT_LIMIT;
     let mut cursor = None;
@@ -120,7 +127,10 @@ pub async fn list_products(State(state): State<AppState>, RawQuery(query): RawQu
         match k.as_str() {
             "limit" => match v.parse::<usize>() {
                 Ok(n) if (1..=MAX_LIMIT).contains(&n) => limit = n,
-                _ => errors.push("limit", format!("must be a whole number from 1 to {MAX_LIMIT}")),
+                _ => errors.push(
+                    "limit",
+                    format!("must be a whole number from 1 to {MAX_LIMIT}"),
+                ),
             },
             "cursor" => match URL_SAFE_NO_PAD
                 .decode(&v)
@@ -166,13 +176,22 @@ pub async fn create_product(
     caller.require(Role::Admin)?;
     let draft = ProductDraft::parse(&body, DraftMode::Create).map_err(ApiError::Validation)?;
     let product = draft.into_product(ProductId::new(), domain::now());
-    state.products.create(&product).await.map_err(product_error)?;
-    publish(&state, EventPayload::ProductUpserted(Box::new(product.clone()))).await;
+    state
+        .products
+        .create(&product)
+        .await
+        .map_err(product_error)?;
+    publish(
+        &state,
+        EventPayload::ProductUpserted(Box::new(product.clone())),
+    )
+    .await;
     let location = format!("/api/products/{}", product.id);
     let mut response = with_etag(StatusCode::CREATED, product);
-    response
-        .headers_mut()
-        .insert(header::LOCATION, HeaderValue::from_str(&location).expect("ascii"));
+    response.headers_mut().insert(
+        header::LOCATION,
+        HeaderValue::from_str(&location).expect("ascii"),
+    );
     Ok(response)
 }
 
@@ -180,7 +199,10 @@ pub async fn create_product(
 #[utoipa::path(get, path = "/api/products/{id}", tag = "products",
     params(("id" = String, Path)),
     responses((status = 200, body = Product, headers(("ETag" = String))), (status = 404, body = crate::Problem)))]
-pub async fn get_product(State(state): State<AppState>, Path(id): Path<String>) -> ApiResult<Response> {
+pub async fn get_product(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> ApiResult<Response> {
     let p = state
         .products
         .get(parse_id(&id)?)
@@ -196,13 +218,21 @@ async fn write(
     change: impl Fn(&mut Product),
 ) -> ApiResult<Response> {
     let id = parse_id(id)?;
-    let old = state.products.get(id).await?.ok_or(ApiError::NotFound("product"))?;
+    let old = state
+        .products
+        .get(id)
+        .await?
+        .ok_or(ApiError::NotFound("product"))?;
     check_if_match(headers, old.version)?;
     let mut new = old.clone();
     change(&mut new);
     new.version = old.version + 1;
     new.updated_at = domain::now();
-    state.products.update(&old, &new).await.map_err(product_error)?;
+    state
+        .products
+        .update(&old, &new)
+        .await
+        .map_err(product_error)?;
     publish(state, EventPayload::ProductUpserted(Box::new(new.clone()))).await;
     Ok(with_etag(StatusCode::OK, new))
 }
@@ -255,7 +285,11 @@ pub async fn delete_product(
 ) -> ApiResult<StatusCode> {
     caller.require(Role::Admin)?;
     let id = parse_id(&id)?;
-    let p = state.products.get(id).await?.ok_or(ApiError::NotFound("product"))?;
+    let p = state
+        .products
+        .get(id)
+        .await?
+        .ok_or(ApiError::NotFound("product"))?;
     check_if_match(&headers, p.version)?;
     state.products.delete(&p).await.map_err(product_error)?;
     publish(&state, EventPayload::ProductDeleted { product_id: id }).await;

@@ -1,0 +1,344 @@
+use std::{
+    path::{Path, PathBuf},
+    process::Stdio,
+    time::Duration,
+};
+
+use reqwest::{Method, StatusCode};
+use serde_json::{Value, json};
+use tokio::{
+    io::{AsyncBufReadExt, BufReader},
+    process::{Child, Command},
+};
+
+pub const ADMIN_EMAIL: &str = "admin@example.com";
+pub const ADMIN_PASSWORD: &str = "correct horse battery staple";
+pub const JWT_SECRET: &str = "e2e-test-secret-that-is-long-enough-0123456789";
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Backend {
+    Embedded,
+    Aws,
+}
+
+/// Runs a block for each backend as its own test.
+#[macro_export]
+macro_rules! on_both_backends {
+    ($($test:ident),* $(,)?) => {
+        mod embedded {
+            $(
+                #[tokio::test]
+                async fn $test() {
+                    super::$test($crate::helpers::Backend::Embedded).await;
+                }
+            )*
+        }
+        mod aws {
+            $(
+                #[tokio::test]
+                async fn $test() {
+                    super::$test($crate::helpers::Backend::Aws).await;
+                }
+            )*
+        }
+    };
+}
+
+pub fn binary() -> &'static str {
+    env!("CARGO_BIN_EXE_shopstream")
+}
+
+pub fn dynamodb_endpoint() -> String {
+    std::env::var("SHOPSTREAM_TEST_DYNAMODB_ENDPOINT").unwrap_or_else(|_| {
+        panic!(
+            "SHOPSTREAM_TEST_DYNAMODB_ENDPOINT is not set: run the tests with ./scripts/test.sh, \
+             or start moto's server yourself (`moto_server -H 127.0.0.1 -p 5000`) and set \
+             SHOPSTREAM_TEST_DYNAMODB_ENDPOINT=http://127.0.0.1:5000"
+        )
+    })
+}
+
+/// Where one test's instance keeps its data: its own directory, and on AWS its
+/// own table prefix.
+#[derive(Debug)]
+pub struct Env {
+    pub backend: Backend,
+    pub dir: tempfile::TempDir,
+    pub prefix: String,
+    pub extra: Vec<(String, String)>,
+}
+
+impl Env {
+    pub fn new(backend: Backend) -> Self {
+        Self {
+            backend,
+            dir: tempfile::tempdir().unwrap(),
+            prefix: format!("e2e{}_", rand_suffix()),
+            extra: vec![
+                ("SHOPSTREAM_SEED_DEMO_CATALOGUE".into(), "false".into()),
+                ("SHOPSTREAM_ADMIN_EMAIL".into(), ADMIN_EMAIL.into()),
+                ("SHOPSTREAM_ADMIN_PASSWORD".into(), ADMIN_PASSWORD.into()),
+            ],
+        }
+    }
+
+    pub fn set(mut self, key: &str, value: &str) -> Self {
+        self.extra.retain(|(k, _)| k != key);
+        self.extra.push((key.into(), value.into()));
+        self
+    }
+
+    pub fn without(mut self, key: &str) -> Self {
+        self.extra.retain(|(k, _)| k != key);
+        self
+    }
+
+    pub fn data_dir(&self) -> PathBuf {
+        self.dir.path().join("data")
+    }
+
+    /// A command for the binary with this environment.
+    pub fn command(&self) -> Command {
+        let mut cmd = Command::new(binary());
+        cmd.current_dir(self.dir.path())
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .env("SHOPSTREAM_DATA_DIR", self.data_dir())
+            .env("SHOPSTREAM_TABLE_PREFIX", &self.prefix)
+            .env("SHOPSTREAM_LISTEN", "127.0.0.1:0")
+            .env("SHOPSTREAM_LOG", "warn")
+            .stdin(Stdio::null())
+            .kill_on_drop(true);
+        if self.backend == Backend::Aws {
+            cmd.env("SHOPSTREAM_BACKEND", "aws")
+                .env("SHOPSTREAM_JWT_SECRET", JWT_SECRET)
+                .env("AWS_ENDPOINT_URL", dynamodb_endpoint())
+                .env("AWS_REGION", "us-east-1")
+                .env("AWS_ACCESS_KEY_ID", "test")
+                .env("AWS_SECRET_ACCESS_KEY", "test")
+                .env("AWS_EC2_METADATA_DISABLED", "true");
+        }
+        for (k, v) in &self.extra {
+            cmd.env(k, v);
+        }
+        cmd
+    }
+
+    /// Runs a CLI command to completion: (exit code, stdout, stderr).
+    pub async fn run(&self, args: &[&str]) -> (i32, String, String) {
+        let out = tokio::time::timeout(Duration::from_secs(60), self.command().args(args).output())
+            .await
+            .expect("command timed out")
+            .unwrap();
+        (
+            out.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    }
+
+    /// Starts the server (after `init` on AWS) and waits until it listens.
+    pub async fn start(&self) -> App {
+        if self.backend == Backend::Aws {
+            let (code, out, err) = self.run(&["init"]).await;
+            assert_eq!(code, 0, "init failed: {out}{err}");
+        }
+        let stderr_path = self
+            .dir
+            .path()
+            .join(format!("server-{}.log", rand_suffix()));
+        let mut child = self
+            .command()
+            .arg("serve")
+            .stdout(Stdio::piped())
+            .stderr(std::fs::File::create(&stderr_path).unwrap())
+            .spawn()
+            .unwrap();
+        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+        let mut printed = Vec::new();
+        let base = tokio::time::timeout(Duration::from_secs(60), async {
+            while let Some(line) = lines.next_line().await.unwrap() {
+                if let Some(addr) = line.strip_prefix("shopstream listening on ") {
+                    return addr.to_owned();
+                }
+                printed.push(line);
+            }
+            panic!(
+                "server exited before listening: {}",
+                std::fs::read_to_string(&stderr_path).unwrap_or_default()
+            );
+        })
+        .await
+        .expect("server did not start in 60 s");
+        // Keep draining stdout so the server never blocks on a full pipe.
+        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+        App {
+            base,
+            child,
+            http: reqwest::Client::new(),
+            stdout: printed,
+            stderr_path,
+        }
+    }
+}
+
+fn rand_suffix() -> String {
+    uuid::Uuid::new_v4().simple().to_string()[..12].to_owned()
+}
+
+/// A running server.
+#[derive(Debug)]
+pub struct App {
+    pub base: String,
+    pub child: Child,
+    pub http: reqwest::Client,
+    /// What the server printed before it listened.
+    pub stdout: Vec<String>,
+    pub stderr_path: PathBuf,
+}
+
+/// A response, read whole.
+#[derive(Debug)]
+pub struct Reply {
+    pub status: StatusCode,
+    pub headers: reqwest::header::HeaderMap,
+    pub body: Value,
+    pub text: String,
+}
+
+impl Reply {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+
+    /// The fields a problem body names.
+    pub fn problem_fields(&self) -> Vec<String> {
+        assert_eq!(
+            self.header("content-type"),
+            Some("application/problem+json"),
+            "not a problem: {}",
+            self.text
+        );
+        let mut fields: Vec<String> = self.body["errors"]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .map(|e| e["field"].as_str().unwrap().to_owned())
+                    .collect()
+            })
+            .unwrap_or_default();
+        fields.sort();
+        fields
+    }
+}
+
+impl App {
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{}", self.base, path)
+    }
+
+    pub async fn send(&self, req: reqwest::RequestBuilder) -> Reply {
+        let r = req.send().await.unwrap();
+        let status = r.status();
+        let headers = r.headers().clone();
+        let text = r.text().await.unwrap();
+        let body = serde_json::from_str(&text).unwrap_or(Value::Null);
+        Reply {
+            status,
+            headers,
+            body,
+            text,
+        }
+    }
+
+    pub async fn call(
+        &self,
+        method: Method,
+        path: &str,
+        token: Option<&str>,
+        body: Option<Value>,
+    ) -> Reply {
+        let mut req = self.http.request(method, self.url(path));
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        self.send(req).await
+    }
+
+    pub async fn get(&self, path: &str) -> Reply {
+        self.call(Method::GET, path, None, None).await
+    }
+
+    pub async fn login(&self, email: &str, password: &str) -> Reply {
+        self.call(
+            Method::POST,
+            "/api/auth/login",
+            None,
+            Some(json!({"email": email, "password": password})),
+        )
+        .await
+    }
+
+    pub async fn admin_token(&self) -> String {
+        let r = self.login(ADMIN_EMAIL, ADMIN_PASSWORD).await;
+        assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+        r.body["access_token"].as_str().unwrap().to_owned()
+    }
+
+    /// Registers a customer and returns (access token, refresh token, user id).
+    pub async fn customer(&self, email: &str) -> (String, String, String) {
+        let r = self
+            .call(
+                Method::POST,
+                "/api/auth/register",
+                None,
+                Some(json!({"email": email, "password": "a long enough password", "name": "Ada"})),
+            )
+            .await;
+        assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
+        (
+            r.body["access_token"].as_str().unwrap().to_owned(),
+            r.body["refresh_token"].as_str().unwrap().to_owned(),
+            r.body["user"]["id"].as_str().unwrap().to_owned(),
+        )
+    }
+
+    /// Stops the server with SIGTERM and waits for it to exit.
+    pub async fn stop(mut self) {
+        let pid = self.child.id().expect("running");
+        let _ = std::process::Command::new("kill")
+            .arg("-TERM")
+            .arg(pid.to_string())
+            .status();
+        let status = tokio::time::timeout(Duration::from_secs(30), self.child.wait())
+            .await
+            .expect("server did not stop within 30 s of SIGTERM")
+            .unwrap();
+        assert!(
+            status.success(),
+            "server exited with {status}: {}",
+            self.logs()
+        );
+    }
+
+    pub fn logs(&self) -> String {
+        std::fs::read_to_string(&self.stderr_path).unwrap_or_default()
+    }
+}
+
+pub fn fixture(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(name)
+}
+
+pub fn product(sku: &str) -> Value {
+    json!({
+        "sku": sku, "name": format!("Product {sku}"), "price": "19.99", "currency": "EUR",
+        "category": "shirts", "supplier_id": "acme", "attributes": {"colour": "red"},
+        "low_stock_threshold": 3
+    })
+}

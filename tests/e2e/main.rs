@@ -1,0 +1,10 @@
+//! End-to-end tests: the real `shopstream` binary on a free port, driven over
+//! HTTP, on the embedded backend and on DynamoDB (moto's server, started by
+//! `scripts/test.sh`). One test binary for all, so it links once.
+
+mod helpers;
+
+mod auth;
+mod cli;
+mod ops;
+mod products;

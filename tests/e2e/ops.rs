@@ -1,0 +1,138 @@
+//! Operational endpoints, and the events product writes publish.
+
+use std::sync::Arc;
+
+use reqwest::{Method, StatusCode};
+use serde_json::{Value, json};
+use storage::Store;
+
+use crate::{
+    helpers::{Backend, Env, product},
+    on_both_backends,
+};
+
+async fn health_ready_metrics_openapi(backend: Backend) {
+    let env = Env::new(backend);
+    let app = env.start().await;
+    let health = app.get("/healthz").await;
+    assert_eq!(health.status, StatusCode::OK);
+    assert!(
+        health.header("x-request-id").is_some(),
+        "every response carries a request id"
+    );
+    assert_eq!(app.get("/readyz").await.status, StatusCode::OK);
+
+    app.get("/api/products").await;
+    app.get("/api/products/nope").await;
+    let metrics = app.send(app.http.get(app.url("/metrics"))).await;
+    assert_eq!(metrics.status, StatusCode::OK);
+    let text = metrics.text;
+    assert!(
+        text.lines().any(|l| l.starts_with("http_requests_total{")
+            && l.contains("route=\"/api/products/{id}\"")
+            && l.contains("status=\"404\"")),
+        "{text}"
+    );
+    assert!(
+        text.contains("http_request_duration_seconds_bucket{"),
+        "latency is a histogram"
+    );
+
+    let spec = app.get("/api/openapi.json").await;
+    assert_eq!(spec.status, StatusCode::OK);
+    let paths = spec.body["paths"].as_object().unwrap();
+    for p in [
+        "/api/products",
+        "/api/products/{id}",
+        "/api/auth/login",
+        "/api/auth/register",
+        "/api/auth/refresh",
+        "/api/me",
+        "/healthz",
+        "/readyz",
+        "/metrics",
+    ] {
+        assert!(
+            paths.contains_key(p),
+            "{p} missing from the OpenAPI document"
+        );
+    }
+    assert!(spec.body["components"]["schemas"]["Product"].is_object());
+    let docs = app.send(app.http.get(app.url("/docs"))).await;
+    assert_eq!(docs.status, StatusCode::OK);
+    assert!(docs.text.contains("/api/openapi.json") || docs.text.contains("openapi"));
+    app.stop().await;
+}
+
+async fn product_writes_publish_events(backend: Backend) {
+    let env = Env::new(backend);
+    let app = env.start().await;
+    let admin = app.admin_token().await;
+    let created = app
+        .call(
+            Method::POST,
+            "/api/products",
+            Some(&admin),
+            Some(product("EVT")),
+        )
+        .await;
+    let id = created.body["id"].as_str().unwrap().to_owned();
+    app.call(
+        Method::PATCH,
+        &format!("/api/products/{id}"),
+        Some(&admin),
+        Some(json!({"name": "Renamed"})),
+    )
+    .await;
+    app.call(
+        Method::DELETE,
+        &format!("/api/products/{id}"),
+        Some(&admin),
+        None,
+    )
+    .await;
+    app.stop().await;
+
+    // Read the log straight from the store the server used.
+    let store: Arc<dyn Store> = match backend {
+        Backend::Embedded => {
+            Arc::new(storage::embedded::Embedded::open(&env.data_dir(), &env.prefix).unwrap())
+        }
+        Backend::Aws => {
+            let config = aws_config::defaults(aws_config::BehaviorVersion::latest())
+                .endpoint_url(crate::helpers::dynamodb_endpoint())
+                .region(aws_sdk_dynamodb::config::Region::new("us-east-1"))
+                .credentials_provider(aws_sdk_dynamodb::config::Credentials::new(
+                    "test", "test", None, None, "e2e",
+                ))
+                .load()
+                .await;
+            Arc::new(storage::dynamo::Dynamo::new(
+                aws_sdk_dynamodb::Client::new(&config),
+                &env.prefix,
+            ))
+        }
+    };
+    let log = ingest::StoreLog::new(store, ingest::log::DEFAULT_PARTITIONS);
+    let partition = log.partition_of(&id);
+    let events: Vec<Value> = log
+        .read(partition, 0, 100)
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| serde_json::from_slice(&r.data).unwrap())
+        .collect();
+    let mine: Vec<&Value> = events
+        .iter()
+        .filter(|e| e["data"]["id"] == json!(id) || e["data"]["product_id"] == json!(id))
+        .collect();
+    let types: Vec<&str> = mine.iter().map(|e| e["type"].as_str().unwrap()).collect();
+    assert_eq!(
+        types,
+        ["product.upserted", "product.upserted", "product.deleted"]
+    );
+    assert_eq!(mine[1]["data"]["name"], "Renamed");
+    assert_eq!(mine[0]["source"], "api");
+}
+
+on_both_backends!(health_ready_metrics_openapi, product_writes_publish_events);

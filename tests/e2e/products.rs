@@ -1,0 +1,469 @@
+//! The product catalogue over HTTP, on both backends.
+
+use reqwest::{Method, StatusCode};
+use serde_json::{Value, json};
+
+use crate::{
+    helpers::{App, Backend, Env, product},
+    on_both_backends,
+};
+
+async fn create(app: &App, token: &str, body: Value) -> crate::helpers::Reply {
+    app.call(Method::POST, "/api/products", Some(token), Some(body))
+        .await
+}
+
+async fn crud_round_trip(backend: Backend) {
+    let env = Env::new(backend);
+    let app = env.start().await;
+    let admin = app.admin_token().await;
+
+    let r = create(&app, &admin, product("TEE-1")).await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
+    let id = r.body["id"].as_str().unwrap().to_owned();
+    assert_eq!(
+        r.header("location"),
+        Some(format!("/api/products/{id}").as_str())
+    );
+    assert_eq!(r.header("etag"), Some("\"1\""));
+    assert_eq!(r.body["price"], "19.99");
+    assert_eq!(r.body["version"], 1);
+    assert_eq!(r.body["attributes"]["colour"], "red");
+
+    let got = app.get(&format!("/api/products/{id}")).await;
+    assert_eq!(got.status, StatusCode::OK);
+    assert_eq!(got.body, r.body);
+    assert_eq!(got.header("etag"), Some("\"1\""));
+
+    // Full replace: fields left out return to their defaults.
+    let mut replacement = product("TEE-1B");
+    replacement["name"] = json!("Renamed");
+    replacement["category"] = json!("tops");
+    replacement.as_object_mut().unwrap().remove("attributes");
+    let put = app
+        .send(
+            app.http
+                .put(app.url(&format!("/api/products/{id}")))
+                .bearer_auth(&admin)
+                .header("if-match", "\"1\"")
+                .json(&replacement),
+        )
+        .await;
+    assert_eq!(put.status, StatusCode::OK, "{}", put.text);
+    assert_eq!(put.body["version"], 2);
+    assert_eq!(put.body["sku"], "TEE-1B");
+    assert_eq!(put.body["attributes"], json!({}));
+    assert_eq!(put.body["created_at"], r.body["created_at"]);
+
+    // A stale If-Match is refused and changes nothing.
+    let stale = app
+        .send(
+            app.http
+                .patch(app.url(&format!("/api/products/{id}")))
+                .bearer_auth(&admin)
+                .header("if-match", "\"1\"")
+                .json(&json!({"name": "Lost update"})),
+        )
+        .await;
+    assert_eq!(
+        stale.status,
+        StatusCode::PRECONDITION_FAILED,
+        "{}",
+        stale.text
+    );
+    assert_eq!(
+        app.get(&format!("/api/products/{id}")).await.body["name"],
+        "Renamed"
+    );
+
+    let patched = app
+        .send(
+            app.http
+                .patch(app.url(&format!("/api/products/{id}")))
+                .bearer_auth(&admin)
+                .header("if-match", "\"2\"")
+                .json(&json!({"price": "24.50", "supplier_id": null})),
+        )
+        .await;
+    assert_eq!(patched.status, StatusCode::OK, "{}", patched.text);
+    assert_eq!(patched.body["price"], "24.50");
+    assert_eq!(patched.body["name"], "Renamed");
+    assert!(patched.body.get("supplier_id").is_none());
+    assert_eq!(patched.header("etag"), Some("\"3\""));
+
+    // The old SKU is free again; the new one is taken.
+    assert_eq!(
+        create(&app, &admin, product("TEE-1")).await.status,
+        StatusCode::CREATED
+    );
+    assert_eq!(
+        create(&app, &admin, product("TEE-1B")).await.status,
+        StatusCode::CONFLICT
+    );
+
+    let del = app
+        .call(
+            Method::DELETE,
+            &format!("/api/products/{id}"),
+            Some(&admin),
+            None,
+        )
+        .await;
+    assert_eq!(del.status, StatusCode::NO_CONTENT);
+    assert_eq!(
+        app.get(&format!("/api/products/{id}")).await.status,
+        StatusCode::NOT_FOUND
+    );
+    let again = app
+        .call(
+            Method::DELETE,
+            &format!("/api/products/{id}"),
+            Some(&admin),
+            None,
+        )
+        .await;
+    assert_eq!(again.status, StatusCode::NOT_FOUND);
+
+    // Ids are never reused: the same SKU makes a new id.
+    let recreated = create(&app, &admin, product("TEE-1B")).await;
+    assert_eq!(recreated.status, StatusCode::CREATED);
+    assert_ne!(recreated.body["id"], json!(id));
+    app.stop().await;
+}
+
+async fn listing_pages_and_filters(backend: Backend) {
+    let env = Env::new(backend);
+    let app = env.start().await;
+    let admin = app.admin_token().await;
+    let mut ids = Vec::new();
+    for i in 0..7 {
+        let mut p = product(&format!("SKU-{i}"));
+        p["category"] = json!(if i % 2 == 0 { "even" } else { "odd" });
+        p["supplier_id"] = json!(if i < 3 { "s1" } else { "s2" });
+        let r = create(&app, &admin, p).await;
+        assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
+        ids.push(r.body["id"].as_str().unwrap().to_owned());
+    }
+
+    let mut seen = Vec::new();
+    let mut path = "/api/products?limit=3".to_owned();
+    loop {
+        let page = app.get(&path).await;
+        assert_eq!(page.status, StatusCode::OK, "{}", page.text);
+        let items = page.body["items"].as_array().unwrap();
+        assert!(items.len() <= 3);
+        seen.extend(items.iter().map(|p| p["id"].as_str().unwrap().to_owned()));
+        match page.body["next_cursor"].as_str() {
+            Some(c) => path = format!("/api/products?limit=3&cursor={c}"),
+            None => break,
+        }
+    }
+    assert_eq!(seen, ids, "every product once, oldest first");
+
+    let list = |q: &str| {
+        let app = &app;
+        let q = q.to_owned();
+        async move {
+            let r = app.get(&format!("/api/products?{q}")).await;
+            assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+            r.body["items"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|p| p["sku"].as_str().unwrap().to_owned())
+                .collect::<Vec<_>>()
+        }
+    };
+    assert_eq!(list("category=odd").await, ["SKU-1", "SKU-3", "SKU-5"]);
+    assert_eq!(list("supplier_id=s1").await, ["SKU-0", "SKU-1", "SKU-2"]);
+    assert_eq!(
+        list("category=even&supplier_id=s2").await,
+        ["SKU-4", "SKU-6"]
+    );
+    assert_eq!(
+        list("category=even&supplier_id=s2&limit=1").await,
+        ["SKU-4"]
+    );
+    assert!(list("category=none").await.is_empty());
+
+    // A product that changes category moves between the filtered lists.
+    let moved = app
+        .call(
+            Method::PATCH,
+            &format!("/api/products/{}", ids[1]),
+            Some(&admin),
+            Some(json!({"category": "even"})),
+        )
+        .await;
+    assert_eq!(moved.status, StatusCode::OK);
+    assert_eq!(list("category=odd").await, ["SKU-3", "SKU-5"]);
+    assert_eq!(
+        list("category=even").await,
+        ["SKU-0", "SKU-1", "SKU-2", "SKU-4", "SKU-6"]
+    );
+
+    for bad in [
+        "limit=0",
+        "limit=101",
+        "limit=x",
+        "cursor=not-a-cursor",
+        "colour=red",
+    ] {
+        let r = app.get(&format!("/api/products?{bad}")).await;
+        assert_eq!(
+            r.status,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "{bad}: {}",
+            r.text
+        );
+        assert_eq!(r.problem_fields(), [bad.split('=').next().unwrap()]);
+    }
+    app.stop().await;
+}
+
+async fn bad_input_is_refused_with_problems(backend: Backend) {
+    let env = Env::new(backend).set("SHOPSTREAM_MAX_BODY_BYTES", "8192");
+    let app = env.start().await;
+    let admin = app.admin_token().await;
+
+    let cases: Vec<(Value, Vec<&str>)> = vec![
+        (
+            json!({}),
+            vec!["category", "currency", "name", "price", "sku"],
+        ),
+        (
+            json!({"sku": 5, "name": "", "price": "1", "currency": "EUR", "category": "c"}),
+            vec!["name", "sku"],
+        ),
+        (
+            json!({"sku": "A", "name": "n", "price": "-1", "currency": "EUR", "category": "c"}),
+            vec!["price"],
+        ),
+        (
+            json!({"sku": "A", "name": "n", "price": "NaN", "currency": "EUR", "category": "c"}),
+            vec!["price"],
+        ),
+        (
+            json!({"sku": "A", "name": "n", "price": "1e12", "currency": "EUR", "category": "c"}),
+            vec!["price"],
+        ),
+        (
+            json!({"sku": "A", "name": "n", "price": "99999999999", "currency": "EUR", "category": "c"}),
+            vec!["price"],
+        ),
+        (
+            json!({"sku": "A", "name": "n", "price": 19.99, "currency": "EUR", "category": "c"}),
+            vec!["price"],
+        ),
+        (
+            json!({"sku": "A", "name": "x".repeat(201), "price": "1", "currency": "EUR", "category": "c",
+            "description": "d".repeat(5001)}),
+            vec!["description", "name"],
+        ),
+        (
+            json!({"sku": "A", "name": "n", "price": "1", "currency": "euro", "category": "c",
+            "low_stock_threshold": -1}),
+            vec!["currency", "low_stock_threshold"],
+        ),
+        (
+            json!({"sku": "A", "name": "n", "price": "1", "currency": "EUR", "category": "c",
+            "colour": "red", "id": "x"}),
+            vec!["colour", "id"],
+        ),
+        (json!([1, 2]), vec![""]),
+    ];
+    for (body, fields) in cases {
+        let r = create(&app, &admin, body.clone()).await;
+        assert_eq!(
+            r.status,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "{body}: {}",
+            r.text
+        );
+        assert_eq!(r.body["status"], 422);
+        assert!(
+            r.body["title"].is_string()
+                && r.body["type"].is_string()
+                && r.body["detail"].is_string()
+        );
+        assert_eq!(r.problem_fields(), fields, "{body}");
+    }
+
+    let malformed = app
+        .send(
+            app.http
+                .post(app.url("/api/products"))
+                .bearer_auth(&admin)
+                .header("content-type", "application/json")
+                .body("{\"sku\": "),
+        )
+        .await;
+    assert_eq!(malformed.status, StatusCode::BAD_REQUEST);
+    assert_eq!(
+        malformed.header("content-type"),
+        Some("application/problem+json")
+    );
+
+    let wrong_type = app
+        .send(
+            app.http
+                .post(app.url("/api/products"))
+                .bearer_auth(&admin)
+                .header("content-type", "text/plain")
+                .body(product("X").to_string()),
+        )
+        .await;
+    assert_eq!(wrong_type.status, StatusCode::UNSUPPORTED_MEDIA_TYPE);
+
+    let mut huge = product("BIG");
+    huge["description"] = json!("x".repeat(9000));
+    let too_big = create(&app, &admin, huge).await;
+    assert_eq!(
+        too_big.status,
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "{}",
+        too_big.text
+    );
+
+    let no_token = app
+        .call(Method::POST, "/api/products", None, Some(product("A")))
+        .await;
+    assert_eq!(no_token.status, StatusCode::UNAUTHORIZED);
+    assert_eq!(no_token.header("www-authenticate"), Some("Bearer"));
+    let bad_token = app
+        .call(
+            Method::POST,
+            "/api/products",
+            Some("not.a.jwt"),
+            Some(product("A")),
+        )
+        .await;
+    assert_eq!(bad_token.status, StatusCode::UNAUTHORIZED);
+
+    let (customer, _, _) = app.customer("shopper@example.com").await;
+    let forbidden = app
+        .call(
+            Method::POST,
+            "/api/products",
+            Some(&customer),
+            Some(product("A")),
+        )
+        .await;
+    assert_eq!(forbidden.status, StatusCode::FORBIDDEN);
+    assert_eq!(
+        forbidden.header("content-type"),
+        Some("application/problem+json")
+    );
+
+    let ok = create(&app, &admin, product("A")).await;
+    assert_eq!(ok.status, StatusCode::CREATED);
+    let id = ok.body["id"].as_str().unwrap();
+    let cust_delete = app
+        .call(
+            Method::DELETE,
+            &format!("/api/products/{id}"),
+            Some(&customer),
+            None,
+        )
+        .await;
+    assert_eq!(cust_delete.status, StatusCode::FORBIDDEN);
+    let dup = create(&app, &admin, product("A")).await;
+    assert_eq!(dup.status, StatusCode::CONFLICT);
+    assert!(dup.body["detail"].as_str().unwrap().contains("sku"));
+
+    for missing in [
+        "/api/products/00000000-0000-7000-8000-000000000000",
+        "/api/products/nope",
+    ] {
+        assert_eq!(
+            app.get(missing).await.status,
+            StatusCode::NOT_FOUND,
+            "{missing}"
+        );
+        let patch = app
+            .call(
+                Method::PATCH,
+                missing,
+                Some(&admin),
+                Some(json!({"name": "x"})),
+            )
+            .await;
+        assert_eq!(patch.status, StatusCode::NOT_FOUND, "{missing}");
+    }
+    let bad_patch = app
+        .call(
+            Method::PATCH,
+            &format!("/api/products/{id}"),
+            Some(&admin),
+            Some(json!({"name": null, "price": "abc"})),
+        )
+        .await;
+    assert_eq!(bad_patch.status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(bad_patch.problem_fields(), ["name", "price"]);
+    // Nothing above changed the product.
+    assert_eq!(
+        app.get(&format!("/api/products/{id}")).await.body["version"],
+        1
+    );
+    app.stop().await;
+}
+
+async fn concurrent_edits_lose_no_update(backend: Backend) {
+    let env = Env::new(backend);
+    let app = env.start().await;
+    let admin = app.admin_token().await;
+    let r = create(&app, &admin, product("RACE")).await;
+    let id = r.body["id"].as_str().unwrap().to_owned();
+    // 8 writers, each read-modify-write with If-Match, retrying on 412.
+    let writers: Vec<_> = (0..8)
+        .map(|w| {
+            let (http, url, admin) = (
+                app.http.clone(),
+                app.url(&format!("/api/products/{id}")),
+                admin.clone(),
+            );
+            tokio::spawn(async move {
+                loop {
+                    let cur = http.get(&url).send().await.unwrap();
+                    let etag = cur.headers()["etag"].to_str().unwrap().to_owned();
+                    let body: Value = cur.json().await.unwrap();
+                    let mut attrs = body["attributes"].as_object().unwrap().clone();
+                    attrs.insert(format!("w{w}"), json!("x"));
+                    let r = http
+                        .patch(&url)
+                        .bearer_auth(&admin)
+                        .header("if-match", etag)
+                        .json(&json!({"attributes": attrs}))
+                        .send()
+                        .await
+                        .unwrap();
+                    match r.status() {
+                        StatusCode::OK => return,
+                        StatusCode::PRECONDITION_FAILED => continue,
+                        s => panic!("unexpected {s}"),
+                    }
+                }
+            })
+        })
+        .collect();
+    for w in writers {
+        w.await.unwrap();
+    }
+    let end = app.get(&format!("/api/products/{id}")).await;
+    assert_eq!(end.body["version"], 9);
+    let attrs = end.body["attributes"].as_object().unwrap();
+    for w in 0..8 {
+        assert!(
+            attrs.contains_key(&format!("w{w}")),
+            "writer {w}'s update was lost: {attrs:?}"
+        );
+    }
+    app.stop().await;
+}
+
+on_both_backends!(
+    crud_round_trip,
+    listing_pages_and_filters,
+    bad_input_is_refused_with_problems,
+    concurrent_edits_lose_no_update,
+);
