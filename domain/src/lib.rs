@@ -17,7 +17,7 @@ pub mod product;
 pub mod user;
 pub mod validate;
 
-pub use event::{Event, EventPayload};
+pub use event::{Actor, DeadLetterReason, Event, EventPayload, Rejection, Subject};
 pub use ids::{ProductId, UserId};
 pub use money::{Currency, Price};
 pub use product::{Product, ProductDraft, ProductPatch};

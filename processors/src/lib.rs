@@ -1,4 +1,22 @@
-//! What an event does to shopstream's state: inventory, analytics, customer
-//! behaviour and low-stock alerts, and the pipeline that commits a batch
-//! together with its checkpoint. (Filled by the streaming pipeline work; the
-//! service builds and runs without it.)
+//! What an event does to shopstream's state, and the pipeline that commits a
+//! batch's effects together with its checkpoint.
+//!
+//! # Layout
+//! - [`state`]: the items the processors keep — stock, per-minute and trending
+//!   counters, behaviour profiles, dead letters, low-stock alerts — and their
+//!   keys.
+//! - [`fold`]: turns a batch of decoded events into store operations, from a
+//!   snapshot of the items it must read (pure, no I/O).
+//! - [`pipeline`]: reads the snapshots, folds, and commits the operations and
+//!   the new checkpoint in one transaction fenced by the lease; then checks
+//!   low-stock alerts and publishes [`Change`]s.
+//! - [`changes`]: the in-process bus the websocket hub and the recommender
+//!   listen to.
+
+pub mod changes;
+pub mod fold;
+pub mod pipeline;
+pub mod state;
+
+pub use changes::{Bus, Change};
+pub use pipeline::{Checkpoint, CommitError, Pipeline, Record};

@@ -24,7 +24,7 @@ use crate::{
     StoreError, StoreResult, Table,
     embedded::check_transaction,
     expr::check_size,
-    port::{Cond, Item, Key, MAX_PAGE, PK, Page, Query, SK, SortRange, Store, TxOp, Update, Value},
+    port::{Cond, Item, Key, MAX_PAGE, MAX_TRANSACTION_OPS, PK, Page, Query, SK, SortRange, Store, TxOp, Update, Value},
 };
 
 /// How often a transaction that met a concurrent one is tried again.
@@ -418,7 +418,7 @@ impl Store for Dynamo {
     }
 
     async fn transact(&self, ops: Vec<TxOp>) -> StoreResult<()> {
-        check_transaction(&ops)?;
+        check_transaction(&ops, MAX_TRANSACTION_OPS)?;
         let mut items = Vec::with_capacity(ops.len());
         for op in &ops {
             let mut e = Expr::default();

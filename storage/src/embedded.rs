@@ -26,7 +26,7 @@ use crate::{
     StoreError, StoreResult, Table,
     expr::{apply_updates, check_size, holds},
     port::{
-        Cond, Item, Key, MAX_PAGE, MAX_TRANSACTION_OPS, Page, Query, SK, SortRange, Store, TxOp,
+        Cond, Item, Key, MAX_PAGE, Page, Query, SK, SortRange, Store, TxOp,
         Update, Value,
     },
 };
@@ -315,11 +315,16 @@ fn apply(inner: &Inner, txn: &WriteTransaction, write: &Write) -> StoreResult<Ou
     }
 }
 
-/// Refuses transactions DynamoDB would refuse, so both adapters agree.
-pub(crate) fn check_transaction(ops: &[TxOp]) -> StoreResult<()> {
-    if ops.is_empty() || ops.len() > MAX_TRANSACTION_OPS {
+/// The embedded store's transactions are bounded by memory, not by a
+/// service limit; this keeps one commit's work reasonable.
+pub const EMBEDDED_MAX_TRANSACTION_OPS: usize = 20_000;
+
+/// Refuses transactions larger than `max` or touching an item twice (which
+/// DynamoDB refuses too), so both adapters agree.
+pub(crate) fn check_transaction(ops: &[TxOp], max: usize) -> StoreResult<()> {
+    if ops.is_empty() || ops.len() > max {
         return Err(StoreError::Invalid(format!(
-            "a transaction takes 1 to {MAX_TRANSACTION_OPS} operations, not {}",
+            "a transaction takes 1 to {max} operations, not {}",
             ops.len()
         )));
     }
@@ -409,8 +414,12 @@ impl Store for Embedded {
             .map_err(unavailable)?
     }
 
+    fn max_transaction_ops(&self) -> usize {
+        EMBEDDED_MAX_TRANSACTION_OPS
+    }
+
     async fn transact(&self, ops: Vec<TxOp>) -> StoreResult<()> {
-        check_transaction(&ops)?;
+        check_transaction(&ops, EMBEDDED_MAX_TRANSACTION_OPS)?;
         self.submit(Write::Transact(ops)).await.map(drop)
     }
 }

@@ -10,7 +10,8 @@
 //! - [`Store::update`] creates the item if it is missing (as DynamoDB does);
 //!   add [`Cond::Exists`] to refuse that. `Update::Add` is atomic.
 //! - [`Store::transact`] applies all its operations or none; at most
-//!   [`MAX_TRANSACTION_OPS`] operations, at most one per item.
+//!   [`Store::max_transaction_ops`] operations (DynamoDB: 100), at most one
+//!   per item.
 //! - Items larger than [`MAX_ITEM_BYTES`] (DynamoDB's size rules) are refused
 //!   with [`StoreError::ItemTooLarge`] by both adapters.
 //! - [`Store::query`] returns a partition's items in sort-key order, a page at
@@ -269,6 +270,11 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     async fn query(&self, table: Table, pk: &str, query: &Query) -> StoreResult<Page>;
 
     async fn transact(&self, ops: Vec<TxOp>) -> StoreResult<()>;
+
+    /// The most operations one [`Store::transact`] takes on this backend.
+    fn max_transaction_ops(&self) -> usize {
+        MAX_TRANSACTION_OPS
+    }
 
     /// Atomically adds `delta` to a number attribute and returns the new value.
     async fn add(&self, table: Table, key: &Key, attr: &str, delta: i64) -> StoreResult<i64> {

@@ -17,10 +17,34 @@ pub enum Table {
     /// The embedded event log: `log#{partition}` / zero-padded offset, and
     /// each partition's head counter (`log#{partition}` / `head`).
     Log,
+    /// Shard and partition leases with their checkpoints (`{stream}` / `{shard}`).
+    Leases,
+    /// Stock per product (`inventory` / `{product id}`).
+    Inventory,
+    /// Per-minute counters (`minute#{scope}` / `{minute}`) and trending
+    /// counters (`trend#{bucket}` / `{product id}`).
+    Analytics,
+    /// What each user or session did (`subject#{key}` / `profile`).
+    Behaviour,
+    /// Records that were not valid events (`dead` / `{time}#{position}`).
+    DeadLetters,
+    /// Low-stock alerts (`supplier#{id}` / `{time}#{product id}`).
+    Alerts,
 }
 
 impl Table {
-    pub const ALL: [Table; 4] = [Table::Users, Table::Products, Table::Meta, Table::Log];
+    pub const ALL: [Table; 10] = [
+        Table::Users,
+        Table::Products,
+        Table::Meta,
+        Table::Log,
+        Table::Leases,
+        Table::Inventory,
+        Table::Analytics,
+        Table::Behaviour,
+        Table::DeadLetters,
+        Table::Alerts,
+    ];
 
     pub fn name(&self) -> &'static str {
         match self {
@@ -28,6 +52,12 @@ impl Table {
             Table::Products => "products",
             Table::Meta => "meta",
             Table::Log => "log",
+            Table::Leases => "leases",
+            Table::Inventory => "inventory",
+            Table::Analytics => "analytics",
+            Table::Behaviour => "behaviour",
+            Table::DeadLetters => "dead_letters",
+            Table::Alerts => "alerts",
         }
     }
 }

@@ -1,0 +1,332 @@
+//! Folding a batch of decoded records into store operations. Pure: the items
+//! an event's effect depends on (stock that a count or a purchase reads,
+//! behaviour profiles) come in as a snapshot, and every operation that used
+//! the snapshot is conditional on the item's version, so a concurrent change
+//! makes the commit fail and the batch is folded again from fresh reads.
+//! Effects that commute (stock adjustments, counters) are plain atomic adds.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+use domain::{Event, EventPayload, Rejection};
+use rust_decimal::Decimal;
+use storage::{Cond, Key, Table, TxOp, Update, Value, to_item};
+
+use crate::state::{
+    ALL, Counters, DeadLetter, Profile, Stock, dead_letter_key, hour_of, minute_key, minute_of,
+    profile_key, stock_key, trend_hour_key, trend_minute_key,
+};
+
+/// One record of a batch, decoded.
+#[derive(Clone, Debug)]
+pub struct Decoded {
+    /// The record's position in its shard (offset or sequence number).
+    pub position: String,
+    pub outcome: Result<Event, Rejection>,
+    /// The record's bytes, kept for the dead-letter store.
+    pub raw: Vec<u8>,
+}
+
+/// Where a batch comes from, for dead letters.
+#[derive(Clone, Debug)]
+pub struct Origin<'a> {
+    pub stream: &'a str,
+    pub shard: &'a str,
+    /// Now, in milliseconds since the Unix epoch.
+    pub now_ms: i64,
+}
+
+/// The items a batch's fold must read first.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Needs {
+    pub products: BTreeSet<String>,
+    pub subjects: BTreeSet<String>,
+}
+
+/// Items as they were read; `None` where the item does not exist.
+#[derive(Clone, Debug, Default)]
+pub struct Snapshot {
+    pub stock: HashMap<String, Option<Stock>>,
+    pub profiles: HashMap<String, Option<Profile>>,
+}
+
+/// What a batch does.
+#[derive(Clone, Debug, Default)]
+pub struct Folded {
+    pub ops: Vec<TxOp>,
+    /// Products whose stock changed.
+    pub products: BTreeSet<String>,
+    /// Behaviour profiles that changed.
+    pub subjects: BTreeSet<String>,
+    /// Shop-wide counters added, per minute.
+    pub ticks: BTreeMap<String, Counters>,
+    /// Events applied, per type.
+    pub applied: BTreeMap<&'static str, u64>,
+    /// Records dead-lettered, per reason.
+    pub dead: BTreeMap<&'static str, u64>,
+    /// Counts ignored because a newer one was applied before.
+    pub stale_counts: u64,
+}
+
+/// What must be read before folding these records.
+pub fn needs(records: &[Decoded]) -> Needs {
+    let mut needs = Needs::default();
+    for e in records.iter().filter_map(|r| r.outcome.as_ref().ok()) {
+        match &e.payload {
+            EventPayload::StockCounted { product_id, .. } => {
+                needs.products.insert(product_id.to_string());
+            }
+            EventPayload::PurchaseCompleted { lines, actor, .. } => {
+                needs.products.extend(lines.iter().map(|l| l.product_id.to_string()));
+                if let Some(s) = actor.subject() {
+                    needs.subjects.insert(s.key());
+                }
+            }
+            EventPayload::BrowseViewed { actor, .. } | EventPayload::BasketAdded { actor, .. } => {
+                if let Some(s) = actor.subject() {
+                    needs.subjects.insert(s.key());
+                }
+            }
+            _ => {}
+        }
+    }
+    needs
+}
+
+/// Accumulated change of one product's stock.
+#[derive(Default)]
+struct StockChange {
+    /// The stock as read, if the batch needed to read it.
+    read: Option<Option<Stock>>,
+    /// Read stock with this batch's changes so far.
+    current: Stock,
+    on_hand: i64,
+    backorder: i64,
+    sets: BTreeMap<&'static str, Option<Value>>,
+}
+
+impl StockChange {
+    fn new(read: Option<Option<Stock>>) -> Self {
+        let current = read.clone().flatten().unwrap_or_default();
+        Self { read, current, ..Self::default() }
+    }
+
+    fn move_on_hand(&mut self, delta: i64) {
+        self.on_hand += delta;
+        self.current.on_hand += delta;
+        self.current.available += delta;
+    }
+
+    fn set(&mut self, attr: &'static str, v: Option<Value>) {
+        self.sets.insert(attr, v);
+    }
+
+    fn into_op(self, product_id: &str) -> TxOp {
+        let mut updates = vec![Update::add("version", 1)];
+        if self.on_hand != 0 {
+            updates.push(Update::add("on_hand", self.on_hand));
+            updates.push(Update::add("available", self.on_hand));
+        }
+        if self.backorder != 0 {
+            updates.push(Update::add("backorder", self.backorder));
+        }
+        for (attr, v) in self.sets {
+            updates.push(match v {
+                Some(v) => Update::Set(attr.to_owned(), v),
+                None => Update::Remove(attr.to_owned()),
+            });
+        }
+        let cond = match self.read {
+            None => None,
+            Some(None) => Some(Cond::NotExists),
+            Some(Some(s)) => Some(Cond::eq("version", s.version)),
+        };
+        TxOp::Update { table: Table::Inventory, key: stock_key(product_id), updates, cond }
+    }
+}
+
+fn n(v: impl ToString) -> Value {
+    Value::N(v.to_string())
+}
+
+fn counter_op(key: Key, c: &Counters) -> TxOp {
+    let mut updates = Vec::new();
+    for (attr, v) in [("views", c.views), ("basket_adds", c.basket_adds), ("purchases", c.purchases), ("units", c.units)] {
+        if v != 0 {
+            updates.push(Update::add(attr, v));
+        }
+    }
+    if !c.revenue.is_zero() {
+        updates.push(Update::Add("revenue".into(), n(c.revenue.normalize())));
+    }
+    TxOp::Update { table: Table::Analytics, key, updates, cond: None }
+}
+
+fn stock_of<'m>(stock: &'m mut BTreeMap<String, StockChange>, snapshot: &Snapshot, id: String) -> &'m mut StockChange {
+    stock
+        .entry(id)
+        .or_insert_with_key(|id| StockChange::new(snapshot.stock.get(id).cloned()))
+}
+
+fn profile_of<'m>(
+    profiles: &'m mut BTreeMap<String, (Option<Profile>, Profile)>,
+    snapshot: &Snapshot,
+    key: String,
+) -> &'m mut Profile {
+    let entry = profiles.entry(key).or_insert_with_key(|k| {
+        let read = snapshot.profiles.get(k).cloned().flatten();
+        let current = read.clone().unwrap_or_default();
+        (read, current)
+    });
+    &mut entry.1
+}
+
+/// Counters per (scope, minute) and per trending bucket.
+#[derive(Default)]
+struct Counts {
+    minutes: BTreeMap<(String, String), Counters>,
+    trend_m: BTreeMap<(String, String), Counters>,
+    trend_h: BTreeMap<(String, String), Counters>,
+}
+
+impl Counts {
+    fn product(&mut self, product: &str, minute: &str, hour: &str, c: &Counters) {
+        self.minutes.entry((product.to_owned(), minute.to_owned())).or_default().add(c);
+        self.trend_m.entry((minute.to_owned(), product.to_owned())).or_default().add(c);
+        self.trend_h.entry((hour.to_owned(), product.to_owned())).or_default().add(c);
+    }
+
+    fn shop(&mut self, minute: &str, c: &Counters) {
+        self.minutes.entry((ALL.to_owned(), minute.to_owned())).or_default().add(c);
+    }
+}
+
+/// Folds the records into operations, given the items [`needs`] asked for.
+pub fn fold(records: &[Decoded], snapshot: &Snapshot, origin: &Origin<'_>) -> Folded {
+    let mut out = Folded::default();
+    let mut stock: BTreeMap<String, StockChange> = BTreeMap::new();
+    let mut profiles: BTreeMap<String, (Option<Profile>, Profile)> = BTreeMap::new();
+    let mut counts = Counts::default();
+    let mut dead_ops = Vec::new();
+
+    for record in records {
+        let e = match &record.outcome {
+            Ok(e) => e,
+            Err(rejection) => {
+                let key = dead_letter_key(origin.now_ms, origin.stream, origin.shard, &record.position);
+                let letter = DeadLetter {
+                    reason: rejection.reason.as_str().to_owned(),
+                    detail: rejection.detail.clone(),
+                    stream: origin.stream.to_owned(),
+                    shard: origin.shard.to_owned(),
+                    position: record.position.clone(),
+                    at: origin.now_ms,
+                    raw: record.raw.clone(),
+                };
+                if let Ok(item) = to_item(&key, &letter) {
+                    dead_ops.push(TxOp::Put { table: Table::DeadLetters, item, cond: None });
+                }
+                *out.dead.entry(rejection.reason.as_str()).or_default() += 1;
+                continue;
+            }
+        };
+        *out.applied.entry(e.payload.type_name()).or_default() += 1;
+        let minute = minute_of(e.occurred_at);
+        let hour = hour_of(e.occurred_at);
+        let at = (e.occurred_at.unix_timestamp_nanos() / 1_000_000) as i64;
+        match &e.payload {
+            EventPayload::ProductUpserted(p) => {
+                let s = stock_of(&mut stock, snapshot, p.id.to_string());
+                s.set("low_stock_threshold", Some(n(p.low_stock_threshold)));
+                s.set("supplier_id", p.supplier_id.clone().map(Value::S));
+                s.set("name", Some(Value::S(p.name.clone())));
+                s.set("deleted", Some(Value::Bool(false)));
+            }
+            EventPayload::ProductDeleted { product_id } => {
+                stock_of(&mut stock, snapshot, product_id.to_string()).set("deleted", Some(Value::Bool(true)));
+            }
+            EventPayload::StockAdjusted { product_id, delta, .. } => {
+                stock_of(&mut stock, snapshot, product_id.to_string()).move_on_hand(*delta);
+            }
+            EventPayload::StockCounted { product_id, on_hand, sequence } => {
+                let s = stock_of(&mut stock, snapshot, product_id.to_string());
+                if *sequence > s.current.counted_seq {
+                    let delta = on_hand - s.current.on_hand;
+                    s.move_on_hand(delta);
+                    s.current.counted_seq = *sequence;
+                    s.set("counted_seq", Some(n(sequence)));
+                } else {
+                    out.stale_counts += 1;
+                }
+            }
+            EventPayload::BrowseViewed { actor, product_id, .. } => {
+                let c = Counters { views: 1, ..Counters::default() };
+                counts.product(&product_id.to_string(), &minute, &hour, &c);
+                counts.shop(&minute, &c);
+                if let Some(subject) = actor.subject() {
+                    profile_of(&mut profiles, snapshot, subject.key()).viewed(product_id.to_string(), at);
+                }
+            }
+            EventPayload::BasketAdded { actor, product_id, .. } => {
+                let c = Counters { basket_adds: 1, ..Counters::default() };
+                counts.product(&product_id.to_string(), &minute, &hour, &c);
+                counts.shop(&minute, &c);
+                if let Some(subject) = actor.subject() {
+                    profile_of(&mut profiles, snapshot, subject.key()).added(product_id.to_string(), at);
+                }
+            }
+            EventPayload::PurchaseCompleted { actor, lines, .. } => {
+                let mut order = Counters { purchases: 1, ..Counters::default() };
+                for line in lines {
+                    let id = line.product_id.to_string();
+                    let s = stock_of(&mut stock, snapshot, id.clone());
+                    // Never below zero: what stock cannot cover is a backorder.
+                    let covered = line.quantity.min(s.current.available.max(0));
+                    s.move_on_hand(-covered);
+                    s.backorder += line.quantity - covered;
+                    s.current.backorder += line.quantity - covered;
+                    let revenue = line.unit_price.amount() * Decimal::from(line.quantity);
+                    let c = Counters { purchases: 1, units: line.quantity, revenue, ..Counters::default() };
+                    order.units += line.quantity;
+                    order.revenue += revenue;
+                    counts.product(&id, &minute, &hour, &c);
+                }
+                counts.shop(&minute, &order);
+                if let Some(subject) = actor.subject() {
+                    profile_of(&mut profiles, snapshot, subject.key())
+                        .bought(lines.iter().map(|l| l.product_id.to_string()), at);
+                }
+            }
+            EventPayload::OrderStatusChanged { .. } => {}
+        }
+    }
+
+    for (id, change) in stock {
+        out.products.insert(id.clone());
+        out.ops.push(change.into_op(&id));
+    }
+    for ((scope, minute), c) in &counts.minutes {
+        if scope == ALL {
+            out.ticks.entry(minute.clone()).or_default().add(c);
+        }
+        out.ops.push(counter_op(minute_key(scope, minute), c));
+    }
+    for ((minute, product), c) in &counts.trend_m {
+        out.ops.push(counter_op(trend_minute_key(minute, product), c));
+    }
+    for ((hour, product), c) in &counts.trend_h {
+        out.ops.push(counter_op(trend_hour_key(hour, product), c));
+    }
+    for (subject, (read, mut profile)) in profiles {
+        let cond = match &read {
+            None => Cond::NotExists,
+            Some(r) => Cond::eq("version", r.version),
+        };
+        profile.version = read.map_or(1, |r| r.version + 1);
+        if let Ok(item) = to_item(&profile_key(&subject), &profile) {
+            out.ops.push(TxOp::Put { table: Table::Behaviour, item, cond: Some(cond) });
+        }
+        out.subjects.insert(subject);
+    }
+    out.ops.extend(dead_ops);
+    out
+}

@@ -1,0 +1,355 @@
+//! The pipeline: a batch of raw records in, its effects and its new
+//! checkpoint committed in one transaction out.
+//!
+//! The transaction is fenced: it carries the lease's owner and counter and the
+//! checkpoint the batch started from as conditions. A worker that lost its
+//! lease, or whose batch was already committed by someone else, cannot commit;
+//! a crash before the commit replays the batch, a crash after it does not.
+//! That gives exactly-once effects from an at-least-once stream.
+
+use std::{sync::Arc, time::Instant};
+
+use domain::{DeadLetterReason, Event, Rejection};
+use futures::future::join_all;
+use storage::{Cond, Key, Store, StoreError, Table, TxOp, Update, Value, from_item, to_item};
+
+use crate::{
+    Bus, Change,
+    fold::{Decoded, Folded, Origin, Snapshot, fold, needs},
+    state::{Alert, NO_SUPPLIER, Profile, Stock, alert_key, profile_key, stock_key},
+};
+
+/// How often a batch is folded again after a concurrent change to an item it read.
+const RETRIES: u32 = 20;
+
+/// One raw record from a stream.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Record {
+    /// Its position in the shard: an offset, or a sequence number (with a
+    /// sub-sequence for de-aggregated records).
+    pub position: String,
+    pub data: Vec<u8>,
+}
+
+/// The lease a batch is committed under, and where the shard stood.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Checkpoint {
+    pub stream: String,
+    pub shard: String,
+    pub owner: String,
+    pub counter: u64,
+    /// The checkpoint the batch starts after (`None`: the shard's start).
+    pub from: Option<String>,
+}
+
+impl Checkpoint {
+    pub fn lease_key(&self) -> Key {
+        Key::new(self.stream.clone(), self.shard.clone())
+    }
+
+    /// The fence: move the checkpoint to `to` only if the lease is still ours
+    /// and the checkpoint is still where the batch started.
+    fn op(&self, to: &str) -> TxOp {
+        let at = match &self.from {
+            Some(from) => Cond::eq("checkpoint", from.as_str()),
+            None => Cond::HasNot("checkpoint".into()),
+        };
+        TxOp::Update {
+            table: Table::Leases,
+            key: self.lease_key(),
+            updates: vec![Update::set("checkpoint", to)],
+            cond: Some(Cond::And(vec![
+                Cond::eq("owner", self.owner.as_str()),
+                Cond::eq("counter", self.counter),
+                at,
+            ])),
+        }
+    }
+}
+
+/// Why a batch was not committed.
+#[derive(Debug, thiserror::Error)]
+pub enum CommitError {
+    /// The lease is no longer ours, or the checkpoint moved: stop reading this
+    /// shard; nothing of the batch was applied.
+    #[error("fenced: the lease on {stream}/{shard} is no longer ours")]
+    Fenced { stream: String, shard: String },
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// What a batch did.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Applied {
+    /// The checkpoint now stored.
+    pub checkpoint: Option<String>,
+    pub events: u64,
+    pub dead_letters: u64,
+    pub commits: u64,
+}
+
+/// Applies batches to the store and tells the bus what changed.
+#[derive(Clone, Debug)]
+pub struct Pipeline {
+    store: Arc<dyn Store>,
+    bus: Bus,
+}
+
+fn now_ms() -> i64 {
+    (time::OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000) as i64
+}
+
+/// Decodes records into events or dead-letter reasons.
+pub fn decode(records: &[Record]) -> Vec<Decoded> {
+    records
+        .iter()
+        .map(|r| {
+            let outcome = Event::decode(&r.data);
+            Decoded {
+                position: r.position.clone(),
+                raw: if outcome.is_err() { r.data.clone() } else { Vec::new() },
+                outcome,
+            }
+        })
+        .collect()
+}
+
+impl Pipeline {
+    pub fn new(store: Arc<dyn Store>, bus: Bus) -> Self {
+        Self { store, bus }
+    }
+
+    pub fn bus(&self) -> &Bus {
+        &self.bus
+    }
+
+    /// Applies `records` (in shard order, all after `checkpoint.from`) and
+    /// moves the checkpoint to the last one. Large batches are committed in
+    /// as many transactions as the store needs, each with its own checkpoint.
+    pub async fn apply(&self, checkpoint: &Checkpoint, records: Vec<Record>) -> Result<Applied, CommitError> {
+        let mut applied = Applied { checkpoint: checkpoint.from.clone(), ..Applied::default() };
+        if records.is_empty() {
+            return Ok(applied);
+        }
+        let decoded = tokio::task::spawn_blocking(move || decode(&records))
+            .await
+            .map_err(|e| StoreError::Unavailable(e.to_string()))?;
+        let mut cp = checkpoint.clone();
+        let mut rest = &decoded[..];
+        while !rest.is_empty() {
+            let (n, folded) = self.commit_prefix(&cp, rest).await?;
+            let to = rest[n - 1].position.clone();
+            applied.events += folded.applied.values().sum::<u64>();
+            applied.dead_letters += folded.dead.values().sum::<u64>();
+            applied.commits += 1;
+            self.after_commit(&cp, &folded).await;
+            cp.from = Some(to.clone());
+            applied.checkpoint = Some(to);
+            rest = &rest[n..];
+        }
+        Ok(applied)
+    }
+
+    async fn snapshot(&self, records: &[Decoded]) -> Result<Snapshot, StoreError> {
+        let needs = needs(records);
+        let stock = join_all(needs.products.into_iter().map(|id| async move {
+            let got = self.store.get(Table::Inventory, &stock_key(&id)).await?;
+            Ok::<_, StoreError>((id, got.map(from_item::<Stock>).transpose()?))
+        }));
+        let profiles = join_all(needs.subjects.into_iter().map(|s| async move {
+            let got = self.store.get(Table::Behaviour, &profile_key(&s)).await?;
+            Ok::<_, StoreError>((s, got.map(from_item::<Profile>).transpose()?))
+        }));
+        let (stock, profiles) = tokio::join!(stock, profiles);
+        Ok(Snapshot {
+            stock: stock.into_iter().collect::<Result<_, _>>()?,
+            profiles: profiles.into_iter().collect::<Result<_, _>>()?,
+        })
+    }
+
+    /// Commits the longest prefix of `records` whose operations fit in one
+    /// transaction, and returns its length and what it did.
+    async fn commit_prefix(&self, cp: &Checkpoint, records: &[Decoded]) -> Result<(usize, Folded), CommitError> {
+        let max = self.store.max_transaction_ops();
+        let mut n = records.len();
+        let mut attempt = 0;
+        loop {
+            let prefix = &records[..n];
+            let snapshot = self.snapshot(prefix).await?;
+            let origin = Origin { stream: &cp.stream, shard: &cp.shard, now_ms: now_ms() };
+            let mut folded = fold(prefix, &snapshot, &origin);
+            if folded.ops.len() + 1 > max {
+                if n > 1 {
+                    n = n.div_ceil(2).min(n - 1);
+                    continue;
+                }
+                // One record alone touches more items than a transaction holds.
+                let mut one = prefix[0].clone();
+                if let Ok(e) = &one.outcome {
+                    one.raw = serde_json::to_vec(e).unwrap_or_default();
+                }
+                one.outcome = Err(Rejection::new(
+                    DeadLetterReason::InvalidPayload,
+                    format!("touches {} items; one transaction on this backend holds {max}", folded.ops.len()),
+                ));
+                folded = fold(std::slice::from_ref(&one), &Snapshot::default(), &origin);
+            }
+            let to = prefix[n - 1].position.clone();
+            let fence = folded.ops.len();
+            let mut ops = std::mem::take(&mut folded.ops);
+            ops.push(cp.op(&to));
+            let started = Instant::now();
+            match self.store.transact(ops).await {
+                Ok(()) => {
+                    metrics::histogram!("shopstream_pipeline_commit_seconds", "stream" => cp.stream.clone())
+                        .record(started.elapsed().as_secs_f64());
+                    metrics::histogram!("shopstream_pipeline_batch_records", "stream" => cp.stream.clone())
+                        .record(n as f64);
+                    return Ok((n, folded));
+                }
+                Err(StoreError::TransactionCanceled { failed }) if failed.contains(&fence) => {
+                    metrics::counter!("shopstream_pipeline_fenced_total", "stream" => cp.stream.clone()).increment(1);
+                    return Err(CommitError::Fenced { stream: cp.stream.clone(), shard: cp.shard.clone() });
+                }
+                Err(StoreError::TransactionCanceled { .. } | StoreError::Conflict(_)) if attempt < RETRIES => {
+                    // An item the fold read changed meanwhile: read and fold again.
+                    attempt += 1;
+                    metrics::counter!("shopstream_pipeline_retries_total", "stream" => cp.stream.clone()).increment(1);
+                    tokio::time::sleep(std::time::Duration::from_millis(u64::from(attempt) * 5)).await;
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+
+    async fn after_commit(&self, cp: &Checkpoint, folded: &Folded) {
+        for (kind, n) in &folded.applied {
+            metrics::counter!("shopstream_events_applied_total", "type" => *kind, "stream" => cp.stream.clone())
+                .increment(*n);
+        }
+        for (reason, n) in &folded.dead {
+            metrics::counter!("shopstream_events_dead_lettered_total", "reason" => *reason, "stream" => cp.stream.clone())
+                .increment(*n);
+        }
+        for id in &folded.products {
+            match self.store.get(Table::Inventory, &stock_key(id)).await {
+                Ok(Some(item)) => {
+                    if let Ok(stock) = from_item::<Stock>(item) {
+                        self.bus.publish(Change::StockLevel {
+                            product_id: id.clone(),
+                            on_hand: stock.on_hand,
+                            reserved: stock.reserved,
+                            available: stock.available,
+                            backorder: stock.backorder,
+                        });
+                        if let Err(e) = check_alert(self.store.as_ref(), &self.bus, id, &stock).await {
+                            tracing::warn!(error = %e, product_id = %id, "low-stock check failed; the sweeper retries it");
+                        }
+                    }
+                }
+                Ok(None) => {}
+                Err(e) => tracing::warn!(error = %e, product_id = %id, "cannot read stock after commit"),
+            }
+        }
+        for (minute, c) in &folded.ticks {
+            self.bus.publish(Change::AnalyticsTick {
+                minute: minute.clone(),
+                views: c.views,
+                basket_adds: c.basket_adds,
+                purchases: c.purchases,
+            });
+        }
+        for s in &folded.subjects {
+            self.bus.publish(Change::ProfileUpdated { subject: s.clone() });
+        }
+    }
+}
+
+/// Raises one alert when a product's available stock has fallen below its
+/// threshold since the last alert, and re-arms once it is back at or above.
+/// Idempotent: run after every commit and by the sweeper.
+pub async fn check_alert(store: &dyn Store, bus: &Bus, product_id: &str, stock: &Stock) -> Result<(), StoreError> {
+    let Some(threshold) = stock.low_stock_threshold else {
+        return Ok(());
+    };
+    if stock.deleted {
+        return Ok(());
+    }
+    let key = stock_key(product_id);
+    if stock.available < threshold && stock.alert_armed {
+        let at = now_ms();
+        let supplier = stock.supplier_id.clone().unwrap_or_else(|| NO_SUPPLIER.to_owned());
+        let alert = Alert {
+            id: format!("{at:013}-{product_id}"),
+            product_id: product_id.to_owned(),
+            product_name: stock.name.clone(),
+            supplier_id: supplier.clone(),
+            available: stock.available,
+            threshold,
+            at,
+            acknowledged: false,
+        };
+        let ops = vec![
+            TxOp::Update {
+                table: Table::Inventory,
+                key,
+                updates: vec![Update::Set("alert_armed".into(), Value::Bool(false))],
+                cond: Some(Cond::And(vec![
+                    Cond::Eq("alert_armed".into(), Value::Bool(true)),
+                    Cond::Lt("available".into(), Value::N(threshold.to_string())),
+                ])),
+            },
+            TxOp::Put { table: Table::Alerts, item: to_item(&alert_key(&supplier, &alert.id), &alert)?, cond: None },
+        ];
+        match store.transact(ops).await {
+            Ok(()) => {
+                metrics::counter!("shopstream_low_stock_alerts_total").increment(1);
+                bus.publish(Change::LowStockAlert(alert));
+            }
+            // Another worker raised it, or stock moved back: nothing to do.
+            Err(StoreError::TransactionCanceled { .. }) => {}
+            Err(e) => return Err(e),
+        }
+    } else if stock.available >= threshold && !stock.alert_armed {
+        let r = store
+            .update(
+                Table::Inventory,
+                &key,
+                vec![Update::Set("alert_armed".into(), Value::Bool(true))],
+                Some(Cond::And(vec![
+                    Cond::Exists,
+                    Cond::Ge("available".into(), Value::N(threshold.to_string())),
+                    Cond::Or(vec![
+                        Cond::HasNot("alert_armed".into()),
+                        Cond::Eq("alert_armed".into(), Value::Bool(false)),
+                    ]),
+                ])),
+            )
+            .await;
+        match r {
+            Ok(_) | Err(StoreError::ConditionFailed) => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
+/// Runs [`check_alert`] over every product's stock: catches a crossing whose
+/// alert check a crash interrupted after the commit.
+pub async fn sweep_alerts(store: &dyn Store, bus: &Bus) -> Result<usize, StoreError> {
+    let mut query = storage::Query { limit: 500, ..storage::Query::default() };
+    let mut checked = 0;
+    loop {
+        let page = store.query(Table::Inventory, "inventory", &query).await?;
+        for item in page.items {
+            let key = Key::of(&item)?;
+            let stock: Stock = from_item(item)?;
+            check_alert(store, bus, &key.sk, &stock).await?;
+            checked += 1;
+        }
+        match page.cursor {
+            Some(c) => query.cursor = Some(c),
+            None => return Ok(checked),
+        }
+    }
+}

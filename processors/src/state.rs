@@ -1,0 +1,248 @@
+//! The items the processors keep, and where they live.
+
+use std::collections::VecDeque;
+
+use rust_decimal::Decimal;
+use serde::{Deserialize, Serialize};
+use storage::Key;
+use time::OffsetDateTime;
+
+/// How many recent views and basket adds a profile keeps.
+pub const RECENT: usize = 50;
+/// How many purchased products a profile keeps.
+pub const PURCHASES: usize = 200;
+
+/// One product's stock.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Stock {
+    #[serde(default)]
+    pub on_hand: i64,
+    #[serde(default)]
+    pub reserved: i64,
+    /// `on_hand - reserved`, kept as its own attribute so that conditions can
+    /// test it.
+    #[serde(default)]
+    pub available: i64,
+    /// Units sold that were not in stock.
+    #[serde(default)]
+    pub backorder: i64,
+    /// The warehouse sequence of the last count applied.
+    #[serde(default)]
+    pub counted_seq: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub low_stock_threshold: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub supplier_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// True once stock has been at or above the threshold: the next fall
+    /// below it raises one alert and disarms it.
+    #[serde(default)]
+    pub alert_armed: bool,
+    #[serde(default)]
+    pub deleted: bool,
+    /// Grows with every change; snapshot-based writes are conditional on it.
+    #[serde(default)]
+    pub version: u64,
+}
+
+pub fn stock_key(product_id: &str) -> Key {
+    Key::new("inventory", product_id)
+}
+
+/// Counters of one minute (or hour), for one product or for the whole shop.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Counters {
+    #[serde(default)]
+    pub views: i64,
+    #[serde(default)]
+    pub basket_adds: i64,
+    #[serde(default)]
+    pub purchases: i64,
+    #[serde(default)]
+    pub units: i64,
+    #[serde(default, with = "rust_decimal::serde::str")]
+    pub revenue: Decimal,
+}
+
+impl Counters {
+    pub fn add(&mut self, other: &Counters) {
+        self.views += other.views;
+        self.basket_adds += other.basket_adds;
+        self.purchases += other.purchases;
+        self.units += other.units;
+        self.revenue += other.revenue;
+    }
+
+    pub fn is_zero(&self) -> bool {
+        *self == Counters::default()
+    }
+}
+
+/// The scope of all products together.
+pub const ALL: &str = "all";
+
+/// `2026-11-23T10:05`: the minute an instant falls in (UTC).
+pub fn minute_of(t: OffsetDateTime) -> String {
+    let t = t.to_offset(time::UtcOffset::UTC);
+    format!("{:04}-{:02}-{:02}T{:02}:{:02}", t.year(), u8::from(t.month()), t.day(), t.hour(), t.minute())
+}
+
+/// `2026-11-23T10`: the hour an instant falls in (UTC).
+pub fn hour_of(t: OffsetDateTime) -> String {
+    minute_of(t)[..13].to_owned()
+}
+
+/// Per-minute counters of a scope (a product id, or [`ALL`]).
+pub fn minute_key(scope: &str, minute: &str) -> Key {
+    Key::new(format!("minute#{scope}"), minute)
+}
+
+/// A product's counters in one minute's trending partition.
+pub fn trend_minute_key(minute: &str, product_id: &str) -> Key {
+    Key::new(format!("trend#m#{minute}"), product_id)
+}
+
+/// A product's counters in one hour's trending partition.
+pub fn trend_hour_key(hour: &str, product_id: &str) -> Key {
+    Key::new(format!("trend#h#{hour}"), product_id)
+}
+
+/// One viewed or basketed product, and when.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Touch {
+    pub product_id: String,
+    /// Milliseconds since the Unix epoch.
+    pub at: i64,
+}
+
+/// What one user or anonymous session did, for the recommender.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Profile {
+    /// Newest first, at most [`RECENT`].
+    #[serde(default)]
+    pub recent_views: VecDeque<Touch>,
+    /// Newest first, at most [`RECENT`].
+    #[serde(default)]
+    pub basket_adds: VecDeque<Touch>,
+    /// Newest first, at most [`PURCHASES`].
+    #[serde(default)]
+    pub purchases: VecDeque<Touch>,
+    #[serde(default)]
+    pub views: u64,
+    #[serde(default)]
+    pub adds: u64,
+    #[serde(default)]
+    pub orders: u64,
+    #[serde(default)]
+    pub version: u64,
+}
+
+pub fn profile_key(subject: &str) -> Key {
+    Key::new(format!("subject#{subject}"), "profile")
+}
+
+fn push_bounded(list: &mut VecDeque<Touch>, t: Touch, max: usize) {
+    list.push_front(t);
+    list.truncate(max);
+}
+
+impl Profile {
+    pub fn viewed(&mut self, product_id: String, at: i64) {
+        self.views += 1;
+        push_bounded(&mut self.recent_views, Touch { product_id, at }, RECENT);
+    }
+
+    pub fn added(&mut self, product_id: String, at: i64) {
+        self.adds += 1;
+        push_bounded(&mut self.basket_adds, Touch { product_id, at }, RECENT);
+    }
+
+    pub fn bought(&mut self, product_ids: impl Iterator<Item = String>, at: i64) {
+        self.orders += 1;
+        for product_id in product_ids {
+            push_bounded(&mut self.purchases, Touch { product_id, at }, PURCHASES);
+        }
+    }
+}
+
+/// A record that was not a valid event.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeadLetter {
+    pub reason: String,
+    pub detail: String,
+    /// Where it came from: stream, shard or partition, position.
+    pub stream: String,
+    pub shard: String,
+    pub position: String,
+    /// Milliseconds since the Unix epoch, when it was dead-lettered.
+    pub at: i64,
+    #[serde(with = "serde_bytes_b64")]
+    pub raw: Vec<u8>,
+}
+
+/// Dead letters sort by time; the position makes the key unique and makes a
+/// replayed batch write the same key again.
+pub fn dead_letter_key(at: i64, stream: &str, shard: &str, position: &str) -> Key {
+    Key::new("dead", format!("{at:013}#{stream}#{shard}#{position}"))
+}
+
+/// A low-stock alert for a supplier.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Alert {
+    pub id: String,
+    pub product_id: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub product_name: Option<String>,
+    pub supplier_id: String,
+    pub available: i64,
+    pub threshold: i64,
+    /// Milliseconds since the Unix epoch.
+    pub at: i64,
+    #[serde(default)]
+    pub acknowledged: bool,
+}
+
+/// Alerts of products without a supplier go to this partition.
+pub const NO_SUPPLIER: &str = "-";
+
+pub fn alert_key(supplier_id: &str, id: &str) -> Key {
+    Key::new(format!("supplier#{supplier_id}"), id)
+}
+
+/// Raw bytes as standard base64, exact for any bytes and printable anywhere.
+mod serde_bytes_b64 {
+    use base64::{Engine, engine::general_purpose::STANDARD};
+    use serde::{Deserialize, Deserializer, Serializer, de::Error};
+
+    pub fn serialize<S: Serializer>(bytes: &[u8], s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&STANDARD.encode(bytes))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<u8>, D::Error> {
+        STANDARD.decode(String::deserialize(d)?).map_err(D::Error::custom)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn minutes_and_hours_are_utc_and_sortable() {
+        let t = time::macros::datetime!(2026-11-23 10:05:59 +02:00);
+        assert_eq!(minute_of(t), "2026-11-23T08:05");
+        assert_eq!(hour_of(t), "2026-11-23T08");
+    }
+
+    #[test]
+    fn profiles_keep_the_newest_first_and_stay_bounded() {
+        let mut p = Profile::default();
+        for i in 0..(RECENT + 5) {
+            p.viewed(format!("p{i}"), i as i64);
+        }
+        assert_eq!(p.recent_views.len(), RECENT);
+        assert_eq!(p.recent_views[0].product_id, format!("p{}", RECENT + 4));
+        assert_eq!(p.views, (RECENT + 5) as u64);
+    }
+}
