@@ -189,13 +189,21 @@ impl EventPayload {
             EventPayload::ProductDeleted { product_id }
             | EventPayload::StockAdjusted { product_id, .. }
             | EventPayload::StockCounted { product_id, .. } => product_id.to_string(),
-            EventPayload::BrowseViewed { actor, product_id, .. }
-            | EventPayload::BasketAdded { actor, product_id, .. } => actor
+            EventPayload::BrowseViewed {
+                actor, product_id, ..
+            }
+            | EventPayload::BasketAdded {
+                actor, product_id, ..
+            } => actor
                 .subject()
                 .map(|s| s.key())
                 .unwrap_or_else(|| product_id.to_string()),
-            EventPayload::PurchaseCompleted { actor, order_id, .. }
-            | EventPayload::OrderStatusChanged { actor, order_id, .. } => actor
+            EventPayload::PurchaseCompleted {
+                actor, order_id, ..
+            }
+            | EventPayload::OrderStatusChanged {
+                actor, order_id, ..
+            } => actor
                 .subject()
                 .map(|s| s.key())
                 .unwrap_or_else(|| order_id.clone()),
@@ -214,12 +222,16 @@ impl EventPayload {
     /// Rules the types cannot say: positive quantities, a subject for
     /// behaviour, bounded sizes.
     fn check(&self) -> Result<(), Rejection> {
-        let invalid = |detail: String| Err(Rejection::new(DeadLetterReason::InvalidPayload, detail));
-        let negative = |detail: String| Err(Rejection::new(DeadLetterReason::NegativeQuantity, detail));
+        let invalid =
+            |detail: String| Err(Rejection::new(DeadLetterReason::InvalidPayload, detail));
+        let negative =
+            |detail: String| Err(Rejection::new(DeadLetterReason::NegativeQuantity, detail));
         match self {
             EventPayload::StockAdjusted { delta, reason, .. } => {
                 if *delta == 0 || delta.abs() > MAX_QUANTITY {
-                    return invalid(format!("delta must be non-zero and at most {MAX_QUANTITY} units either way"));
+                    return invalid(format!(
+                        "delta must be non-zero and at most {MAX_QUANTITY} units either way"
+                    ));
                 }
                 if reason.is_empty() || reason.len() > 64 {
                     return invalid("reason must be 1 to 64 characters".into());
@@ -238,7 +250,9 @@ impl EventPayload {
                     return invalid("user_id or session_id is required".into());
                 }
             }
-            EventPayload::BasketAdded { actor, quantity, .. } => {
+            EventPayload::BasketAdded {
+                actor, quantity, ..
+            } => {
                 if actor.subject().is_none() {
                     return invalid("user_id or session_id is required".into());
                 }
@@ -249,7 +263,9 @@ impl EventPayload {
                     return invalid(format!("quantity must be at most {MAX_QUANTITY}"));
                 }
             }
-            EventPayload::PurchaseCompleted { lines, order_id, .. } => {
+            EventPayload::PurchaseCompleted {
+                lines, order_id, ..
+            } => {
                 if order_id.is_empty() || order_id.len() > 128 {
                     return invalid("order_id must be 1 to 128 characters".into());
                 }
@@ -258,14 +274,21 @@ impl EventPayload {
                 }
                 for (i, l) in lines.iter().enumerate() {
                     if l.quantity <= 0 {
-                        return negative(format!("lines[{i}].quantity must be positive, got {}", l.quantity));
+                        return negative(format!(
+                            "lines[{i}].quantity must be positive, got {}",
+                            l.quantity
+                        ));
                     }
                     if l.quantity > MAX_QUANTITY {
-                        return invalid(format!("lines[{i}].quantity must be at most {MAX_QUANTITY}"));
+                        return invalid(format!(
+                            "lines[{i}].quantity must be at most {MAX_QUANTITY}"
+                        ));
                     }
                 }
             }
-            EventPayload::OrderStatusChanged { order_id, status, .. } => {
+            EventPayload::OrderStatusChanged {
+                order_id, status, ..
+            } => {
                 if order_id.is_empty() || status.is_empty() || status.len() > 32 {
                     return invalid("order_id and status are required".into());
                 }
@@ -307,11 +330,17 @@ impl Event {
         if raw.version.unwrap_or(SCHEMA_VERSION) != SCHEMA_VERSION {
             return Err(Rejection::new(
                 DeadLetterReason::UnsupportedVersion,
-                format!("schema version {} is not supported", raw.version.unwrap_or(0)),
+                format!(
+                    "schema version {} is not supported",
+                    raw.version.unwrap_or(0)
+                ),
             ));
         }
         if !EVENT_TYPES.contains(&raw.kind) {
-            return Err(Rejection::new(DeadLetterReason::UnknownType, format!("unknown event type {:?}", raw.kind)));
+            return Err(Rejection::new(
+                DeadLetterReason::UnknownType,
+                format!("unknown event type {:?}", raw.kind),
+            ));
         }
         let data = raw.data.map(RawValue::get).unwrap_or("null");
         // Re-assemble the adjacently tagged payload from its two parts.
@@ -319,10 +348,21 @@ impl Event {
         let payload: EventPayload = serde_json::from_str(&tagged)
             .map_err(|e| Rejection::new(DeadLetterReason::InvalidPayload, format!("data: {e}")))?;
         payload.check()?;
-        let occurred_at = OffsetDateTime::parse(raw.occurred_at, &time::format_description::well_known::Rfc3339)
-            .map_err(|e| Rejection::new(DeadLetterReason::InvalidPayload, format!("occurred_at: {e}")))?;
+        let occurred_at = OffsetDateTime::parse(
+            raw.occurred_at,
+            &time::format_description::well_known::Rfc3339,
+        )
+        .map_err(|e| {
+            Rejection::new(
+                DeadLetterReason::InvalidPayload,
+                format!("occurred_at: {e}"),
+            )
+        })?;
         if raw.source.is_empty() || raw.source.len() > 128 {
-            return Err(Rejection::new(DeadLetterReason::InvalidPayload, "source must be 1 to 128 characters"));
+            return Err(Rejection::new(
+                DeadLetterReason::InvalidPayload,
+                "source must be 1 to 128 characters",
+            ));
         }
         Ok(Event {
             id: raw.id,
@@ -382,7 +422,10 @@ pub struct Rejection {
 
 impl Rejection {
     pub fn new(reason: DeadLetterReason, detail: impl Into<String>) -> Self {
-        Self { reason, detail: detail.into() }
+        Self {
+            reason,
+            detail: detail.into(),
+        }
     }
 }
 
@@ -412,7 +455,12 @@ mod tests {
 
     #[test]
     fn envelope_round_trips_with_type_and_data() {
-        let e = Event::new("api", EventPayload::ProductDeleted { product_id: ProductId::new() });
+        let e = Event::new(
+            "api",
+            EventPayload::ProductDeleted {
+                product_id: ProductId::new(),
+            },
+        );
         let json = serde_json::to_vec(&e).unwrap();
         let v: serde_json::Value = serde_json::from_slice(&json).unwrap();
         assert_eq!(v["type"], "product.deleted");
@@ -424,13 +472,31 @@ mod tests {
     fn every_type_decodes() {
         let p = ProductId::new().to_string();
         let cases = [
-            ("stock.adjusted", json!({"product_id": p, "delta": -3, "reason": "damaged"})),
-            ("stock.counted", json!({"product_id": p, "on_hand": 12, "sequence": 7})),
-            ("browse.viewed", json!({"session_id": "s1", "product_id": p})),
-            ("basket.added", json!({"user_id": "u1", "product_id": p, "quantity": 2, "recommendation_id": "r"})),
-            ("purchase.completed", json!({"order_id": "o1", "user_id": "u1",
-                "lines": [{"product_id": p, "quantity": 2, "unit_price": "9.99"}], "total": "19.98", "currency": "EUR"})),
-            ("order.status_changed", json!({"order_id": "o1", "status": "shipped"})),
+            (
+                "stock.adjusted",
+                json!({"product_id": p, "delta": -3, "reason": "damaged"}),
+            ),
+            (
+                "stock.counted",
+                json!({"product_id": p, "on_hand": 12, "sequence": 7}),
+            ),
+            (
+                "browse.viewed",
+                json!({"session_id": "s1", "product_id": p}),
+            ),
+            (
+                "basket.added",
+                json!({"user_id": "u1", "product_id": p, "quantity": 2, "recommendation_id": "r"}),
+            ),
+            (
+                "purchase.completed",
+                json!({"order_id": "o1", "user_id": "u1",
+                "lines": [{"product_id": p, "quantity": 2, "unit_price": "9.99"}], "total": "19.98", "currency": "EUR"}),
+            ),
+            (
+                "order.status_changed",
+                json!({"order_id": "o1", "status": "shipped"}),
+            ),
             ("product.deleted", json!({"product_id": p})),
         ];
         for (kind, data) in cases {
@@ -446,42 +512,86 @@ mod tests {
         let p = ProductId::new().to_string();
         assert_eq!(reason(b"{not json"), DeadLetterReason::MalformedJson);
         assert_eq!(reason(b""), DeadLetterReason::MalformedJson);
-        assert_eq!(reason(&envelope("stock.teleported", json!({}))), DeadLetterReason::UnknownType);
-        assert_eq!(reason(&envelope("stock.adjusted", json!({"product_id": p, "reason": "x"}))), DeadLetterReason::InvalidPayload);
         assert_eq!(
-            reason(&envelope("stock.adjusted", json!({"product_id": p, "delta": "3", "reason": "x"}))),
+            reason(&envelope("stock.teleported", json!({}))),
+            DeadLetterReason::UnknownType
+        );
+        assert_eq!(
+            reason(&envelope(
+                "stock.adjusted",
+                json!({"product_id": p, "reason": "x"})
+            )),
             DeadLetterReason::InvalidPayload
         );
-        assert_eq!(reason(&envelope("stock.adjusted", json!({"product_id": "nope", "delta": 3, "reason": "x"}))), DeadLetterReason::InvalidPayload);
         assert_eq!(
-            reason(&envelope("basket.added", json!({"user_id": "u", "product_id": p, "quantity": -2}))),
+            reason(&envelope(
+                "stock.adjusted",
+                json!({"product_id": p, "delta": "3", "reason": "x"})
+            )),
+            DeadLetterReason::InvalidPayload
+        );
+        assert_eq!(
+            reason(&envelope(
+                "stock.adjusted",
+                json!({"product_id": "nope", "delta": 3, "reason": "x"})
+            )),
+            DeadLetterReason::InvalidPayload
+        );
+        assert_eq!(
+            reason(&envelope(
+                "basket.added",
+                json!({"user_id": "u", "product_id": p, "quantity": -2})
+            )),
             DeadLetterReason::NegativeQuantity
         );
         assert_eq!(
-            reason(&envelope("stock.counted", json!({"product_id": p, "on_hand": -1, "sequence": 1}))),
+            reason(&envelope(
+                "stock.counted",
+                json!({"product_id": p, "on_hand": -1, "sequence": 1})
+            )),
             DeadLetterReason::NegativeQuantity
         );
-        assert_eq!(reason(&envelope("browse.viewed", json!({"product_id": p}))), DeadLetterReason::InvalidPayload);
-        let big = envelope("stock.adjusted", json!({"product_id": p, "delta": 1, "reason": "x".repeat(MAX_EVENT_BYTES)}));
+        assert_eq!(
+            reason(&envelope("browse.viewed", json!({"product_id": p}))),
+            DeadLetterReason::InvalidPayload
+        );
+        let big = envelope(
+            "stock.adjusted",
+            json!({"product_id": p, "delta": 1, "reason": "x".repeat(MAX_EVENT_BYTES)}),
+        );
         assert_eq!(reason(&big), DeadLetterReason::Oversized);
-        let mut v: serde_json::Value = serde_json::from_slice(&envelope("product.deleted", json!({"product_id": p}))).unwrap();
+        let mut v: serde_json::Value =
+            serde_json::from_slice(&envelope("product.deleted", json!({"product_id": p}))).unwrap();
         v["version"] = json!(2);
-        assert_eq!(reason(&serde_json::to_vec(&v).unwrap()), DeadLetterReason::UnsupportedVersion);
+        assert_eq!(
+            reason(&serde_json::to_vec(&v).unwrap()),
+            DeadLetterReason::UnsupportedVersion
+        );
         v["version"] = json!(1);
         v["occurred_at"] = json!("yesterday");
-        assert_eq!(reason(&serde_json::to_vec(&v).unwrap()), DeadLetterReason::InvalidPayload);
+        assert_eq!(
+            reason(&serde_json::to_vec(&v).unwrap()),
+            DeadLetterReason::InvalidPayload
+        );
     }
 
     #[test]
     fn behaviour_partitions_by_subject() {
         let p = ProductId::new();
         let viewed = EventPayload::BrowseViewed {
-            actor: Actor { user_id: Some("u1".into()), session_id: Some("s1".into()) },
+            actor: Actor {
+                user_id: Some("u1".into()),
+                session_id: Some("s1".into()),
+            },
             product_id: p,
             recommendation_id: None,
         };
         assert_eq!(viewed.partition_key(), "user:u1");
-        let adjusted = EventPayload::StockAdjusted { product_id: p, delta: 1, reason: "x".into() };
+        let adjusted = EventPayload::StockAdjusted {
+            product_id: p,
+            delta: 1,
+            reason: "x".into(),
+        };
         assert_eq!(adjusted.partition_key(), p.to_string());
     }
 }

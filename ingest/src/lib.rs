@@ -3,14 +3,18 @@
 //! # Layout
 //! - [`EventSink`]: where the API and the CLI publish the events they cause.
 //! - [`log`]: the embedded, durable, partitioned append-only log on the
-//!   storage port — the default stream, needing no outside service.
+//!   storage port — the default stream, needing no outside service — and its
+//!   consumer.
+//! - [`lease`]: shard leases and checkpoints in the store.
 
+pub mod lease;
 pub mod log;
 
 use async_trait::async_trait;
 use domain::Event;
 
-pub use log::StoreLog;
+pub use lease::{Held, Lease, Leases};
+pub use log::{LogConsumer, StoreLog};
 
 /// Why events could not be published.
 #[derive(Debug, thiserror::Error)]

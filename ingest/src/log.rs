@@ -1,22 +1,33 @@
 //! The embedded event log: partitioned, durable, append-only, readable from
-//! any offset. Records are the events' JSON, as on every other stream.
+//! any offset — the default stream, needing no outside service. Records are
+//! the events' JSON, as on every other stream.
 //!
-//! An append takes the partition's next offset from an atomic counter and then
-//! writes the record at that offset.
+//! An append moves the partition's head and writes the records in one
+//! transaction conditional on the head it read, so offsets have no gaps and a
+//! reader never sees offset `n + 1` before `n`.
 
 use std::{
+    collections::BTreeMap,
     hash::{Hash, Hasher},
     sync::Arc,
+    time::{Duration, Instant},
 };
 
 use async_trait::async_trait;
 use domain::Event;
-use storage::{Key, Query, SortRange, Store, StoreError, Table, Value, port::PK};
+use processors::{CommitError, Pipeline, Record as PipelineRecord};
+use storage::{Cond, Key, Query, SortRange, Store, StoreError, Table, TxOp, Update, Value};
+use tokio::sync::{Mutex, Notify, watch};
 
-use crate::{EventSink, PublishError};
+use crate::{
+    EventSink, PublishError,
+    lease::{Held, Leases, now_ms},
+};
 
 /// The number of partitions a new log has.
 pub const DEFAULT_PARTITIONS: u32 = 4;
+/// The stream name of the embedded log in leases and dead letters.
+pub const STREAM: &str = "log";
 
 /// One record read back from the log.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -27,10 +38,19 @@ pub struct Record {
     pub data: Vec<u8>,
 }
 
+#[derive(Debug)]
+struct Shared {
+    /// Appends to a partition from this process go one at a time, so they
+    /// never conflict with each other.
+    locks: Vec<Mutex<()>>,
+    appended: Notify,
+}
+
 #[derive(Clone, Debug)]
 pub struct StoreLog {
     store: Arc<dyn Store>,
     partitions: u32,
+    shared: Arc<Shared>,
 }
 
 fn partition_pk(p: u32) -> String {
@@ -41,12 +61,25 @@ fn offset_sk(offset: u64) -> String {
     format!("{offset:020}")
 }
 
+fn head_key(p: u32) -> Key {
+    Key::new(partition_pk(p), "head")
+}
+
 impl StoreLog {
     pub fn new(store: Arc<dyn Store>, partitions: u32) -> Self {
+        let partitions = partitions.max(1);
         Self {
             store,
-            partitions: partitions.max(1),
+            partitions,
+            shared: Arc::new(Shared {
+                locks: (0..partitions).map(|_| Mutex::new(())).collect(),
+                appended: Notify::new(),
+            }),
         }
+    }
+
+    pub fn partitions(&self) -> u32 {
+        self.partitions
     }
 
     /// The partition a key's records go to: stable across runs and versions.
@@ -57,23 +90,89 @@ impl StoreLog {
         (h.finish() % u64::from(self.partitions)) as u32
     }
 
-    /// Appends one record and returns its partition and offset.
-    pub async fn append(&self, key: &str, data: Vec<u8>) -> Result<(u32, u64), StoreError> {
-        let partition = self.partition_of(key);
-        let pk = partition_pk(partition);
-        let next = self
-            .store
-            .add(Table::Log, &Key::new(&pk, "head"), "next", 1)
-            .await?;
-        let offset = (next - 1) as u64;
-        let mut item = Key::new(&pk, offset_sk(offset)).to_item();
-        item.insert("key".into(), Value::S(key.to_owned()));
-        item.insert("data".into(), Value::B(data));
-        self.store.put(Table::Log, item, None).await?;
-        Ok((partition, offset))
+    /// The next offset of a partition (its number of records).
+    pub async fn head(&self, partition: u32) -> Result<u64, StoreError> {
+        Ok(
+            match self.store.get(Table::Log, &head_key(partition)).await? {
+                Some(item) => match item.get("next") {
+                    Some(Value::N(n)) => n
+                        .parse()
+                        .map_err(|_| StoreError::Corrupt(format!("log head {n}")))?,
+                    _ => 0,
+                },
+                None => 0,
+            },
+        )
     }
 
-    /// Up to `limit` records of a partition from `from` on, in order.
+    /// Appends records (key, data), each partition's in the given order, and
+    /// returns each record's partition and offset.
+    pub async fn append(
+        &self,
+        records: &[(String, Vec<u8>)],
+    ) -> Result<Vec<(u32, u64)>, StoreError> {
+        let mut by_partition: BTreeMap<u32, Vec<usize>> = BTreeMap::new();
+        for (i, (key, _)) in records.iter().enumerate() {
+            by_partition
+                .entry(self.partition_of(key))
+                .or_default()
+                .push(i);
+        }
+        let mut placed = vec![(0, 0); records.len()];
+        let chunk = self.store.max_transaction_ops().saturating_sub(1).max(1);
+        for (partition, indexes) in by_partition {
+            let _guard = self.shared.locks[partition as usize].lock().await;
+            for part in indexes.chunks(chunk) {
+                let mut attempt = 0;
+                loop {
+                    let head = self.head(partition).await?;
+                    let cond = if head == 0 {
+                        Cond::HasNot("next".into())
+                    } else {
+                        Cond::eq("next", head)
+                    };
+                    let mut ops = vec![TxOp::Update {
+                        table: Table::Log,
+                        key: head_key(partition),
+                        updates: vec![Update::set("next", head + part.len() as u64)],
+                        cond: Some(cond),
+                    }];
+                    for (j, &i) in part.iter().enumerate() {
+                        let mut item =
+                            Key::new(partition_pk(partition), offset_sk(head + j as u64)).to_item();
+                        item.insert("key".into(), Value::S(records[i].0.clone()));
+                        item.insert("data".into(), Value::B(records[i].1.clone()));
+                        ops.push(TxOp::Put {
+                            table: Table::Log,
+                            item,
+                            cond: None,
+                        });
+                    }
+                    match self.store.transact(ops).await {
+                        Ok(()) => {
+                            for (j, &i) in part.iter().enumerate() {
+                                placed[i] = (partition, head + j as u64);
+                            }
+                            break;
+                        }
+                        // Another process appended first: read the head again.
+                        Err(StoreError::TransactionCanceled { .. } | StoreError::Conflict(_))
+                            if attempt < 50 =>
+                        {
+                            attempt += 1;
+                            tokio::time::sleep(Duration::from_millis(attempt)).await;
+                        }
+                        Err(e) => return Err(e),
+                    }
+                }
+            }
+        }
+        self.shared.appended.notify_waiters();
+        Ok(placed)
+    }
+
+    /// Up to `limit` records of a partition from offset `from` on, in order
+    /// and without gaps.
     pub async fn read(
         &self,
         partition: u32,
@@ -89,37 +188,44 @@ impl StoreLog {
             .store
             .query(Table::Log, &partition_pk(partition), &query)
             .await?;
-        page.items
-            .into_iter()
-            .map(|item| {
-                let key = Key::of(&item)?;
-                let offset = key
-                    .sk
-                    .parse()
-                    .map_err(|_| StoreError::Corrupt(format!("log offset {}", key.sk)))?;
-                match (item.get("key"), item.get("data"), item.get(PK)) {
-                    (Some(Value::S(k)), Some(Value::B(d)), Some(_)) => Ok(Record {
+        let mut out = Vec::with_capacity(page.items.len());
+        for item in page.items {
+            let key = Key::of(&item)?;
+            let offset: u64 = key
+                .sk
+                .parse()
+                .map_err(|_| StoreError::Corrupt(format!("log offset {}", key.sk)))?;
+            if offset != from + out.len() as u64 {
+                break;
+            }
+            match (item.get("key"), item.get("data")) {
+                (Some(Value::S(k)), Some(Value::B(d))) => {
+                    out.push(Record {
                         partition,
                         offset,
                         key: k.clone(),
                         data: d.clone(),
-                    }),
-                    _ => Err(StoreError::Corrupt(format!(
-                        "log record {partition}/{offset}"
-                    ))),
+                    });
                 }
-            })
-            .collect()
+                _ => {
+                    return Err(StoreError::Corrupt(format!(
+                        "log record {partition}/{offset}"
+                    )));
+                }
+            }
+        }
+        Ok(out)
     }
 }
 
 #[async_trait]
 impl EventSink for StoreLog {
     async fn publish(&self, events: &[Event]) -> Result<(), PublishError> {
-        for e in events {
-            let data = serde_json::to_vec(e)?;
-            self.append(&e.payload.partition_key(), data).await?;
-        }
+        let records = events
+            .iter()
+            .map(|e| Ok((e.payload.partition_key(), serde_json::to_vec(e)?)))
+            .collect::<Result<Vec<_>, serde_json::Error>>()?;
+        self.append(&records).await?;
         Ok(())
     }
 }
@@ -135,6 +241,171 @@ impl Hasher for Fnv {
             self.0 ^= u64::from(*b);
             self.0 = self.0.wrapping_mul(0x0100_0000_01b3);
         }
+    }
+}
+
+/// Settings of the log consumer.
+#[derive(Clone, Debug)]
+pub struct ConsumerSettings {
+    /// Records per batch.
+    pub batch: usize,
+    /// How long to wait for new records before looking again.
+    pub idle_poll: Duration,
+}
+
+impl Default for ConsumerSettings {
+    fn default() -> Self {
+        Self {
+            batch: 1000,
+            idle_poll: Duration::from_millis(250),
+        }
+    }
+}
+
+/// Reads every partition of the log through the pipeline, one task per
+/// partition, each under that partition's lease.
+#[derive(Clone, Debug)]
+pub struct LogConsumer {
+    pub log: StoreLog,
+    pub leases: Leases,
+    pub pipeline: Pipeline,
+    pub settings: ConsumerSettings,
+}
+
+impl LogConsumer {
+    /// Runs until `shutdown` turns true; then releases the leases.
+    pub async fn run(self, shutdown: watch::Receiver<bool>) {
+        let tasks: Vec<_> = (0..self.log.partitions())
+            .map(|p| {
+                let this = self.clone();
+                let shutdown = shutdown.clone();
+                tokio::spawn(async move { this.run_partition(p, shutdown).await })
+            })
+            .collect();
+        for t in tasks {
+            let _ = t.await;
+        }
+    }
+
+    async fn acquire(&self, shard: &str) -> Result<Option<Held>, StoreError> {
+        self.leases.ensure(STREAM, shard, Vec::new()).await?;
+        let Some(lease) = self.leases.get(STREAM, shard).await? else {
+            return Ok(None);
+        };
+        let mine = lease.owner.as_deref() == Some(self.leases.owner());
+        if mine || Leases::is_free(&lease, now_ms()) {
+            self.leases.take(STREAM, shard, &lease).await
+        } else {
+            Ok(None)
+        }
+    }
+
+    async fn run_partition(&self, partition: u32, mut shutdown: watch::Receiver<bool>) {
+        let shard = partition.to_string();
+        let mut held: Option<Held> = None;
+        let mut renewed = Instant::now();
+        let mut backoff = Duration::from_millis(100);
+        loop {
+            if *shutdown.borrow() {
+                break;
+            }
+            let Some(h) = held.as_mut() else {
+                match self.acquire(&shard).await {
+                    Ok(Some(h)) => {
+                        tracing::info!(
+                            stream = STREAM,
+                            shard,
+                            counter = h.lease.counter,
+                            "took lease"
+                        );
+                        held = Some(h);
+                        renewed = Instant::now();
+                    }
+                    Ok(None) => wait(&mut shutdown, self.leases.failover() / 4).await,
+                    Err(e) => {
+                        tracing::warn!(error = %e, shard, "cannot take lease");
+                        wait(&mut shutdown, backoff).await;
+                    }
+                }
+                continue;
+            };
+            if renewed.elapsed() > self.leases.failover() / 3 {
+                match self.leases.renew(h).await {
+                    Ok(true) => renewed = Instant::now(),
+                    Ok(false) => {
+                        tracing::warn!(stream = STREAM, shard, "lease lost");
+                        held = None;
+                        continue;
+                    }
+                    Err(e) => tracing::warn!(error = %e, shard, "cannot renew lease"),
+                }
+            }
+            let from = h
+                .lease
+                .checkpoint
+                .as_deref()
+                .and_then(|c| c.parse::<u64>().ok())
+                .map_or(0, |c| c + 1);
+            let appended = self.log.shared.appended.notified();
+            let records = match self.log.read(partition, from, self.settings.batch).await {
+                Ok(r) => r,
+                Err(e) => {
+                    tracing::warn!(error = %e, shard, "cannot read the log");
+                    wait(&mut shutdown, backoff).await;
+                    continue;
+                }
+            };
+            if let Ok(head) = self.log.head(partition).await {
+                metrics::gauge!("shopstream_partition_lag_records", "stream" => STREAM, "shard" => shard.clone())
+                    .set(head.saturating_sub(from + records.len() as u64) as f64);
+            }
+            if records.is_empty() {
+                tokio::select! {
+                    () = appended => {}
+                    () = tokio::time::sleep(self.settings.idle_poll) => {}
+                    _ = shutdown.changed() => {}
+                }
+                continue;
+            }
+            let batch = records
+                .into_iter()
+                .map(|r| PipelineRecord {
+                    position: r.offset.to_string(),
+                    data: r.data,
+                })
+                .collect();
+            match self.pipeline.apply(&h.checkpoint(), batch).await {
+                Ok(applied) => {
+                    h.lease.checkpoint = applied.checkpoint;
+                    backoff = Duration::from_millis(100);
+                }
+                Err(CommitError::Fenced { .. }) => {
+                    tracing::warn!(
+                        stream = STREAM,
+                        shard,
+                        "batch fenced: the lease moved; nothing applied"
+                    );
+                    held = None;
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, shard, "batch failed; retrying");
+                    wait(&mut shutdown, backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(5));
+                }
+            }
+        }
+        if let Some(h) = held
+            && let Err(e) = self.leases.release(&h).await
+        {
+            tracing::warn!(error = %e, shard, "cannot release lease");
+        }
+    }
+}
+
+async fn wait(shutdown: &mut watch::Receiver<bool>, d: Duration) {
+    tokio::select! {
+        () = tokio::time::sleep(d) => {}
+        _ = shutdown.changed() => {}
     }
 }
 
@@ -162,20 +433,49 @@ mod tests {
             })
             .collect();
         log.publish(&events).await.unwrap();
+        log.publish(&events[..2]).await.unwrap();
         let p = log.partition_of(&product.to_string());
         let records = log.read(p, 0, 100).await.unwrap();
         assert_eq!(
             records.iter().map(|r| r.offset).collect::<Vec<_>>(),
-            vec![0, 1, 2, 3, 4]
+            vec![0, 1, 2, 3, 4, 5, 6]
         );
         let decoded: Vec<Event> = records
             .iter()
             .map(|r| serde_json::from_slice(&r.data).unwrap())
             .collect();
-        assert_eq!(decoded, events);
-        assert_eq!(log.read(p, 3, 100).await.unwrap().len(), 2);
+        assert_eq!(decoded[..5], events[..]);
+        assert_eq!(log.read(p, 3, 100).await.unwrap().len(), 4);
+        assert_eq!(log.head(p).await.unwrap(), 7);
         for other in (0..DEFAULT_PARTITIONS).filter(|q| *q != p) {
             assert!(log.read(other, 0, 10).await.unwrap().is_empty());
         }
+    }
+
+    #[tokio::test]
+    async fn concurrent_appends_leave_no_gaps() {
+        let dir = tempfile::tempdir().unwrap();
+        let store: Arc<dyn Store> = Arc::new(Embedded::open(dir.path(), "").unwrap());
+        // Two logs on one store stand in for two processes: their locks are separate.
+        let a = StoreLog::new(store.clone(), 1);
+        let b = StoreLog::new(store, 1);
+        let tasks: Vec<_> = (0..8)
+            .map(|i| {
+                let log = if i % 2 == 0 { a.clone() } else { b.clone() };
+                tokio::spawn(async move {
+                    for j in 0..25 {
+                        log.append(&[(format!("k{i}"), format!("{i}-{j}").into_bytes())])
+                            .await
+                            .unwrap();
+                    }
+                })
+            })
+            .collect();
+        for t in tasks {
+            t.await.unwrap();
+        }
+        let all = a.read(0, 0, 1000).await.unwrap();
+        assert_eq!(all.len(), 200);
+        assert_eq!(a.head(0).await.unwrap(), 200);
     }
 }

@@ -37,7 +37,9 @@ pub struct Bus {
 
 impl Bus {
     pub fn new(capacity: usize) -> Self {
-        Self { tx: broadcast::channel(capacity).0 }
+        Self {
+            tx: broadcast::channel(capacity).0,
+        }
     }
 
     pub fn publish(&self, change: Change) {

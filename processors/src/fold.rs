@@ -76,7 +76,9 @@ pub fn needs(records: &[Decoded]) -> Needs {
                 needs.products.insert(product_id.to_string());
             }
             EventPayload::PurchaseCompleted { lines, actor, .. } => {
-                needs.products.extend(lines.iter().map(|l| l.product_id.to_string()));
+                needs
+                    .products
+                    .extend(lines.iter().map(|l| l.product_id.to_string()));
                 if let Some(s) = actor.subject() {
                     needs.subjects.insert(s.key());
                 }
@@ -107,7 +109,11 @@ struct StockChange {
 impl StockChange {
     fn new(read: Option<Option<Stock>>) -> Self {
         let current = read.clone().flatten().unwrap_or_default();
-        Self { read, current, ..Self::default() }
+        Self {
+            read,
+            current,
+            ..Self::default()
+        }
     }
 
     fn move_on_hand(&mut self, delta: i64) {
@@ -140,7 +146,12 @@ impl StockChange {
             Some(None) => Some(Cond::NotExists),
             Some(Some(s)) => Some(Cond::eq("version", s.version)),
         };
-        TxOp::Update { table: Table::Inventory, key: stock_key(product_id), updates, cond }
+        TxOp::Update {
+            table: Table::Inventory,
+            key: stock_key(product_id),
+            updates,
+            cond,
+        }
     }
 }
 
@@ -150,7 +161,12 @@ fn n(v: impl ToString) -> Value {
 
 fn counter_op(key: Key, c: &Counters) -> TxOp {
     let mut updates = Vec::new();
-    for (attr, v) in [("views", c.views), ("basket_adds", c.basket_adds), ("purchases", c.purchases), ("units", c.units)] {
+    for (attr, v) in [
+        ("views", c.views),
+        ("basket_adds", c.basket_adds),
+        ("purchases", c.purchases),
+        ("units", c.units),
+    ] {
         if v != 0 {
             updates.push(Update::add(attr, v));
         }
@@ -158,10 +174,19 @@ fn counter_op(key: Key, c: &Counters) -> TxOp {
     if !c.revenue.is_zero() {
         updates.push(Update::Add("revenue".into(), n(c.revenue.normalize())));
     }
-    TxOp::Update { table: Table::Analytics, key, updates, cond: None }
+    TxOp::Update {
+        table: Table::Analytics,
+        key,
+        updates,
+        cond: None,
+    }
 }
 
-fn stock_of<'m>(stock: &'m mut BTreeMap<String, StockChange>, snapshot: &Snapshot, id: String) -> &'m mut StockChange {
+fn stock_of<'m>(
+    stock: &'m mut BTreeMap<String, StockChange>,
+    snapshot: &Snapshot,
+    id: String,
+) -> &'m mut StockChange {
     stock
         .entry(id)
         .or_insert_with_key(|id| StockChange::new(snapshot.stock.get(id).cloned()))
@@ -190,13 +215,25 @@ struct Counts {
 
 impl Counts {
     fn product(&mut self, product: &str, minute: &str, hour: &str, c: &Counters) {
-        self.minutes.entry((product.to_owned(), minute.to_owned())).or_default().add(c);
-        self.trend_m.entry((minute.to_owned(), product.to_owned())).or_default().add(c);
-        self.trend_h.entry((hour.to_owned(), product.to_owned())).or_default().add(c);
+        self.minutes
+            .entry((product.to_owned(), minute.to_owned()))
+            .or_default()
+            .add(c);
+        self.trend_m
+            .entry((minute.to_owned(), product.to_owned()))
+            .or_default()
+            .add(c);
+        self.trend_h
+            .entry((hour.to_owned(), product.to_owned()))
+            .or_default()
+            .add(c);
     }
 
     fn shop(&mut self, minute: &str, c: &Counters) {
-        self.minutes.entry((ALL.to_owned(), minute.to_owned())).or_default().add(c);
+        self.minutes
+            .entry((ALL.to_owned(), minute.to_owned()))
+            .or_default()
+            .add(c);
     }
 }
 
@@ -212,7 +249,8 @@ pub fn fold(records: &[Decoded], snapshot: &Snapshot, origin: &Origin<'_>) -> Fo
         let e = match &record.outcome {
             Ok(e) => e,
             Err(rejection) => {
-                let key = dead_letter_key(origin.now_ms, origin.stream, origin.shard, &record.position);
+                let key =
+                    dead_letter_key(origin.now_ms, origin.stream, origin.shard, &record.position);
                 let letter = DeadLetter {
                     reason: rejection.reason.as_str().to_owned(),
                     detail: rejection.detail.clone(),
@@ -223,7 +261,11 @@ pub fn fold(records: &[Decoded], snapshot: &Snapshot, origin: &Origin<'_>) -> Fo
                     raw: record.raw.clone(),
                 };
                 if let Ok(item) = to_item(&key, &letter) {
-                    dead_ops.push(TxOp::Put { table: Table::DeadLetters, item, cond: None });
+                    dead_ops.push(TxOp::Put {
+                        table: Table::DeadLetters,
+                        item,
+                        cond: None,
+                    });
                 }
                 *out.dead.entry(rejection.reason.as_str()).or_default() += 1;
                 continue;
@@ -242,12 +284,19 @@ pub fn fold(records: &[Decoded], snapshot: &Snapshot, origin: &Origin<'_>) -> Fo
                 s.set("deleted", Some(Value::Bool(false)));
             }
             EventPayload::ProductDeleted { product_id } => {
-                stock_of(&mut stock, snapshot, product_id.to_string()).set("deleted", Some(Value::Bool(true)));
+                stock_of(&mut stock, snapshot, product_id.to_string())
+                    .set("deleted", Some(Value::Bool(true)));
             }
-            EventPayload::StockAdjusted { product_id, delta, .. } => {
+            EventPayload::StockAdjusted {
+                product_id, delta, ..
+            } => {
                 stock_of(&mut stock, snapshot, product_id.to_string()).move_on_hand(*delta);
             }
-            EventPayload::StockCounted { product_id, on_hand, sequence } => {
+            EventPayload::StockCounted {
+                product_id,
+                on_hand,
+                sequence,
+            } => {
                 let s = stock_of(&mut stock, snapshot, product_id.to_string());
                 if *sequence > s.current.counted_seq {
                     let delta = on_hand - s.current.on_hand;
@@ -258,24 +307,39 @@ pub fn fold(records: &[Decoded], snapshot: &Snapshot, origin: &Origin<'_>) -> Fo
                     out.stale_counts += 1;
                 }
             }
-            EventPayload::BrowseViewed { actor, product_id, .. } => {
-                let c = Counters { views: 1, ..Counters::default() };
+            EventPayload::BrowseViewed {
+                actor, product_id, ..
+            } => {
+                let c = Counters {
+                    views: 1,
+                    ..Counters::default()
+                };
                 counts.product(&product_id.to_string(), &minute, &hour, &c);
                 counts.shop(&minute, &c);
                 if let Some(subject) = actor.subject() {
-                    profile_of(&mut profiles, snapshot, subject.key()).viewed(product_id.to_string(), at);
+                    profile_of(&mut profiles, snapshot, subject.key())
+                        .viewed(product_id.to_string(), at);
                 }
             }
-            EventPayload::BasketAdded { actor, product_id, .. } => {
-                let c = Counters { basket_adds: 1, ..Counters::default() };
+            EventPayload::BasketAdded {
+                actor, product_id, ..
+            } => {
+                let c = Counters {
+                    basket_adds: 1,
+                    ..Counters::default()
+                };
                 counts.product(&product_id.to_string(), &minute, &hour, &c);
                 counts.shop(&minute, &c);
                 if let Some(subject) = actor.subject() {
-                    profile_of(&mut profiles, snapshot, subject.key()).added(product_id.to_string(), at);
+                    profile_of(&mut profiles, snapshot, subject.key())
+                        .added(product_id.to_string(), at);
                 }
             }
             EventPayload::PurchaseCompleted { actor, lines, .. } => {
-                let mut order = Counters { purchases: 1, ..Counters::default() };
+                let mut order = Counters {
+                    purchases: 1,
+                    ..Counters::default()
+                };
                 for line in lines {
                     let id = line.product_id.to_string();
                     let s = stock_of(&mut stock, snapshot, id.clone());
@@ -285,7 +349,12 @@ pub fn fold(records: &[Decoded], snapshot: &Snapshot, origin: &Origin<'_>) -> Fo
                     s.backorder += line.quantity - covered;
                     s.current.backorder += line.quantity - covered;
                     let revenue = line.unit_price.amount() * Decimal::from(line.quantity);
-                    let c = Counters { purchases: 1, units: line.quantity, revenue, ..Counters::default() };
+                    let c = Counters {
+                        purchases: 1,
+                        units: line.quantity,
+                        revenue,
+                        ..Counters::default()
+                    };
                     order.units += line.quantity;
                     order.revenue += revenue;
                     counts.product(&id, &minute, &hour, &c);
@@ -311,7 +380,8 @@ pub fn fold(records: &[Decoded], snapshot: &Snapshot, origin: &Origin<'_>) -> Fo
         out.ops.push(counter_op(minute_key(scope, minute), c));
     }
     for ((minute, product), c) in &counts.trend_m {
-        out.ops.push(counter_op(trend_minute_key(minute, product), c));
+        out.ops
+            .push(counter_op(trend_minute_key(minute, product), c));
     }
     for ((hour, product), c) in &counts.trend_h {
         out.ops.push(counter_op(trend_hour_key(hour, product), c));
@@ -323,7 +393,11 @@ pub fn fold(records: &[Decoded], snapshot: &Snapshot, origin: &Origin<'_>) -> Fo
         };
         profile.version = read.map_or(1, |r| r.version + 1);
         if let Ok(item) = to_item(&profile_key(&subject), &profile) {
-            out.ops.push(TxOp::Put { table: Table::Behaviour, item, cond: Some(cond) });
+            out.ops.push(TxOp::Put {
+                table: Table::Behaviour,
+                item,
+                cond: Some(cond),
+            });
         }
         out.subjects.insert(subject);
     }

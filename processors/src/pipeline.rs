@@ -107,7 +107,11 @@ pub fn decode(records: &[Record]) -> Vec<Decoded> {
             let outcome = Event::decode(&r.data);
             Decoded {
                 position: r.position.clone(),
-                raw: if outcome.is_err() { r.data.clone() } else { Vec::new() },
+                raw: if outcome.is_err() {
+                    r.data.clone()
+                } else {
+                    Vec::new()
+                },
                 outcome,
             }
         })
@@ -126,8 +130,15 @@ impl Pipeline {
     /// Applies `records` (in shard order, all after `checkpoint.from`) and
     /// moves the checkpoint to the last one. Large batches are committed in
     /// as many transactions as the store needs, each with its own checkpoint.
-    pub async fn apply(&self, checkpoint: &Checkpoint, records: Vec<Record>) -> Result<Applied, CommitError> {
-        let mut applied = Applied { checkpoint: checkpoint.from.clone(), ..Applied::default() };
+    pub async fn apply(
+        &self,
+        checkpoint: &Checkpoint,
+        records: Vec<Record>,
+    ) -> Result<Applied, CommitError> {
+        let mut applied = Applied {
+            checkpoint: checkpoint.from.clone(),
+            ..Applied::default()
+        };
         if records.is_empty() {
             return Ok(applied);
         }
@@ -169,14 +180,22 @@ impl Pipeline {
 
     /// Commits the longest prefix of `records` whose operations fit in one
     /// transaction, and returns its length and what it did.
-    async fn commit_prefix(&self, cp: &Checkpoint, records: &[Decoded]) -> Result<(usize, Folded), CommitError> {
+    async fn commit_prefix(
+        &self,
+        cp: &Checkpoint,
+        records: &[Decoded],
+    ) -> Result<(usize, Folded), CommitError> {
         let max = self.store.max_transaction_ops();
         let mut n = records.len();
         let mut attempt = 0;
         loop {
             let prefix = &records[..n];
             let snapshot = self.snapshot(prefix).await?;
-            let origin = Origin { stream: &cp.stream, shard: &cp.shard, now_ms: now_ms() };
+            let origin = Origin {
+                stream: &cp.stream,
+                shard: &cp.shard,
+                now_ms: now_ms(),
+            };
             let mut folded = fold(prefix, &snapshot, &origin);
             if folded.ops.len() + 1 > max {
                 if n > 1 {
@@ -190,7 +209,10 @@ impl Pipeline {
                 }
                 one.outcome = Err(Rejection::new(
                     DeadLetterReason::InvalidPayload,
-                    format!("touches {} items; one transaction on this backend holds {max}", folded.ops.len()),
+                    format!(
+                        "touches {} items; one transaction on this backend holds {max}",
+                        folded.ops.len()
+                    ),
                 ));
                 folded = fold(std::slice::from_ref(&one), &Snapshot::default(), &origin);
             }
@@ -209,13 +231,19 @@ impl Pipeline {
                 }
                 Err(StoreError::TransactionCanceled { failed }) if failed.contains(&fence) => {
                     metrics::counter!("shopstream_pipeline_fenced_total", "stream" => cp.stream.clone()).increment(1);
-                    return Err(CommitError::Fenced { stream: cp.stream.clone(), shard: cp.shard.clone() });
+                    return Err(CommitError::Fenced {
+                        stream: cp.stream.clone(),
+                        shard: cp.shard.clone(),
+                    });
                 }
-                Err(StoreError::TransactionCanceled { .. } | StoreError::Conflict(_)) if attempt < RETRIES => {
+                Err(StoreError::TransactionCanceled { .. } | StoreError::Conflict(_))
+                    if attempt < RETRIES =>
+                {
                     // An item the fold read changed meanwhile: read and fold again.
                     attempt += 1;
                     metrics::counter!("shopstream_pipeline_retries_total", "stream" => cp.stream.clone()).increment(1);
-                    tokio::time::sleep(std::time::Duration::from_millis(u64::from(attempt) * 5)).await;
+                    tokio::time::sleep(std::time::Duration::from_millis(u64::from(attempt) * 5))
+                        .await;
                 }
                 Err(e) => return Err(e.into()),
             }
@@ -242,13 +270,17 @@ impl Pipeline {
                             available: stock.available,
                             backorder: stock.backorder,
                         });
-                        if let Err(e) = check_alert(self.store.as_ref(), &self.bus, id, &stock).await {
+                        if let Err(e) =
+                            check_alert(self.store.as_ref(), &self.bus, id, &stock).await
+                        {
                             tracing::warn!(error = %e, product_id = %id, "low-stock check failed; the sweeper retries it");
                         }
                     }
                 }
                 Ok(None) => {}
-                Err(e) => tracing::warn!(error = %e, product_id = %id, "cannot read stock after commit"),
+                Err(e) => {
+                    tracing::warn!(error = %e, product_id = %id, "cannot read stock after commit")
+                }
             }
         }
         for (minute, c) in &folded.ticks {
@@ -260,7 +292,8 @@ impl Pipeline {
             });
         }
         for s in &folded.subjects {
-            self.bus.publish(Change::ProfileUpdated { subject: s.clone() });
+            self.bus
+                .publish(Change::ProfileUpdated { subject: s.clone() });
         }
     }
 }
@@ -268,7 +301,12 @@ impl Pipeline {
 /// Raises one alert when a product's available stock has fallen below its
 /// threshold since the last alert, and re-arms once it is back at or above.
 /// Idempotent: run after every commit and by the sweeper.
-pub async fn check_alert(store: &dyn Store, bus: &Bus, product_id: &str, stock: &Stock) -> Result<(), StoreError> {
+pub async fn check_alert(
+    store: &dyn Store,
+    bus: &Bus,
+    product_id: &str,
+    stock: &Stock,
+) -> Result<(), StoreError> {
     let Some(threshold) = stock.low_stock_threshold else {
         return Ok(());
     };
@@ -278,7 +316,10 @@ pub async fn check_alert(store: &dyn Store, bus: &Bus, product_id: &str, stock: 
     let key = stock_key(product_id);
     if stock.available < threshold && stock.alert_armed {
         let at = now_ms();
-        let supplier = stock.supplier_id.clone().unwrap_or_else(|| NO_SUPPLIER.to_owned());
+        let supplier = stock
+            .supplier_id
+            .clone()
+            .unwrap_or_else(|| NO_SUPPLIER.to_owned());
         let alert = Alert {
             id: format!("{at:013}-{product_id}"),
             product_id: product_id.to_owned(),
@@ -299,7 +340,11 @@ pub async fn check_alert(store: &dyn Store, bus: &Bus, product_id: &str, stock: 
                     Cond::Lt("available".into(), Value::N(threshold.to_string())),
                 ])),
             },
-            TxOp::Put { table: Table::Alerts, item: to_item(&alert_key(&supplier, &alert.id), &alert)?, cond: None },
+            TxOp::Put {
+                table: Table::Alerts,
+                item: to_item(&alert_key(&supplier, &alert.id), &alert)?,
+                cond: None,
+            },
         ];
         match store.transact(ops).await {
             Ok(()) => {
@@ -337,7 +382,10 @@ pub async fn check_alert(store: &dyn Store, bus: &Bus, product_id: &str, stock: 
 /// Runs [`check_alert`] over every product's stock: catches a crossing whose
 /// alert check a crash interrupted after the commit.
 pub async fn sweep_alerts(store: &dyn Store, bus: &Bus) -> Result<usize, StoreError> {
-    let mut query = storage::Query { limit: 500, ..storage::Query::default() };
+    let mut query = storage::Query {
+        limit: 500,
+        ..storage::Query::default()
+    };
     let mut checked = 0;
     loop {
         let page = store.query(Table::Inventory, "inventory", &query).await?;

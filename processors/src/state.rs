@@ -66,6 +66,26 @@ pub struct Counters {
 }
 
 impl Counters {
+    /// Reads counters from a stored item. Numbers are parsed from their exact
+    /// decimal text (revenue never passes through a float).
+    pub fn from_item(item: &storage::Item) -> Self {
+        let int = |a: &str| match item.get(a) {
+            Some(storage::Value::N(n)) => n.parse::<i64>().unwrap_or_default(),
+            _ => 0,
+        };
+        let revenue = match item.get("revenue") {
+            Some(storage::Value::N(n)) => n.parse::<Decimal>().unwrap_or_default(),
+            _ => Decimal::ZERO,
+        };
+        Self {
+            views: int("views"),
+            basket_adds: int("basket_adds"),
+            purchases: int("purchases"),
+            units: int("units"),
+            revenue,
+        }
+    }
+
     pub fn add(&mut self, other: &Counters) {
         self.views += other.views;
         self.basket_adds += other.basket_adds;
@@ -85,7 +105,14 @@ pub const ALL: &str = "all";
 /// `2026-11-23T10:05`: the minute an instant falls in (UTC).
 pub fn minute_of(t: OffsetDateTime) -> String {
     let t = t.to_offset(time::UtcOffset::UTC);
-    format!("{:04}-{:02}-{:02}T{:02}:{:02}", t.year(), u8::from(t.month()), t.day(), t.hour(), t.minute())
+    format!(
+        "{:04}-{:02}-{:02}T{:02}:{:02}",
+        t.year(),
+        u8::from(t.month()),
+        t.day(),
+        t.hour(),
+        t.minute()
+    )
 }
 
 /// `2026-11-23T10`: the hour an instant falls in (UTC).
@@ -220,7 +247,9 @@ mod serde_bytes_b64 {
     }
 
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<u8>, D::Error> {
-        STANDARD.decode(String::deserialize(d)?).map_err(D::Error::custom)
+        STANDARD
+            .decode(String::deserialize(d)?)
+            .map_err(D::Error::custom)
     }
 }
 

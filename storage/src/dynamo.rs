@@ -24,7 +24,10 @@ use crate::{
     StoreError, StoreResult, Table,
     embedded::check_transaction,
     expr::check_size,
-    port::{Cond, Item, Key, MAX_PAGE, MAX_TRANSACTION_OPS, PK, Page, Query, SK, SortRange, Store, TxOp, Update, Value},
+    port::{
+        Cond, Item, Key, MAX_PAGE, MAX_TRANSACTION_OPS, PK, Page, Query, SK, SortRange, Store,
+        TxOp, Update, Value,
+    },
 };
 
 /// How often a transaction that met a concurrent one is tried again.

@@ -25,10 +25,7 @@ use tokio::sync::oneshot;
 use crate::{
     StoreError, StoreResult, Table,
     expr::{apply_updates, check_size, holds},
-    port::{
-        Cond, Item, Key, MAX_PAGE, Page, Query, SK, SortRange, Store, TxOp,
-        Update, Value,
-    },
+    port::{Cond, Item, Key, MAX_PAGE, Page, Query, SK, SortRange, Store, TxOp, Update, Value},
 };
 
 /// The file the embedded store keeps in the data directory.

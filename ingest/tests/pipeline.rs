@@ -1,0 +1,380 @@
+//! The pipeline on a real store (embedded, and DynamoDB through moto's
+//! server): effects are exactly once under replays and lost leases, bad
+//! records are dead-lettered while the good ones around them apply, stock
+//! never goes negative from a purchase, and low-stock alerts fire once per
+//! crossing.
+
+use std::{sync::Arc, time::Duration};
+
+use ingest::{Leases, lease::Held};
+use processors::{
+    Bus, Change, CommitError, Pipeline, Record,
+    state::{Counters, Stock, minute_key, stock_key},
+};
+use serde_json::{Value, json};
+use storage::{Query, Store, Table, dynamo::Dynamo, embedded::Embedded, from_item};
+
+struct Fixture {
+    store: Arc<dyn Store>,
+    _dir: Option<tempfile::TempDir>,
+}
+
+fn prefix() -> String {
+    format!("p{}_", uuid::Uuid::new_v4().simple())
+}
+
+async fn embedded() -> Fixture {
+    let dir = tempfile::tempdir().unwrap();
+    Fixture {
+        store: Arc::new(Embedded::open(dir.path(), &prefix()).unwrap()),
+        _dir: Some(dir),
+    }
+}
+
+async fn dynamodb() -> Fixture {
+    let endpoint = std::env::var("SHOPSTREAM_TEST_DYNAMODB_ENDPOINT").unwrap_or_else(|_| {
+        panic!(
+            "SHOPSTREAM_TEST_DYNAMODB_ENDPOINT is not set: run the tests with ./scripts/test.sh, or start \
+             moto's server (`moto_server -H 127.0.0.1 -p 5000`) and set SHOPSTREAM_TEST_DYNAMODB_ENDPOINT=http://127.0.0.1:5000"
+        )
+    });
+    let config = aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .endpoint_url(endpoint)
+        .region(aws_sdk_dynamodb::config::Region::new("us-east-1"))
+        .credentials_provider(aws_sdk_dynamodb::config::Credentials::new(
+            "test", "test", None, None, "t",
+        ))
+        .load()
+        .await;
+    let store = Dynamo::new(aws_sdk_dynamodb::Client::new(&config), &prefix());
+    store.create_tables().await.unwrap();
+    Fixture {
+        store: Arc::new(store),
+        _dir: None,
+    }
+}
+
+const P1: &str = "01a20b21-0093-7604-86da-d989b0c4de47";
+const P2: &str = "01a20b21-0093-7604-86da-d989b0c4de48";
+
+fn event(kind: &str, data: Value) -> Vec<u8> {
+    serde_json::to_vec(&json!({
+        "id": uuid::Uuid::now_v7(), "type": kind, "occurred_at": "2026-11-23T10:05:30Z",
+        "source": "test", "data": data
+    }))
+    .unwrap()
+}
+
+fn records(from: u64, data: Vec<Vec<u8>>) -> Vec<Record> {
+    data.into_iter()
+        .enumerate()
+        .map(|(i, data)| Record {
+            position: (from + i as u64).to_string(),
+            data,
+        })
+        .collect()
+}
+
+async fn stock(store: &dyn Store, id: &str) -> Stock {
+    from_item(
+        store
+            .get(Table::Inventory, &stock_key(id))
+            .await
+            .unwrap()
+            .unwrap(),
+    )
+    .unwrap()
+}
+
+async fn counters(store: &dyn Store, scope: &str) -> Counters {
+    match store
+        .get(Table::Analytics, &minute_key(scope, "2026-11-23T10:05"))
+        .await
+        .unwrap()
+    {
+        Some(item) => Counters::from_item(&item),
+        None => Counters::default(),
+    }
+}
+
+async fn lease(leases: &Leases, shard: &str) -> Held {
+    leases.ensure("s", shard, vec![]).await.unwrap();
+    let l = leases.get("s", shard).await.unwrap().unwrap();
+    leases
+        .take("s", shard, &l)
+        .await
+        .unwrap()
+        .expect("lease taken")
+}
+
+async fn replay_and_zombie_commits_are_refused(f: Fixture) {
+    let bus = Bus::default();
+    let pipeline = Pipeline::new(f.store.clone(), bus.clone());
+    let a = Leases::new(f.store.clone(), "worker-a", Duration::from_secs(10));
+    let b = Leases::new(f.store.clone(), "worker-b", Duration::from_secs(10));
+    let mut held_a = lease(&a, "0").await;
+
+    let batch = records(
+        0,
+        vec![
+            event(
+                "stock.adjusted",
+                json!({"product_id": P1, "delta": 10, "reason": "received"}),
+            ),
+            event(
+                "browse.viewed",
+                json!({"session_id": "s1", "product_id": P1}),
+            ),
+            event(
+                "basket.added",
+                json!({"session_id": "s1", "product_id": P1, "quantity": 1}),
+            ),
+        ],
+    );
+    let applied = pipeline
+        .apply(&held_a.checkpoint(), batch.clone())
+        .await
+        .unwrap();
+    assert_eq!(applied.checkpoint.as_deref(), Some("2"));
+    assert_eq!(applied.events, 3);
+    assert_eq!(stock(f.store.as_ref(), P1).await.on_hand, 10);
+
+    // The same batch again, from the same starting checkpoint (a worker that
+    // crashed after committing and did not see its commit): refused.
+    let replay = pipeline.apply(&held_a.checkpoint(), batch.clone()).await;
+    assert!(
+        matches!(replay, Err(CommitError::Fenced { .. })),
+        "{replay:?}"
+    );
+    held_a.lease.checkpoint = applied.checkpoint.clone();
+
+    // B takes the lease while A still holds a batch: A's commit is refused.
+    let seen = b.get("s", "0").await.unwrap().unwrap();
+    let held_b = b
+        .take("s", "0", &seen)
+        .await
+        .unwrap()
+        .expect("b takes over");
+    assert_eq!(held_b.lease.checkpoint.as_deref(), Some("2"));
+    let next = records(
+        3,
+        vec![event(
+            "stock.adjusted",
+            json!({"product_id": P1, "delta": 5, "reason": "received"}),
+        )],
+    );
+    let zombie = pipeline.apply(&held_a.checkpoint(), next.clone()).await;
+    assert!(
+        matches!(zombie, Err(CommitError::Fenced { .. })),
+        "{zombie:?}"
+    );
+    assert!(
+        !a.renew(&mut held_a).await.unwrap(),
+        "a cannot renew a lease it lost"
+    );
+    pipeline.apply(&held_b.checkpoint(), next).await.unwrap();
+
+    let s = stock(f.store.as_ref(), P1).await;
+    assert_eq!(
+        (s.on_hand, s.available),
+        (15, 15),
+        "each adjustment applied exactly once"
+    );
+    let c = counters(f.store.as_ref(), P1).await;
+    assert_eq!((c.views, c.basket_adds), (1, 1));
+    let shop = counters(f.store.as_ref(), "all").await;
+    assert_eq!((shop.views, shop.basket_adds), (1, 1));
+}
+
+async fn bad_records_are_dead_lettered_and_the_rest_applies(f: Fixture) {
+    let pipeline = Pipeline::new(f.store.clone(), Bus::default());
+    let leases = Leases::new(f.store.clone(), "w", Duration::from_secs(10));
+    let held = lease(&leases, "0").await;
+    let batch = records(
+        0,
+        vec![
+            b"{not json".to_vec(),
+            event(
+                "stock.adjusted",
+                json!({"product_id": P1, "delta": 4, "reason": "received"}),
+            ),
+            event("stock.teleported", json!({"product_id": P1})),
+            event(
+                "stock.adjusted",
+                json!({"product_id": P1, "reason": "received"}),
+            ),
+            event(
+                "basket.added",
+                json!({"user_id": "u", "product_id": P1, "quantity": -1}),
+            ),
+            vec![b'x'; domain::event::MAX_EVENT_BYTES + 1],
+            event(
+                "stock.adjusted",
+                json!({"product_id": P1, "delta": 3, "reason": "received"}),
+            ),
+        ],
+    );
+    let applied = pipeline.apply(&held.checkpoint(), batch).await.unwrap();
+    assert_eq!((applied.events, applied.dead_letters), (2, 5));
+    assert_eq!(
+        applied.checkpoint.as_deref(),
+        Some("6"),
+        "the shard moves past bad records"
+    );
+    assert_eq!(stock(f.store.as_ref(), P1).await.on_hand, 7);
+    let page = f
+        .store
+        .query(Table::DeadLetters, "dead", &Query::default())
+        .await
+        .unwrap();
+    let mut reasons: Vec<(String, String)> = page
+        .items
+        .into_iter()
+        .map(|i| {
+            let d: processors::state::DeadLetter = from_item(i).unwrap();
+            (d.position, d.reason)
+        })
+        .collect();
+    reasons.sort();
+    assert_eq!(
+        reasons,
+        [
+            ("0".into(), "malformed_json".into()),
+            ("2".into(), "unknown_type".into()),
+            ("3".into(), "invalid_payload".into()),
+            ("4".into(), "negative_quantity".into()),
+            ("5".into(), "oversized".into()),
+        ]
+    );
+}
+
+async fn purchases_never_drive_stock_negative_and_counts_respect_sequence(f: Fixture) {
+    let pipeline = Pipeline::new(f.store.clone(), Bus::default());
+    let leases = Leases::new(f.store.clone(), "w", Duration::from_secs(10));
+    let mut held = lease(&leases, "0").await;
+    let mut at = 0;
+    let mut apply = async |data: Vec<Vec<u8>>| {
+        let n = data.len() as u64;
+        let a = pipeline
+            .apply(&held.checkpoint(), records(at, data))
+            .await
+            .unwrap();
+        held.lease.checkpoint = a.checkpoint;
+        at += n;
+    };
+    apply(vec![
+        event("stock.counted", json!({"product_id": P1, "on_hand": 5, "sequence": 10})),
+        event("stock.counted", json!({"product_id": P1, "on_hand": 99, "sequence": 9})),
+        event("purchase.completed", json!({"order_id": "o1", "user_id": "u1", "total": "39.96", "currency": "EUR",
+            "lines": [{"product_id": P1, "quantity": 3, "unit_price": "9.99"}, {"product_id": P2, "quantity": 1, "unit_price": "9.99"}]})),
+    ])
+    .await;
+    let s1 = stock(f.store.as_ref(), P1).await;
+    assert_eq!(
+        (s1.on_hand, s1.available, s1.backorder, s1.counted_seq),
+        (2, 2, 0, 10),
+        "the older count is ignored"
+    );
+    let s2 = stock(f.store.as_ref(), P2).await;
+    assert_eq!(
+        (s2.on_hand, s2.backorder),
+        (0, 1),
+        "no stock: a backorder, not a negative count"
+    );
+    apply(vec![event(
+        "purchase.completed",
+        json!({"order_id": "o2", "user_id": "u1", "total": "49.95", "currency": "EUR",
+        "lines": [{"product_id": P1, "quantity": 5, "unit_price": "9.99"}]}),
+    )])
+    .await;
+    let s1 = stock(f.store.as_ref(), P1).await;
+    assert_eq!((s1.on_hand, s1.backorder), (0, 3));
+    let shop = counters(f.store.as_ref(), "all").await;
+    assert_eq!((shop.purchases, shop.units), (2, 9));
+    assert_eq!(shop.revenue.to_string(), "89.91");
+}
+
+async fn low_stock_alerts_fire_once_per_crossing(f: Fixture) {
+    let bus = Bus::default();
+    let mut changes = bus.subscribe();
+    let pipeline = Pipeline::new(f.store.clone(), bus);
+    let leases = Leases::new(f.store.clone(), "w", Duration::from_secs(10));
+    let mut held = lease(&leases, "0").await;
+    let product = json!({"id": P1, "sku": "A", "name": "Tee", "price": "1", "currency": "EUR", "category": "c",
+        "supplier_id": "acme", "low_stock_threshold": 5, "created_at": "2026-11-23T10:00:00Z",
+        "updated_at": "2026-11-23T10:00:00Z", "version": 1, "attributes": {}, "description": ""});
+    let adjust = |d: i64| {
+        event(
+            "stock.adjusted",
+            json!({"product_id": P1, "delta": d, "reason": "r"}),
+        )
+    };
+    let steps: Vec<Vec<Vec<u8>>> = vec![
+        vec![event("product.upserted", product), adjust(10)], // 10: at or above, armed
+        vec![adjust(-6)],                                     // 4: crossing, alert
+        vec![adjust(-1)],                                     // 3: still below, no alert
+        vec![adjust(10)],                                     // 13: re-armed
+        vec![adjust(-12)],                                    // 1: crossing, alert
+    ];
+    let mut at = 0;
+    for step in steps {
+        let n = step.len() as u64;
+        let a = pipeline
+            .apply(&held.checkpoint(), records(at, step))
+            .await
+            .unwrap();
+        held.lease.checkpoint = a.checkpoint;
+        at += n;
+    }
+    let alerts = f
+        .store
+        .query(Table::Alerts, "supplier#acme", &Query::default())
+        .await
+        .unwrap()
+        .items;
+    let available: Vec<i64> = alerts
+        .into_iter()
+        .map(|i| from_item::<processors::state::Alert>(i).unwrap().available)
+        .collect();
+    assert_eq!(available, [4, 1]);
+    let mut pushed = Vec::new();
+    while let Ok(c) = changes.try_recv() {
+        if let Change::LowStockAlert(a) = c {
+            pushed.push(a.available);
+        }
+    }
+    assert_eq!(pushed, [4, 1], "each alert is also published on the bus");
+    // The sweeper finds nothing more to raise.
+    processors::pipeline::sweep_alerts(f.store.as_ref(), &Bus::default())
+        .await
+        .unwrap();
+    assert_eq!(
+        f.store
+            .query(Table::Alerts, "supplier#acme", &Query::default())
+            .await
+            .unwrap()
+            .items
+            .len(),
+        2
+    );
+}
+
+macro_rules! on_both_stores {
+    ($($test:ident),* $(,)?) => {
+        mod embedded_store {
+            $( #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+               async fn $test() { super::$test(super::embedded().await).await; } )*
+        }
+        mod dynamodb_store {
+            $( #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+               async fn $test() { super::$test(super::dynamodb().await).await; } )*
+        }
+    };
+}
+
+on_both_stores!(
+    replay_and_zombie_commits_are_refused,
+    bad_records_are_dead_lettered_and_the_rest_applies,
+    purchases_never_drive_stock_negative_and_counts_respect_sequence,
+    low_stock_alerts_fire_once_per_crossing,
+);
