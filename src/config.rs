@@ -53,6 +53,9 @@ pub struct Settings {
     pub jwks_audience: Option<String>,
     pub jwks_groups_claim: String,
     pub log_partitions: u32,
+    pub max_events_per_request: usize,
+    pub consumer_batch: usize,
+    pub lease_failover_secs: u64,
 }
 
 impl Default for Settings {
@@ -76,6 +79,9 @@ impl Default for Settings {
             jwks_audience: None,
             jwks_groups_claim: "cognito:groups".into(),
             log_partitions: ingest::log::DEFAULT_PARTITIONS,
+            max_events_per_request: 500,
+            consumer_batch: 1000,
+            lease_failover_secs: 10,
         }
     }
 }
@@ -162,10 +168,40 @@ impl Settings {
         if self.max_body_bytes < 1024 {
             bail!("invalid configuration: max_body_bytes must be at least 1024");
         }
+        if !(1..=10_000).contains(&self.max_events_per_request) {
+            bail!("invalid configuration: max_events_per_request must be from 1 to 10000");
+        }
+        if !(1..=10_000).contains(&self.consumer_batch) {
+            bail!("invalid configuration: consumer_batch must be from 1 to 10000");
+        }
+        if !(1..=3600).contains(&self.lease_failover_secs) {
+            bail!("invalid configuration: lease_failover_secs must be from 1 to 3600");
+        }
         if !(1..=64).contains(&self.log_partitions) {
             bail!("invalid configuration: log_partitions must be from 1 to 64");
         }
         Ok(())
+    }
+
+    /// Who this process is in the lease table. Embedded: one id kept in the
+    /// data directory, since only one process can own it — so after a crash
+    /// the next start takes its leases back at once. AWS: unique per process.
+    pub fn instance_id(&self) -> anyhow::Result<String> {
+        let random = || format!("{}-{}", std::process::id(), uuid_like());
+        if self.backend == Backend::Aws {
+            return Ok(random());
+        }
+        let path = self.data_dir.join("instance_id");
+        match std::fs::read_to_string(&path) {
+            Ok(s) if !s.trim().is_empty() => Ok(s.trim().to_owned()),
+            _ => {
+                let id = format!("embedded-{}", uuid_like());
+                std::fs::create_dir_all(&self.data_dir)?;
+                std::fs::write(&path, &id)
+                    .with_context(|| format!("cannot write {}", path.display()))?;
+                Ok(id)
+            }
+        }
     }
 
     /// The token signing key: configured, or (embedded mode) made once and
@@ -199,4 +235,11 @@ impl Settings {
             .with_context(|| format!("cannot write {}", path.display()))?;
         Ok(secret.into_bytes())
     }
+}
+
+fn uuid_like() -> String {
+    use rand::distr::{Alphanumeric, SampleString};
+    Alphanumeric
+        .sample_string(&mut rand::rng(), 12)
+        .to_lowercase()
 }

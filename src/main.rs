@@ -1,6 +1,7 @@
 //! The `shopstream` binary: the command line and the wiring of the crates.
 
 mod config;
+mod produce;
 
 use std::{path::PathBuf, sync::Arc, time::Duration};
 
@@ -9,7 +10,8 @@ use api::{ApiConfig, AppState, JwksSettings, Tokens, bootstrap};
 use clap::{Parser, Subcommand};
 use config::{Backend, LogFormat, Settings};
 use domain::{Email, Role};
-use ingest::{EventSink, StoreLog};
+use ingest::{EventSink, Leases, LogConsumer, StoreLog, log::ConsumerSettings};
+use processors::{Bus, Pipeline};
 use storage::{Store, dynamo::Dynamo, embedded::Embedded};
 
 /// Real-time inventory, analytics and recommendations for an online shop.
@@ -33,6 +35,22 @@ enum Command {
     Serve,
     /// Create the tables on the configured backend. Safe to run again.
     Init,
+    /// Publish events from a JSON-lines file (one envelope per line) to the
+    /// configured stream. If a server holds the embedded store, they go
+    /// through its `POST /api/events` (with `--token`).
+    Produce {
+        #[arg(long)]
+        file: PathBuf,
+        /// The running server, for embedded mode (default: the `listen` setting).
+        #[arg(long)]
+        url: Option<String>,
+        /// An admin or service access token, for sending through the server.
+        #[arg(long, env = "SHOPSTREAM_TOKEN", hide_env_values = true)]
+        token: Option<String>,
+        /// Events per request or append.
+        #[arg(long, default_value_t = 500)]
+        batch: usize,
+    },
     /// Manage users.
     User {
         #[command(subcommand)]
@@ -74,7 +92,7 @@ fn init_tracing(format: LogFormat) {
     }
 }
 
-async fn open_store(settings: &Settings) -> anyhow::Result<Arc<dyn Store>> {
+pub(crate) async fn open_store(settings: &Settings) -> anyhow::Result<Arc<dyn Store>> {
     Ok(match settings.backend {
         Backend::Embedded => {
             let dir = settings.data_dir.clone();
@@ -87,7 +105,12 @@ async fn open_store(settings: &Settings) -> anyhow::Result<Arc<dyn Store>> {
     })
 }
 
-fn app_state(settings: &Settings, store: Arc<dyn Store>) -> anyhow::Result<AppState> {
+fn app_state(
+    settings: &Settings,
+    store: Arc<dyn Store>,
+    log: StoreLog,
+    bus: Bus,
+) -> anyhow::Result<AppState> {
     let jwks = settings.jwks_url.clone().map(|url| JwksSettings {
         url,
         issuer: settings.jwks_issuer.clone(),
@@ -100,14 +123,14 @@ fn app_state(settings: &Settings, store: Arc<dyn Store>) -> anyhow::Result<AppSt
         Duration::from_secs(settings.refresh_token_ttl_secs),
         jwks,
     );
-    let events: Arc<dyn EventSink> =
-        Arc::new(StoreLog::new(store.clone(), settings.log_partitions));
+    let events: Arc<dyn EventSink> = Arc::new(log);
     let metrics = api::install_recorder()?;
     let config = ApiConfig {
         max_body_bytes: settings.max_body_bytes,
         request_timeout: Duration::from_secs(settings.request_timeout_secs),
+        max_events_per_request: settings.max_events_per_request,
     };
-    Ok(AppState::new(store, events, tokens, metrics, config))
+    Ok(AppState::new(store, events, bus, tokens, metrics, config))
 }
 
 async fn serve(settings: Settings) -> anyhow::Result<()> {
@@ -118,7 +141,9 @@ async fn serve(settings: Settings) -> anyhow::Result<()> {
     store.ping().await.context(
         "the store is not reachable (for backend = \"aws\", run `shopstream init` first)",
     )?;
-    let state = app_state(&settings, store)?;
+    let log = StoreLog::new(store.clone(), settings.log_partitions);
+    let bus = Bus::default();
+    let state = app_state(&settings, store.clone(), log.clone(), bus.clone())?;
     match bootstrap::ensure_admin(
         &state,
         settings.admin_email.as_deref(),
@@ -150,9 +175,52 @@ async fn serve(settings: Settings) -> anyhow::Result<()> {
     tracing::info!(%addr, backend = state.store.backend(), "shopstream listening");
     // Tests and scripts read this line to learn the port when listening on port 0.
     println!("shopstream listening on http://{addr}");
+
+    // The pipeline: the log's partitions under leases, and the alert sweeper.
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let pipeline = Pipeline::new(store.clone(), bus.clone());
+    let consumer = LogConsumer {
+        log,
+        leases: Leases::new(
+            store.clone(),
+            settings.instance_id()?,
+            Duration::from_secs(settings.lease_failover_secs),
+        ),
+        pipeline,
+        settings: ConsumerSettings {
+            batch: settings.consumer_batch,
+            ..ConsumerSettings::default()
+        },
+    };
+    let consumer = tokio::spawn(consumer.run(stopped.clone()));
+    let sweeper = tokio::spawn(sweep_alerts_periodically(store, bus, stopped));
+
     api::serve(listener, state, shutdown_signal()).await?;
+    // Requests are done: stop the workers, which release their leases.
+    let _ = stop.send(true);
+    let _ = consumer.await;
+    let _ = sweeper.await;
     tracing::info!("shopstream stopped");
     Ok(())
+}
+
+/// Checks every product's low-stock state at start and then every minute, to
+/// raise alerts whose check a crash interrupted.
+async fn sweep_alerts_periodically(
+    store: Arc<dyn Store>,
+    bus: Bus,
+    mut stopped: tokio::sync::watch::Receiver<bool>,
+) {
+    loop {
+        match processors::pipeline::sweep_alerts(store.as_ref(), &bus).await {
+            Ok(n) => tracing::debug!(products = n, "low-stock sweep done"),
+            Err(e) => tracing::warn!(error = %e, "low-stock sweep failed"),
+        }
+        tokio::select! {
+            () = tokio::time::sleep(Duration::from_secs(60)) => {}
+            _ = stopped.changed() => return,
+        }
+    }
 }
 
 async fn shutdown_signal() {
@@ -203,7 +271,8 @@ async fn create_user(settings: &Settings, command: UserCommand) -> anyhow::Resul
             .to_owned()
     });
     let store = open_store(settings).await?;
-    let state = app_state(settings, store)?;
+    let log = StoreLog::new(store.clone(), settings.log_partitions);
+    let state = app_state(settings, store, log, Bus::default())?;
     let user = api::create_user(&state, email, password, name, role, supplier_id)
         .await
         .map_err(|e| anyhow::anyhow!("{e}"))?;
@@ -238,6 +307,12 @@ async fn main() -> std::process::ExitCode {
             .await
         }
         Command::User { command } => create_user(&settings, command).await,
+        Command::Produce {
+            file,
+            url,
+            token,
+            batch,
+        } => produce::run(&settings, file, url, token, batch).await,
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

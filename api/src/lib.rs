@@ -4,7 +4,8 @@
 //! - [`AppState`] and [`router`]: what the handlers share and how they are
 //!   routed, with the middleware every request passes (request id, tracing,
 //!   metrics, body limit, timeout).
-//! - `routes/`: one file per resource (`auth`, `me`, `products`, `ops`).
+//! - `routes/`: one file per resource (`auth`, `me`, `products`, `events`,
+//!   `inventory`, `analytics`, `ops`).
 //! - [`auth`]: password hashing, our tokens, the external JWKS verifier and
 //!   the `Caller` extractor.
 //! - `error`: the one error type and its mapping to RFC 9457 problems.
@@ -25,6 +26,7 @@ use std::{future::Future, sync::Arc, time::Duration};
 use axum::{Router, extract::DefaultBodyLimit, http::HeaderName, middleware};
 use ingest::EventSink;
 use metrics_exporter_prometheus::PrometheusHandle;
+use processors::Bus;
 use storage::{Store, products::Products, users::Users};
 use tower_http::{
     request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer},
@@ -44,6 +46,8 @@ pub struct ApiConfig {
     pub max_body_bytes: usize,
     /// How long a request may take before it is answered 408.
     pub request_timeout: Duration,
+    /// The most events one `POST /api/events` takes.
+    pub max_events_per_request: usize,
 }
 
 /// What every handler can reach.
@@ -53,6 +57,8 @@ pub struct AppState {
     pub users: Users,
     pub products: Products,
     pub events: Arc<dyn EventSink>,
+    /// What the pipeline changed, for live pushes.
+    pub bus: Bus,
     pub tokens: Arc<Tokens>,
     pub metrics: PrometheusHandle,
     pub config: Arc<ApiConfig>,
@@ -62,6 +68,7 @@ impl AppState {
     pub fn new(
         store: Arc<dyn Store>,
         events: Arc<dyn EventSink>,
+        bus: Bus,
         tokens: Tokens,
         metrics: PrometheusHandle,
         config: ApiConfig,
@@ -71,6 +78,7 @@ impl AppState {
             products: Products::new(store.clone()),
             store,
             events,
+            bus,
             tokens: Arc::new(tokens),
             metrics,
             config: Arc::new(config),
@@ -94,6 +102,9 @@ pub fn router(state: AppState) -> Router {
         .merge(routes::auth::router())
         .merge(routes::me::router())
         .merge(routes::products::router())
+        .merge(routes::events::router())
+        .merge(routes::inventory::router())
+        .merge(routes::analytics::router())
         .merge(routes::ops::router())
         .layer(DefaultBodyLimit::max(state.config.max_body_bytes))
         .layer(middleware::from_fn(metrics::track))

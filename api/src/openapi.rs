@@ -5,7 +5,7 @@ use utoipa::{
     openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme},
 };
 
-use crate::routes::{auth, me, ops, products};
+use crate::routes::{analytics, auth, events, inventory, me, ops, products};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -16,11 +16,15 @@ use crate::routes::{auth, me, ops, products};
         me::get_me, me::patch_me, me::delete_me,
         products::list_products, products::create_product, products::get_product,
         products::replace_product, products::patch_product, products::delete_product,
+        events::collect,
+        inventory::get_inventory, inventory::list_inventory,
+        analytics::summary, analytics::product, analytics::trending, analytics::dead_letters,
         ops::healthz, ops::readyz, ops::metrics, ops::openapi,
     ),
     components(schemas(crate::Problem, domain::Product, domain::Role, domain::user::Address)),
     modifiers(&Bearer),
-    tags((name = "auth"), (name = "me"), (name = "products"), (name = "ops")),
+    tags((name = "auth"), (name = "me"), (name = "products"), (name = "events"), (name = "inventory"),
+        (name = "analytics"), (name = "admin"), (name = "ops")),
 )]
 pub struct ApiDoc;
 

@@ -10,12 +10,14 @@
 //! - [`pipeline`]: reads the snapshots, folds, and commits the operations and
 //!   the new checkpoint in one transaction fenced by the lease; then checks
 //!   low-stock alerts and publishes [`Change`]s.
+//! - [`read`]: what the API reads of that state.
 //! - [`changes`]: the in-process bus the websocket hub and the recommender
 //!   listen to.
 
 pub mod changes;
 pub mod fold;
 pub mod pipeline;
+pub mod read;
 pub mod state;
 
 pub use changes::{Bus, Change};

@@ -126,10 +126,11 @@ impl Env {
 
     /// Runs a CLI command to completion: (exit code, stdout, stderr).
     pub async fn run(&self, args: &[&str]) -> (i32, String, String) {
-        let out = tokio::time::timeout(Duration::from_secs(60), self.command().args(args).output())
-            .await
-            .expect("command timed out")
-            .unwrap();
+        let out =
+            tokio::time::timeout(Duration::from_secs(180), self.command().args(args).output())
+                .await
+                .expect("command timed out")
+                .unwrap();
         (
             out.status.code().unwrap_or(-1),
             String::from_utf8_lossy(&out.stdout).into_owned(),
@@ -322,6 +323,12 @@ impl App {
             "server exited with {status}: {}",
             self.logs()
         );
+    }
+
+    /// Kills the server with SIGKILL: no shutdown work at all.
+    pub async fn kill(mut self) {
+        self.child.start_kill().unwrap();
+        let _ = self.child.wait().await;
     }
 
     pub fn logs(&self) -> String {

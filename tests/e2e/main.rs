@@ -7,4 +7,5 @@ mod helpers;
 mod auth;
 mod cli;
 mod ops;
+mod pipeline;
 mod products;

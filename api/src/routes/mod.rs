@@ -1,4 +1,8 @@
+pub mod analytics;
 pub mod auth;
+pub mod events;
+pub mod inventory;
 pub mod me;
 pub mod ops;
+pub mod params;
 pub mod products;

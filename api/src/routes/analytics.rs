@@ -1,0 +1,247 @@
+//! Live analytics and the dead-letter list (admin).
+
+use axum::{
+    Json, Router,
+    extract::{Path, RawQuery, State},
+    routing::get,
+};
+use domain::{ProductId, Role};
+use processors::{read, state::Counters};
+use serde::Serialize;
+use time::Duration;
+
+use crate::{
+    AppState,
+    auth::Caller,
+    error::{ApiError, ApiResult},
+    routes::params::{Params, encode_cursor},
+};
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/api/analytics/summary", get(summary))
+        .route("/api/analytics/products/{id}", get(product))
+        .route("/api/analytics/trending", get(trending))
+        .route("/api/admin/dead-letters", get(dead_letters))
+}
+
+/// Counters of one minute.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct MinuteView {
+    /// `2026-11-23T10:05` (UTC).
+    pub minute: String,
+    #[serde(flatten)]
+    pub counters: CountersView,
+}
+
+#[derive(Debug, Default, Serialize, utoipa::ToSchema)]
+pub struct CountersView {
+    pub views: i64,
+    pub basket_adds: i64,
+    pub purchases: i64,
+    pub units: i64,
+    /// Exact decimal, summed over currencies as sent.
+    pub revenue: String,
+    /// Purchases per view (0 without views).
+    pub conversion_rate: f64,
+}
+
+impl From<&Counters> for CountersView {
+    fn from(c: &Counters) -> Self {
+        Self {
+            views: c.views,
+            basket_adds: c.basket_adds,
+            purchases: c.purchases,
+            units: c.units,
+            revenue: c.revenue.normalize().to_string(),
+            conversion_rate: if c.views > 0 {
+                c.purchases as f64 / c.views as f64
+            } else {
+                0.0
+            },
+        }
+    }
+}
+
+/// Totals over a window and its minutes.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct Summary {
+    pub window_minutes: i64,
+    pub totals: CountersView,
+    pub minutes: Vec<MinuteView>,
+}
+
+fn window_minutes(p: &mut Params) -> i64 {
+    match p.take("minutes").map(|v| v.parse::<i64>()) {
+        None => 60,
+        Some(Ok(m)) if (1..=1440).contains(&m) => m,
+        Some(_) => {
+            p.errors
+                .push("minutes", "must be a whole number from 1 to 1440");
+            60
+        }
+    }
+}
+
+async fn summarise(state: &AppState, scope: Option<&str>, minutes: i64) -> ApiResult<Summary> {
+    let rows = read::minutes(
+        state.store.as_ref(),
+        scope,
+        time::OffsetDateTime::now_utc(),
+        minutes,
+    )
+    .await?;
+    let mut totals = Counters::default();
+    for (_, c) in &rows {
+        totals.add(c);
+    }
+    Ok(Summary {
+        window_minutes: minutes,
+        totals: CountersView::from(&totals),
+        minutes: rows
+            .iter()
+            .map(|(m, c)| MinuteView {
+                minute: m.clone(),
+                counters: c.into(),
+            })
+            .collect(),
+    })
+}
+
+/// Shop-wide views, basket adds, purchases, units and revenue per minute.
+#[utoipa::path(get, path = "/api/analytics/summary", tag = "analytics", security(("bearer" = [])),
+    params(("minutes" = Option<i64>, Query, description = "window, 1 to 1440, default 60")),
+    responses((status = 200, body = Summary), (status = 403, body = crate::Problem)))]
+pub async fn summary(
+    State(state): State<AppState>,
+    caller: Caller,
+    RawQuery(q): RawQuery,
+) -> ApiResult<Json<Summary>> {
+    caller.require(Role::Admin)?;
+    let mut p = Params::parse(q.as_deref())?;
+    let minutes = window_minutes(&mut p);
+    p.finish()?;
+    Ok(Json(summarise(&state, None, minutes).await?))
+}
+
+/// One product's counters per minute.
+#[utoipa::path(get, path = "/api/analytics/products/{id}", tag = "analytics", security(("bearer" = [])),
+    params(("id" = String, Path), ("minutes" = Option<i64>, Query)),
+    responses((status = 200, body = Summary), (status = 404, body = crate::Problem)))]
+pub async fn product(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    RawQuery(q): RawQuery,
+) -> ApiResult<Json<Summary>> {
+    caller.require(Role::Admin)?;
+    let id: ProductId = id.parse().map_err(|_| ApiError::NotFound("product"))?;
+    let mut p = Params::parse(q.as_deref())?;
+    let minutes = window_minutes(&mut p);
+    p.finish()?;
+    Ok(Json(
+        summarise(&state, Some(&id.to_string()), minutes).await?,
+    ))
+}
+
+/// One trending product.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct TrendingItem {
+    pub product_id: String,
+    #[serde(flatten)]
+    pub counters: CountersView,
+}
+
+/// The most active products over the last hour or day.
+#[utoipa::path(get, path = "/api/analytics/trending", tag = "analytics", security(("bearer" = [])),
+    params(("window" = Option<String>, Query, description = "`1h` (default) or `24h`"), ("limit" = Option<usize>, Query)),
+    responses((status = 200, body = Vec<TrendingItem>), (status = 422, body = crate::Problem)))]
+pub async fn trending(
+    State(state): State<AppState>,
+    caller: Caller,
+    RawQuery(q): RawQuery,
+) -> ApiResult<Json<Vec<TrendingItem>>> {
+    caller.require(Role::Admin)?;
+    let mut p = Params::parse(q.as_deref())?;
+    let window = match p.take("window").as_deref() {
+        None | Some("1h") => Duration::hours(1),
+        Some("24h") => Duration::hours(24),
+        Some(_) => {
+            p.errors.push("window", "must be 1h or 24h");
+            Duration::hours(1)
+        }
+    };
+    let limit = p.limit();
+    p.finish()?;
+    let ranked = read::trending(
+        state.store.as_ref(),
+        time::OffsetDateTime::now_utc(),
+        window,
+        limit,
+    )
+    .await?;
+    Ok(Json(
+        ranked
+            .iter()
+            .map(|(id, c)| TrendingItem {
+                product_id: id.clone(),
+                counters: c.into(),
+            })
+            .collect(),
+    ))
+}
+
+/// One dead letter.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct DeadLetterView {
+    pub id: String,
+    pub reason: String,
+    pub detail: String,
+    pub stream: String,
+    pub shard: String,
+    pub position: String,
+    /// Milliseconds since the Unix epoch.
+    pub at: i64,
+    /// The record as received (lossy UTF-8).
+    pub raw: String,
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct DeadLetterPage {
+    pub items: Vec<DeadLetterView>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub next_cursor: Option<String>,
+}
+
+/// Records that were not valid events, newest first.
+#[utoipa::path(get, path = "/api/admin/dead-letters", tag = "admin", security(("bearer" = [])),
+    params(("limit" = Option<usize>, Query), ("cursor" = Option<String>, Query)),
+    responses((status = 200, body = DeadLetterPage), (status = 403, body = crate::Problem)))]
+pub async fn dead_letters(
+    State(state): State<AppState>,
+    caller: Caller,
+    RawQuery(q): RawQuery,
+) -> ApiResult<Json<DeadLetterPage>> {
+    caller.require(Role::Admin)?;
+    let mut p = Params::parse(q.as_deref())?;
+    let limit = p.limit();
+    let cursor = p.cursor();
+    p.finish()?;
+    let (items, next) = read::dead_letters(state.store.as_ref(), limit, cursor).await?;
+    Ok(Json(DeadLetterPage {
+        items: items
+            .into_iter()
+            .map(|(id, d)| DeadLetterView {
+                id,
+                reason: d.reason,
+                detail: d.detail,
+                stream: d.stream,
+                shard: d.shard,
+                position: d.position,
+                at: d.at,
+                raw: String::from_utf8_lossy(&d.raw).into_owned(),
+            })
+            .collect(),
+        next_cursor: encode_cursor(next),
+    }))
+}

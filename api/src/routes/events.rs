@@ -1,0 +1,173 @@
+//! The HTTP collector: browsers and other systems send events, which are
+//! appended durably to the configured stream before the answer, and so take
+//! the same path as every other event.
+
+use axum::{
+    Json, Router,
+    extract::State,
+    http::{HeaderMap, StatusCode},
+    routing::post,
+};
+use domain::{Event, EventPayload, Role, Subject};
+use serde::Serialize;
+use serde_json::Value;
+
+use crate::{
+    AppState,
+    auth::{Caller, MaybeCaller},
+    error::{ApiError, ApiResult},
+    extract::JsonBody,
+};
+
+pub fn router() -> Router<AppState> {
+    Router::new().route("/api/events", post(collect))
+}
+
+/// The header an anonymous session names itself with.
+pub const SESSION_HEADER: &str = "x-session-id";
+
+/// One event the collector refused.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct EventError {
+    pub index: usize,
+    /// A dead-letter reason (`invalid_payload`, `unknown_type`, …) or `forbidden`.
+    pub reason: String,
+    pub detail: String,
+}
+
+/// What the collector did with a batch.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct Collected {
+    pub accepted: usize,
+    pub rejected: Vec<EventError>,
+}
+
+/// Whether the caller may send this event.
+fn allowed(
+    caller: Option<&Caller>,
+    session: Option<&str>,
+    payload: &EventPayload,
+) -> Result<(), String> {
+    if let Some(c) = caller
+        && matches!(c.role, Role::Admin | Role::Service)
+    {
+        return Ok(());
+    }
+    let subject = match payload {
+        EventPayload::BrowseViewed { actor, .. } | EventPayload::BasketAdded { actor, .. } => {
+            actor.subject()
+        }
+        _ => {
+            return Err(format!(
+                "{} events need the admin or service role",
+                payload.type_name()
+            ));
+        }
+    };
+    let own_session = |s: &str| session.is_some_and(|h| h == s);
+    match (subject, caller) {
+        (Some(Subject::User(u)), Some(c)) if c.subject == u => Ok(()),
+        (Some(Subject::Session(s)), _) if own_session(&s) => Ok(()),
+        (Some(Subject::User(_)), _) => {
+            Err("a customer may only send events about itself (user_id must be yours)".into())
+        }
+        _ => Err(format!(
+            "a session may only send events about itself (session_id must match {SESSION_HEADER})"
+        )),
+    }
+}
+
+/// Accepts a JSON array of events. `id`, `occurred_at` and `source` may be
+/// left out: the collector fills them in. Answers `202` once every valid event
+/// is durably appended; invalid ones are listed by index and reason.
+#[utoipa::path(post, path = "/api/events", tag = "events",
+    request_body(content = Vec<Object>, description = "event envelopes; see docs/events.md"),
+    params(("x-session-id" = Option<String>, Header, description = "an anonymous session's id")),
+    responses(
+        (status = 202, body = Collected),
+        (status = 422, description = "no event was valid", body = crate::Problem),
+        (status = 413, body = crate::Problem),
+    ))]
+pub async fn collect(
+    State(state): State<AppState>,
+    MaybeCaller(caller): MaybeCaller,
+    headers: HeaderMap,
+    JsonBody(body): JsonBody,
+) -> ApiResult<(StatusCode, Json<Collected>)> {
+    let Value::Array(items) = body else {
+        return Err(ApiError::field(
+            "",
+            "the body must be a JSON array of events",
+        ));
+    };
+    let max = state.config.max_events_per_request;
+    if items.is_empty() || items.len() > max {
+        return Err(ApiError::field(
+            "",
+            format!("send 1 to {max} events per request"),
+        ));
+    }
+    let session = headers.get(SESSION_HEADER).and_then(|v| v.to_str().ok());
+    let source = caller
+        .as_ref()
+        .map_or_else(|| "http".to_owned(), |c| format!("http:{}", c.role));
+    let mut events = Vec::with_capacity(items.len());
+    let mut rejected = Vec::new();
+    for (index, mut item) in items.into_iter().enumerate() {
+        if let Value::Object(o) = &mut item {
+            o.entry("id")
+                .or_insert_with(|| Value::String(uuid::Uuid::now_v7().to_string()));
+            o.entry("occurred_at").or_insert_with(|| {
+                Value::String(
+                    domain::now()
+                        .format(&time::format_description::well_known::Rfc3339)
+                        .unwrap_or_default(),
+                )
+            });
+            o.entry("source")
+                .or_insert_with(|| Value::String(source.clone()));
+        }
+        let bytes = serde_json::to_vec(&item).unwrap_or_default();
+        match Event::decode(&bytes) {
+            Err(r) => rejected.push(EventError {
+                index,
+                reason: r.reason.as_str().into(),
+                detail: r.detail,
+            }),
+            Ok(e) => match allowed(caller.as_ref(), session, &e.payload) {
+                Ok(()) => events.push(e),
+                Err(detail) => rejected.push(EventError {
+                    index,
+                    reason: "forbidden".into(),
+                    detail,
+                }),
+            },
+        }
+    }
+    if events.is_empty() {
+        let mut errors = domain::ValidationErrors::default();
+        for r in &rejected {
+            errors.push(
+                format!("[{}]", r.index),
+                format!("{}: {}", r.reason, r.detail),
+            );
+        }
+        return Err(ApiError::Validation(errors));
+    }
+    state
+        .events
+        .publish(&events)
+        .await
+        .map_err(|e| ApiError::Unavailable(format!("the stream did not take the events: {e}")))?;
+    for e in &events {
+        metrics::counter!("shopstream_events_received_total", "type" => e.payload.type_name(), "source" => "http")
+            .increment(1);
+    }
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(Collected {
+            accepted: events.len(),
+            rejected,
+        }),
+    ))
+}

@@ -1,0 +1,389 @@
+//! Events in over HTTP and from files, state out: the collector's rules, dead
+//! letters, and the crash test — the real binary killed with SIGKILL while it
+//! processes, with every total exact at the end.
+
+use std::{collections::BTreeMap, time::Duration};
+
+use reqwest::{Method, StatusCode};
+use serde_json::{Value, json};
+
+use crate::{
+    helpers::{App, Backend, Env},
+    on_both_backends,
+};
+
+fn now() -> String {
+    time::OffsetDateTime::now_utc()
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap()
+}
+
+fn envelope(kind: &str, data: Value) -> Value {
+    json!({"id": uuid::Uuid::now_v7(), "type": kind, "occurred_at": now(), "source": "e2e", "data": data})
+}
+
+/// Polls until `check` holds, for up to a minute.
+async fn eventually<F, Fut>(what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<(), String>>,
+{
+    let mut last = String::new();
+    for _ in 0..600 {
+        match check().await {
+            Ok(()) => return,
+            Err(e) => last = e,
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("{what} did not happen within 60 s: {last}");
+}
+
+async fn on_hand(app: &App, product: &str) -> (i64, i64) {
+    let r = app.get(&format!("/api/inventory/{product}")).await;
+    (
+        r.body["on_hand"].as_i64().unwrap_or(i64::MIN),
+        r.body["backorder"].as_i64().unwrap_or(i64::MIN),
+    )
+}
+
+async fn collector_rules_and_dead_letters(backend: Backend) {
+    let env = Env::new(backend);
+    let app = env.start().await;
+    let admin = app.admin_token().await;
+    let product = uuid::Uuid::now_v7().to_string();
+
+    let r = app
+        .call(Method::POST, "/api/events", Some(&admin), Some(json!([
+            {"type": "stock.adjusted", "data": {"product_id": product, "delta": 9, "reason": "received"}},
+            {"type": "stock.adjusted", "data": {"product_id": product, "delta": -2}},
+            {"type": "stock.magic", "data": {}},
+            {"type": "basket.added", "data": {"session_id": "s", "product_id": product, "quantity": 0}},
+        ])))
+        .await;
+    assert_eq!(r.status, StatusCode::ACCEPTED, "{}", r.text);
+    assert_eq!(r.body["accepted"], 1);
+    let reasons: Vec<(u64, &str)> = r.body["rejected"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| (e["index"].as_u64().unwrap(), e["reason"].as_str().unwrap()))
+        .collect();
+    assert_eq!(
+        reasons,
+        [
+            (1, "invalid_payload"),
+            (2, "unknown_type"),
+            (3, "negative_quantity")
+        ]
+    );
+    eventually("stock applied", || async {
+        if on_hand(&app, &product).await.0 == 9 {
+            Ok(())
+        } else {
+            Err("not yet".into())
+        }
+    })
+    .await;
+
+    // Customers and anonymous sessions may only send behaviour about themselves.
+    let (customer, _, user_id) = app.customer("c@example.com").await;
+    let stock_by_customer = app
+        .call(Method::POST, "/api/events", Some(&customer), Some(json!([
+            {"type": "stock.adjusted", "data": {"product_id": product, "delta": 1000, "reason": "x"}}])))
+        .await;
+    assert_eq!(stock_by_customer.status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(
+        stock_by_customer.text.contains("forbidden"),
+        "{}",
+        stock_by_customer.text
+    );
+    let own = app
+        .call(Method::POST, "/api/events", Some(&customer), Some(json!([
+            {"type": "browse.viewed", "data": {"user_id": user_id, "product_id": product}},
+            {"type": "browse.viewed", "data": {"user_id": "someone-else", "product_id": product}}])))
+        .await;
+    assert_eq!(own.status, StatusCode::ACCEPTED);
+    assert_eq!(own.body["accepted"], 1);
+    let anonymous = app
+        .send(
+            app.http
+                .post(app.url("/api/events"))
+                .header("x-session-id", "sess-1")
+                .json(&json!([
+            {"type": "browse.viewed", "data": {"session_id": "sess-1", "product_id": product}},
+            {"type": "browse.viewed", "data": {"session_id": "sess-2", "product_id": product}}])),
+        )
+        .await;
+    assert_eq!(anonymous.status, StatusCode::ACCEPTED, "{}", anonymous.text);
+    assert_eq!(anonymous.body["accepted"], 1);
+    assert_eq!(
+        app.call(
+            Method::POST,
+            "/api/events",
+            Some(&admin),
+            Some(json!({"not": "an array"}))
+        )
+        .await
+        .status,
+        StatusCode::UNPROCESSABLE_ENTITY
+    );
+    eventually("views counted", || async {
+        let s = app
+            .call(
+                Method::GET,
+                "/api/analytics/summary?minutes=10",
+                Some(&admin),
+                None,
+            )
+            .await;
+        if s.body["totals"]["views"] == 2 {
+            Ok(())
+        } else {
+            Err(s.text)
+        }
+    })
+    .await;
+    assert_eq!(
+        app.call(Method::GET, "/api/analytics/summary", Some(&customer), None)
+            .await
+            .status,
+        StatusCode::FORBIDDEN
+    );
+    app.stop().await;
+
+    // Records that reach the stream bad (here from a file) are dead-lettered.
+    let file = env.dir.path().join("bad.jsonl");
+    let good = envelope(
+        "stock.adjusted",
+        json!({"product_id": product, "delta": 1, "reason": "received"}),
+    );
+    std::fs::write(
+        &file,
+        format!(
+            "{{oops\n{good}\n{}\n",
+            envelope("order.teleported", json!({}))
+        ),
+    )
+    .unwrap();
+    let (code, out, err) = env
+        .run(&["produce", "--file", file.to_str().unwrap()])
+        .await;
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("sent 3, failed 0"), "{out}");
+    let app = env.start().await;
+    let admin = app.admin_token().await;
+    eventually("dead letters listed", || async {
+        let r = app
+            .call(Method::GET, "/api/admin/dead-letters", Some(&admin), None)
+            .await;
+        let mut reasons: Vec<String> = r.body["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|d| d["reason"].as_str().unwrap().to_owned())
+            .collect();
+        reasons.sort();
+        if reasons == ["malformed_json", "unknown_type"] {
+            Ok(())
+        } else {
+            Err(r.text)
+        }
+    })
+    .await;
+    assert_eq!(
+        on_hand(&app, &product).await.0,
+        10,
+        "the good record between them applied"
+    );
+    app.stop().await;
+}
+
+on_both_backends!(collector_rules_and_dead_letters);
+
+/// Expected totals of a generated stream.
+#[derive(Default)]
+struct Totals {
+    /// Per product: on_hand - backorder.
+    net: BTreeMap<String, i64>,
+    views: i64,
+    adds: i64,
+    purchases: i64,
+    units: i64,
+    bad: i64,
+}
+
+fn generate(n: usize, products: usize) -> (String, Totals) {
+    let ids: Vec<String> = (0..products)
+        .map(|_| uuid::Uuid::now_v7().to_string())
+        .collect();
+    let mut totals = Totals::default();
+    let mut out = String::new();
+    let mut seed: u64 = 0x9e37_79b9_7f4a_7c15;
+    let mut rand = move |m: u64| {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed % m
+    };
+    for i in 0..n {
+        let p = &ids[rand(products as u64) as usize];
+        let e = match rand(20) {
+            0..=7 => {
+                let delta = rand(25) as i64 - 5;
+                let delta = if delta == 0 { 1 } else { delta };
+                *totals.net.entry(p.clone()).or_default() += delta;
+                envelope(
+                    "stock.adjusted",
+                    json!({"product_id": p, "delta": delta, "reason": "gen"}),
+                )
+            }
+            8..=14 => {
+                totals.views += 1;
+                envelope(
+                    "browse.viewed",
+                    json!({"session_id": format!("s{}", rand(100)), "product_id": p}),
+                )
+            }
+            15..=16 => {
+                totals.adds += 1;
+                envelope(
+                    "basket.added",
+                    json!({"user_id": format!("u{}", rand(50)), "product_id": p, "quantity": 1}),
+                )
+            }
+            17..=18 => {
+                let q = rand(3) as i64 + 1;
+                totals.purchases += 1;
+                totals.units += q;
+                *totals.net.entry(p.clone()).or_default() -= q;
+                envelope(
+                    "purchase.completed",
+                    json!({"order_id": format!("o{i}"), "user_id": format!("u{}", rand(50)),
+                    "lines": [{"product_id": p, "quantity": q, "unit_price": "2.50"}],
+                    "total": format!("{}", q as f64 * 2.5), "currency": "EUR"}),
+                )
+            }
+            _ => {
+                totals.bad += 1;
+                json!({"type": "stock.adjusted", "data": {"product_id": p, "delta": "lots"}})
+            }
+        };
+        out.push_str(&e.to_string());
+        out.push('\n');
+    }
+    (out, totals)
+}
+
+async fn verify(app: &App, admin: &str, totals: &Totals) -> Result<(), String> {
+    let s = app
+        .call(
+            Method::GET,
+            "/api/analytics/summary?minutes=120",
+            Some(admin),
+            None,
+        )
+        .await;
+    let t = &s.body["totals"];
+    let got = (
+        t["views"].as_i64(),
+        t["basket_adds"].as_i64(),
+        t["purchases"].as_i64(),
+        t["units"].as_i64(),
+    );
+    let want = (
+        Some(totals.views),
+        Some(totals.adds),
+        Some(totals.purchases),
+        Some(totals.units),
+    );
+    if got != want {
+        return Err(format!("counters {got:?}, expected {want:?}"));
+    }
+    for (p, net) in &totals.net {
+        let (on_hand, backorder) = on_hand(app, p).await;
+        if on_hand - backorder != *net {
+            return Err(format!(
+                "{p}: on_hand {on_hand} backorder {backorder}, expected net {net}"
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// `pause_ms`: how long each run lives before SIGKILL, at least.
+async fn crash_and_restart(backend: Backend, events: usize, kills: usize, pause_ms: u64) {
+    let env = Env::new(backend)
+        .set("SHOPSTREAM_CONSUMER_BATCH", "200")
+        .set("SHOPSTREAM_LEASE_FAILOVER_SECS", "2");
+    let (file, totals) = generate(events, 40);
+    let path = env.dir.path().join("events.jsonl");
+    std::fs::write(&path, file).unwrap();
+    if backend == Backend::Aws {
+        let (code, out, err) = env.run(&["init"]).await;
+        assert_eq!(code, 0, "{out}{err}");
+    }
+    let (code, out, err) = env
+        .run(&[
+            "produce",
+            "--file",
+            path.to_str().unwrap(),
+            "--batch",
+            "1000",
+        ])
+        .await;
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains(&format!("sent {events}, failed 0")), "{out}");
+
+    let mut seed = 12345u64;
+    for k in 0..kills {
+        let app = env.start().await;
+        seed = seed
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        let pause = pause_ms + (seed >> 33) % 600;
+        tokio::time::sleep(Duration::from_millis(pause)).await;
+        let admin = app.admin_token().await;
+        let progress = app
+            .call(
+                Method::GET,
+                "/api/analytics/summary?minutes=120",
+                Some(&admin),
+                None,
+            )
+            .await;
+        eprintln!(
+            "kill {k} after {pause} ms: views so far {}",
+            progress.body["totals"]["views"]
+        );
+        app.kill().await;
+    }
+    let app = env.start().await;
+    let admin = app.admin_token().await;
+    eventually("every total exact", || verify(&app, &admin, &totals)).await;
+    // Still exact a moment later: nothing is applied twice after catching up.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    verify(&app, &admin, &totals).await.unwrap();
+    let dead = app
+        .call(
+            Method::GET,
+            "/api/admin/dead-letters?limit=100",
+            Some(&admin),
+            None,
+        )
+        .await;
+    assert!(dead.body["items"].as_array().unwrap().len() as i64 >= totals.bad.min(100));
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn crash_test_embedded_20000_events_5_kills() {
+    crash_and_restart(Backend::Embedded, 20_000, 5, 150).await;
+}
+
+#[tokio::test]
+async fn crash_test_dynamodb_log_600_events_3_kills() {
+    // Each process has its own lease owner id on AWS, so a restarted one
+    // waits out the failover time (2 s here) before it takes the shards.
+    crash_and_restart(Backend::Aws, 600, 3, 2_500).await;
+}
