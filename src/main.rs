@@ -51,10 +51,30 @@ enum Command {
         #[arg(long, default_value_t = 500)]
         batch: usize,
     },
+    /// List or replay dead letters (records that were not valid events).
+    /// In embedded mode, stop the server first, or use the API.
+    DeadLetters {
+        #[command(subcommand)]
+        command: DeadLetterCommand,
+    },
     /// Manage users.
     User {
         #[command(subcommand)]
         command: UserCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum DeadLetterCommand {
+    /// The newest dead letters, one JSON object per line.
+    List {
+        #[arg(long, default_value_t = 50)]
+        limit: usize,
+    },
+    /// Put a dead letter's record back on the stream and remove it.
+    Replay {
+        /// The dead letter's id, as `list` shows it.
+        id: String,
     },
 }
 
@@ -123,14 +143,16 @@ fn app_state(
         Duration::from_secs(settings.refresh_token_ttl_secs),
         jwks,
     );
-    let events: Arc<dyn EventSink> = Arc::new(log);
+    let events: Arc<dyn EventSink> = Arc::new(log.clone());
     let metrics = api::install_recorder()?;
     let config = ApiConfig {
         max_body_bytes: settings.max_body_bytes,
         request_timeout: Duration::from_secs(settings.request_timeout_secs),
         max_events_per_request: settings.max_events_per_request,
     };
-    Ok(AppState::new(store, events, bus, tokens, metrics, config))
+    Ok(AppState::new(
+        store, events, log, bus, tokens, metrics, config,
+    ))
 }
 
 async fn serve(settings: Settings) -> anyhow::Result<()> {
@@ -280,6 +302,32 @@ async fn create_user(settings: &Settings, command: UserCommand) -> anyhow::Resul
     Ok(())
 }
 
+async fn dead_letters(settings: &Settings, command: DeadLetterCommand) -> anyhow::Result<()> {
+    let store = open_store(settings).await?;
+    match command {
+        DeadLetterCommand::List { limit } => {
+            let (items, _) =
+                processors::read::dead_letters(store.as_ref(), limit.clamp(1, 1000), None).await?;
+            for (id, d) in items {
+                let line = serde_json::json!({
+                    "id": id, "reason": d.reason, "detail": d.detail, "stream": d.stream,
+                    "shard": d.shard, "position": d.position, "at": d.at,
+                    "raw": String::from_utf8_lossy(&d.raw),
+                });
+                println!("{line}");
+            }
+        }
+        DeadLetterCommand::Replay { id } => {
+            let log = StoreLog::new(store, settings.log_partitions);
+            match log.replay_dead_letter(&id).await? {
+                Some((p, o)) => println!("replayed {id} to log partition {p} at offset {o}"),
+                None => anyhow::bail!("no dead letter {id}"),
+            }
+        }
+    }
+    Ok(())
+}
+
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
@@ -307,6 +355,7 @@ async fn main() -> std::process::ExitCode {
             .await
         }
         Command::User { command } => create_user(&settings, command).await,
+        Command::DeadLetters { command } => dead_letters(&settings, command).await,
         Command::Produce {
             file,
             url,

@@ -111,6 +111,17 @@ impl StoreLog {
         &self,
         records: &[(String, Vec<u8>)],
     ) -> Result<Vec<(u32, u64)>, StoreError> {
+        self.append_with(records, Vec::new()).await
+    }
+
+    /// Appends like [`StoreLog::append`], and applies `extra` operations in
+    /// the same transaction as the records (all of which must then go to one
+    /// partition and fit one transaction): either both happen or neither.
+    pub async fn append_with(
+        &self,
+        records: &[(String, Vec<u8>)],
+        extra: Vec<TxOp>,
+    ) -> Result<Vec<(u32, u64)>, StoreError> {
         let mut by_partition: BTreeMap<u32, Vec<usize>> = BTreeMap::new();
         for (i, (key, _)) in records.iter().enumerate() {
             by_partition
@@ -118,8 +129,17 @@ impl StoreLog {
                 .or_default()
                 .push(i);
         }
+        let chunk = self
+            .store
+            .max_transaction_ops()
+            .saturating_sub(1 + extra.len())
+            .max(1);
+        if !extra.is_empty() && (by_partition.len() > 1 || records.len() > chunk) {
+            return Err(StoreError::Invalid(
+                "extra operations need records of one partition that fit one transaction".into(),
+            ));
+        }
         let mut placed = vec![(0, 0); records.len()];
-        let chunk = self.store.max_transaction_ops().saturating_sub(1).max(1);
         for (partition, indexes) in by_partition {
             let _guard = self.shared.locks[partition as usize].lock().await;
             for part in indexes.chunks(chunk) {
@@ -148,12 +168,20 @@ impl StoreLog {
                             cond: None,
                         });
                     }
+                    let appended = ops.len();
+                    ops.extend(extra.iter().cloned());
                     match self.store.transact(ops).await {
                         Ok(()) => {
                             for (j, &i) in part.iter().enumerate() {
                                 placed[i] = (partition, head + j as u64);
                             }
                             break;
+                        }
+                        Err(StoreError::TransactionCanceled { failed })
+                            if failed.iter().any(|&i| i >= appended) =>
+                        {
+                            // An extra operation's condition failed: nothing was appended.
+                            return Err(StoreError::ConditionFailed);
                         }
                         // Another process appended first: read the head again.
                         Err(StoreError::TransactionCanceled { .. } | StoreError::Conflict(_))
@@ -169,6 +197,33 @@ impl StoreLog {
         }
         self.shared.appended.notify_waiters();
         Ok(placed)
+    }
+
+    /// Puts a dead letter's record back on the log (for after a fix made it
+    /// valid) and deletes the dead letter, in one transaction.
+    pub async fn replay_dead_letter(&self, id: &str) -> Result<Option<(u32, u64)>, StoreError> {
+        let key = Key::new("dead", id);
+        let Some(item) = self.store.get(Table::DeadLetters, &key).await? else {
+            return Ok(None);
+        };
+        let letter: processors::state::DeadLetter = storage::from_item(item)?;
+        let partition_key = Event::decode(&letter.raw)
+            .map(|e| e.payload.partition_key())
+            .unwrap_or_else(|_| "replayed".to_owned());
+        let delete = TxOp::Delete {
+            table: Table::DeadLetters,
+            key,
+            cond: Some(Cond::Exists),
+        };
+        match self
+            .append_with(&[(partition_key, letter.raw)], vec![delete])
+            .await
+        {
+            Ok(placed) => Ok(placed.first().copied()),
+            // Replayed by someone else meanwhile.
+            Err(StoreError::ConditionFailed) => Ok(None),
+            Err(e) => Err(e),
+        }
     }
 
     /// Up to `limit` records of a partition from offset `from` on, in order

@@ -33,11 +33,17 @@ fn bench(c: &mut Criterion) {
     let records = batch(1000);
     let mut group = c.benchmark_group("pipeline");
     group.throughput(Throughput::Elements(records.len() as u64));
-    group.bench_function("decode_1000", |b| b.iter(|| decode(std::hint::black_box(&records))));
+    group.bench_function("decode_1000", |b| {
+        b.iter(|| decode(std::hint::black_box(&records)))
+    });
     let decoded = decode(&records);
     // Every read the fold asks for finds nothing: the fold does the same work.
     let snapshot = Snapshot::default();
-    let origin = Origin { stream: "log", shard: "0", now_ms: 0 };
+    let origin = Origin {
+        stream: "log",
+        shard: "0",
+        now_ms: 0,
+    };
     group.bench_function("fold_1000", |b| {
         b.iter(|| {
             let _ = needs(&decoded);

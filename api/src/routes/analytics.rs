@@ -3,7 +3,8 @@
 use axum::{
     Json, Router,
     extract::{Path, RawQuery, State},
-    routing::get,
+    http::StatusCode,
+    routing::{get, post},
 };
 use domain::{ProductId, Role};
 use processors::{read, state::Counters};
@@ -23,6 +24,10 @@ pub fn router() -> Router<AppState> {
         .route("/api/analytics/products/{id}", get(product))
         .route("/api/analytics/trending", get(trending))
         .route("/api/admin/dead-letters", get(dead_letters))
+        .route(
+            "/api/admin/dead-letters/{id}/replay",
+            post(replay_dead_letter),
+        )
 }
 
 /// Counters of one minute.
@@ -244,4 +249,30 @@ pub async fn dead_letters(
             .collect(),
         next_cursor: encode_cursor(next),
     }))
+}
+
+/// Where a replayed record went.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct Replayed {
+    pub partition: u32,
+    pub offset: u64,
+}
+
+/// Puts a dead letter's record back on the stream (after a fix made it
+/// valid) and removes it from the list, in one transaction.
+#[utoipa::path(post, path = "/api/admin/dead-letters/{id}/replay", tag = "admin", security(("bearer" = [])),
+    params(("id" = String, Path)),
+    responses((status = 202, body = Replayed), (status = 404, body = crate::Problem)))]
+pub async fn replay_dead_letter(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> ApiResult<(StatusCode, Json<Replayed>)> {
+    caller.require(Role::Admin)?;
+    let (partition, offset) = state
+        .log
+        .replay_dead_letter(&id)
+        .await?
+        .ok_or(ApiError::NotFound("dead letter"))?;
+    Ok((StatusCode::ACCEPTED, Json(Replayed { partition, offset })))
 }
