@@ -41,7 +41,7 @@ start=$(date +%s.%N)
 SHOPSTREAM_LISTEN="127.0.0.1:$PORT" ./target/release/shopstream serve >"$DATA/out.log" 2>"$DATA/err.log" &
 PID=$!
 while true; do
-  applied=$(curl -s "http://127.0.0.1:$PORT/metrics" 2>/dev/null | awk '/^shopstream_events_applied_total/ {s += $2} END {print s + 0}')
+  applied=$(curl -s "http://127.0.0.1:$PORT/metrics" 2>/dev/null | awk '/^shopstream_events_applied_total/ {s += $2} END {print s + 0}' || true)
   [ "$applied" -ge "$N" ] && break
   sleep 0.05
 done
