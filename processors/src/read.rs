@@ -5,9 +5,7 @@ use std::collections::BTreeMap;
 use storage::{Key, Query, SortRange, Store, StoreError, Table, from_item};
 use time::{Duration, OffsetDateTime};
 
-use crate::state::{
-    ALL, Alert, Counters, DeadLetter, Stock, alert_key, hour_of, minute_key, minute_of, stock_key,
-};
+use crate::state::{ALL, Counters, DeadLetter, Stock, hour_of, minute_key, minute_of, stock_key};
 
 /// One product's stock, if any event has touched it.
 pub async fn stock(store: &dyn Store, product_id: &str) -> Result<Option<Stock>, StoreError> {
@@ -148,34 +146,6 @@ pub async fn dead_letters(
         .items
         .into_iter()
         .map(|item| Ok((Key::of(&item)?.sk, from_item(item)?)))
-        .collect::<Result<_, StoreError>>()?;
-    Ok((items, page.cursor))
-}
-
-/// A page of a supplier's alerts, newest first.
-pub async fn alerts(
-    store: &dyn Store,
-    supplier_id: &str,
-    limit: usize,
-    cursor: Option<String>,
-) -> Result<(Vec<Alert>, Option<String>), StoreError> {
-    let pk = alert_key(supplier_id, "").pk;
-    let page = store
-        .query(
-            Table::Alerts,
-            &pk,
-            &Query {
-                limit,
-                cursor,
-                descending: true,
-                ..Query::default()
-            },
-        )
-        .await?;
-    let items = page
-        .items
-        .into_iter()
-        .map(from_item)
         .collect::<Result<_, StoreError>>()?;
     Ok((items, page.cursor))
 }

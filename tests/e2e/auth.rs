@@ -102,14 +102,7 @@ async fn register_login_refresh_profile(backend: Backend) {
     );
 
     // A refresh token works once.
-    let refreshed = app
-        .call(
-            Method::POST,
-            "/api/auth/refresh",
-            None,
-            Some(json!({"refresh_token": refresh})),
-        )
-        .await;
+    let refreshed = app.refresh(&refresh).await;
     assert_eq!(refreshed.status, StatusCode::OK, "{}", refreshed.text);
     let new_access = refreshed.body["access_token"].as_str().unwrap().to_owned();
     assert_eq!(
@@ -118,24 +111,10 @@ async fn register_login_refresh_profile(backend: Backend) {
             .status,
         StatusCode::OK
     );
-    let replay = app
-        .call(
-            Method::POST,
-            "/api/auth/refresh",
-            None,
-            Some(json!({"refresh_token": refresh})),
-        )
-        .await;
+    let replay = app.refresh(&refresh).await;
     assert_eq!(replay.status, StatusCode::UNAUTHORIZED);
     // An access token is not a refresh token.
-    let wrong_kind = app
-        .call(
-            Method::POST,
-            "/api/auth/refresh",
-            None,
-            Some(json!({"refresh_token": new_access})),
-        )
-        .await;
+    let wrong_kind = app.refresh(&new_access).await;
     assert_eq!(wrong_kind.status, StatusCode::UNAUTHORIZED);
 
     let next_refresh = refreshed.body["refresh_token"].as_str().unwrap().to_owned();
@@ -157,14 +136,7 @@ async fn register_login_refresh_profile(backend: Backend) {
             .status,
         StatusCode::NOT_FOUND
     );
-    let after_delete = app
-        .call(
-            Method::POST,
-            "/api/auth/refresh",
-            None,
-            Some(json!({"refresh_token": next_refresh})),
-        )
-        .await;
+    let after_delete = app.refresh(&next_refresh).await;
     assert_eq!(
         after_delete.status,
         StatusCode::UNAUTHORIZED,

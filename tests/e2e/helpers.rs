@@ -283,6 +283,16 @@ impl App {
         .await
     }
 
+    pub async fn refresh(&self, refresh_token: &str) -> Reply {
+        self.call(
+            Method::POST,
+            "/api/auth/refresh",
+            None,
+            Some(json!({"refresh_token": refresh_token})),
+        )
+        .await
+    }
+
     pub async fn admin_token(&self) -> String {
         let r = self.login(ADMIN_EMAIL, ADMIN_PASSWORD).await;
         assert_eq!(r.status, StatusCode::OK, "{}", r.text);

@@ -9,7 +9,6 @@ use axum::{
     response::{IntoResponse, Response},
     routing::get,
 };
-use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
 use domain::{
     Event, EventPayload, Product, ProductDraft, ProductId, ProductPatch, Role, product::DraftMode,
 };
@@ -21,6 +20,7 @@ use crate::{
     auth::Caller,
     error::{ApiError, ApiResult},
     extract::JsonBody,
+    routes::params::{Params, encode_cursor},
 };
 
 pub fn router() -> Router<AppState> {
@@ -34,9 +34,6 @@ pub fn router() -> Router<AppState> {
                 .delete(delete_product),
         )
 }
-
-pub const DEFAULT_LIMIT: usize = 20;
-pub const MAX_LIMIT: usize = 100;
 
 /// A page of products.
 #[derive(Debug, Serialize, utoipa::ToSchema)]
@@ -116,44 +113,33 @@ pub async fn list_products(
     State(state): State<AppState>,
     RawQuery(query): RawQuery,
 ) -> ApiResult<Json<ProductPage>> {
-    let pairs: Vec<(String, String)> =
-        serde_urlencoded::from_str(query.as_deref().unwrap_or(""))
-            .map_err(|e| ApiError::field("", format!("malformed query string: {e}")))?;
-    let mut errors = domain::ValidationErrors::default();
-    let mut limit = DEFAULT_LIMIT;
-    let mut cursor = None;
+    let mut params = Params::parse(query.as_deref())?;
+    let limit = params.limit();
+    let cursor = params.cursor();
+    if cursor
+        .as_deref()
+        .is_some_and(|c| c.parse::<ProductId>().is_err())
+    {
+        params
+            .errors
+            .push("cursor", "is not a cursor this API returned");
+    }
     let mut filter = ProductFilter::default();
-    for (k, v) in pairs {
-        match k.as_str() {
-            "limit" => match v.parse::<usize>() {
-                Ok(n) if (1..=MAX_LIMIT).contains(&n) => limit = n,
-                _ => errors.push(
-                    "limit",
-                    format!("must be a whole number from 1 to {MAX_LIMIT}"),
-                ),
-            },
-            "cursor" => match URL_SAFE_NO_PAD
-                .decode(&v)
-                .ok()
-                .and_then(|b| String::from_utf8(b).ok())
-                .filter(|s| s.parse::<ProductId>().is_ok())
-            {
-                Some(c) => cursor = Some(c),
-                None => errors.push("cursor", "is not a cursor this API returned"),
-            },
-            "category" if !v.is_empty() && v.len() <= 64 => filter.category = Some(v),
-            "supplier_id" if !v.is_empty() && v.len() <= 64 => filter.supplier_id = Some(v),
-            "category" | "supplier_id" => errors.push(k, "must be 1 to 64 characters"),
-            _ => errors.push(k, "is not a known query parameter"),
+    for (name, slot) in [
+        ("category", &mut filter.category),
+        ("supplier_id", &mut filter.supplier_id),
+    ] {
+        match params.take(name) {
+            Some(v) if !v.is_empty() && v.len() <= 64 => *slot = Some(v),
+            Some(_) => params.errors.push(name, "must be 1 to 64 characters"),
+            None => {}
         }
     }
-    if !errors.is_empty() {
-        return Err(ApiError::Validation(errors));
-    }
+    params.finish()?;
     let (items, next) = state.products.list(&filter, limit, cursor).await?;
     Ok(Json(ProductPage {
         items,
-        next_cursor: next.map(|c| URL_SAFE_NO_PAD.encode(c)),
+        next_cursor: encode_cursor(next),
     }))
 }
 
