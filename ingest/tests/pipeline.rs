@@ -378,3 +378,79 @@ on_both_stores!(
     purchases_never_drive_stock_negative_and_counts_respect_sequence,
     low_stock_alerts_fire_once_per_crossing,
 );
+
+async fn anonymous_behaviour_merges_into_the_user(f: Fixture) {
+    let pipeline = Pipeline::new(f.store.clone(), Bus::default());
+    let leases = Leases::new(f.store.clone(), "w", Duration::from_secs(10));
+    let held = lease(&leases, "0").await;
+    let at = |s: &str| format!("2026-11-23T10:05:{s}Z");
+    let mk = |kind: &str, data: Value, t: &str| {
+        serde_json::to_vec(&json!({"id": uuid::Uuid::now_v7(), "type": kind, "occurred_at": at(t), "source": "t", "data": data})).unwrap()
+    };
+    pipeline
+        .apply(
+            &held.checkpoint(),
+            records(
+                0,
+                vec![
+                    mk(
+                        "browse.viewed",
+                        json!({"user_id": "u1", "product_id": P1}),
+                        "01",
+                    ),
+                    mk(
+                        "browse.viewed",
+                        json!({"session_id": "s9", "product_id": P2}),
+                        "02",
+                    ),
+                    mk(
+                        "basket.added",
+                        json!({"session_id": "s9", "product_id": P2, "quantity": 1}),
+                        "03",
+                    ),
+                ],
+            ),
+        )
+        .await
+        .unwrap();
+    let session = processors::state::profile_key("session:s9");
+    let user = processors::state::profile_key("user:u1");
+    assert!(
+        processors::pipeline::merge_profiles(f.store.as_ref(), "session:s9", "user:u1")
+            .await
+            .unwrap()
+    );
+    assert!(
+        f.store
+            .get(Table::Behaviour, &session)
+            .await
+            .unwrap()
+            .is_none(),
+        "the session's profile is gone"
+    );
+    let p: processors::state::Profile =
+        from_item(f.store.get(Table::Behaviour, &user).await.unwrap().unwrap()).unwrap();
+    let views: Vec<&str> = p
+        .recent_views
+        .iter()
+        .map(|t| t.product_id.as_str())
+        .collect();
+    assert_eq!(views, [P2, P1], "newest first across both");
+    assert_eq!((p.views, p.adds), (2, 1));
+    assert!(
+        !processors::pipeline::merge_profiles(f.store.as_ref(), "session:s9", "user:u1")
+            .await
+            .unwrap()
+    );
+}
+
+mod merge {
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn embedded_store() {
+        super::anonymous_behaviour_merges_into_the_user(super::embedded().await).await;
+    }
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn dynamodb_store() {
+        super::anonymous_behaviour_merges_into_the_user(super::dynamodb().await).await;
+    }
+}

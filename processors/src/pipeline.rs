@@ -401,3 +401,73 @@ pub async fn sweep_alerts(store: &dyn Store, bus: &Bus) -> Result<usize, StoreEr
         }
     }
 }
+
+/// Merges an anonymous session's behaviour into a user's (on login): the
+/// lists interleaved newest first and bounded, the counts added, the session's
+/// profile deleted — in one transaction, retried if the pipeline wrote either
+/// profile meanwhile. Returns false if the session had no profile.
+pub async fn merge_profiles(
+    store: &dyn Store,
+    session: &str,
+    user: &str,
+) -> Result<bool, StoreError> {
+    use crate::state::{PURCHASES, RECENT, Touch};
+    fn merged(
+        a: &std::collections::VecDeque<Touch>,
+        b: &std::collections::VecDeque<Touch>,
+        max: usize,
+    ) -> std::collections::VecDeque<Touch> {
+        let mut all: Vec<Touch> = a.iter().chain(b.iter()).cloned().collect();
+        all.sort_by_key(|t| std::cmp::Reverse(t.at));
+        all.truncate(max);
+        all.into()
+    }
+    let (from_key, into_key) = (profile_key(session), profile_key(user));
+    for attempt in 0..RETRIES {
+        let Some(from_item_) = store.get(Table::Behaviour, &from_key).await? else {
+            return Ok(false);
+        };
+        let from: Profile = from_item(from_item_)?;
+        let into: Option<Profile> = store
+            .get(Table::Behaviour, &into_key)
+            .await?
+            .map(from_item)
+            .transpose()?;
+        let base = into.clone().unwrap_or_default();
+        let next = Profile {
+            recent_views: merged(&base.recent_views, &from.recent_views, RECENT),
+            basket_adds: merged(&base.basket_adds, &from.basket_adds, RECENT),
+            purchases: merged(&base.purchases, &from.purchases, PURCHASES),
+            views: base.views + from.views,
+            adds: base.adds + from.adds,
+            orders: base.orders + from.orders,
+            version: base.version + 1,
+        };
+        let into_cond = match &into {
+            Some(p) => Cond::eq("version", p.version),
+            None => Cond::NotExists,
+        };
+        let ops = vec![
+            TxOp::Put {
+                table: Table::Behaviour,
+                item: to_item(&into_key, &next)?,
+                cond: Some(into_cond),
+            },
+            TxOp::Delete {
+                table: Table::Behaviour,
+                key: from_key.clone(),
+                cond: Some(Cond::eq("version", from.version)),
+            },
+        ];
+        match store.transact(ops).await {
+            Ok(()) => return Ok(true),
+            Err(StoreError::TransactionCanceled { .. } | StoreError::Conflict(_)) => {
+                tokio::time::sleep(std::time::Duration::from_millis(u64::from(attempt) * 5)).await;
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    Err(StoreError::Conflict(format!(
+        "merging {session} into {user} kept conflicting"
+    )))
+}

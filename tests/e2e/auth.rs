@@ -58,6 +58,16 @@ async fn register_login_refresh_profile(backend: Backend) {
             .status,
         StatusCode::UNAUTHORIZED
     );
+    // Signing in with the anonymous session's id folds its behaviour in.
+    let with_session = app
+        .send(
+            app.http
+                .post(app.url("/api/auth/login"))
+                .header("x-session-id", "anon-1")
+                .json(&json!({"email": "ada@example.com", "password": "a long enough password"})),
+        )
+        .await;
+    assert_eq!(with_session.status, StatusCode::OK, "{}", with_session.text);
     let login = app.login("ADA@example.com", "a long enough password").await;
     assert_eq!(login.status, StatusCode::OK);
     assert_eq!(login.body["token_type"], "Bearer");

@@ -177,6 +177,7 @@ pub async fn register(
     ))]
 pub async fn login(
     State(state): State<AppState>,
+    headers: axum::http::HeaderMap,
     JsonBody(body): JsonBody,
 ) -> ApiResult<Json<TokenPair>> {
     let mut r = FieldReader::new(&body).map_err(ApiError::Validation)?;
@@ -195,8 +196,29 @@ pub async fn login(
     };
     let ok = verify_password(password, user.as_ref().map(|u| u.password_hash.clone())).await;
     match user {
-        Some(user) if ok => Ok(Json(issue(&state, &user).await?)),
+        Some(user) if ok => {
+            merge_session(&state, &headers, &user).await;
+            Ok(Json(issue(&state, &user).await?))
+        }
         _ => Err(ApiError::Unauthorized("wrong e-mail address or password")),
+    }
+}
+
+/// Folds the anonymous session named in `X-Session-Id` into the user's
+/// behaviour, so what they browsed before signing in still counts. A failure
+/// is logged, never fails the sign-in.
+async fn merge_session(state: &AppState, headers: &axum::http::HeaderMap, user: &User) {
+    let Some(session) = headers
+        .get(crate::routes::events::SESSION_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .filter(|s| !s.is_empty() && s.len() <= 128)
+    else {
+        return;
+    };
+    let from = domain::Subject::Session(session.to_owned()).key();
+    let into = domain::Subject::User(user.id.to_string()).key();
+    if let Err(e) = processors::pipeline::merge_profiles(state.store.as_ref(), &from, &into).await {
+        tracing::warn!(error = %e, "could not merge the session's behaviour into the user's");
     }
 }
 
