@@ -8,6 +8,8 @@ cd "$(dirname "$0")/.."
 CACHE="${XDG_CACHE_HOME:-$HOME/.cache}/shopstream"
 MOTO_VERSION=5.2.5
 MOTO_VENV="$CACHE/moto-$MOTO_VERSION"
+KINESIS_MOCK_VERSION=0.6.2
+KINESIS_MOCK_DIR="$CACHE/kinesis-local-$KINESIS_MOCK_VERSION/node_modules/kinesis-local"
 
 if ! "$MOTO_VENV/bin/python" -c 'import moto.server' >/dev/null 2>&1; then
   echo "test.sh: installing moto[server]==$MOTO_VERSION into $MOTO_VENV"
@@ -15,6 +17,15 @@ if ! "$MOTO_VENV/bin/python" -c 'import moto.server' >/dev/null 2>&1; then
   mkdir -p "$CACHE"
   python3 -m venv "$MOTO_VENV"
   "$MOTO_VENV/bin/pip" install --quiet --disable-pip-version-check "moto[server]==$MOTO_VERSION"
+fi
+
+if [ ! -f "$KINESIS_MOCK_DIR/main.js" ]; then
+  echo "test.sh: installing kinesis-local@$KINESIS_MOCK_VERSION (kinesis-mock) from npm"
+  command -v npm >/dev/null || { echo "test.sh: npm (Node.js) is needed for the Kinesis emulator" >&2; exit 1; }
+  rm -rf "$CACHE/kinesis-local-$KINESIS_MOCK_VERSION"
+  mkdir -p "$CACHE/kinesis-local-$KINESIS_MOCK_VERSION"
+  npm install --silent --no-save --no-audit --no-fund \
+    --prefix "$CACHE/kinesis-local-$KINESIS_MOCK_VERSION" "kinesis-local@$KINESIS_MOCK_VERSION"
 fi
 
 free_port() {
@@ -52,7 +63,18 @@ PIDS+=($!)
 wait_port "moto (DynamoDB emulator)" "$MOTO_PORT" "${PIDS[-1]}" "$LOGS/moto.log"
 echo "test.sh: DynamoDB emulator (moto $MOTO_VERSION) on 127.0.0.1:$MOTO_PORT"
 
+KINESIS_PORT=$(free_port)
+KINESIS_TLS_PORT=$(free_port)
+# kinesis-mock reads its TLS certificate from its own folder: start it there.
+(cd "$KINESIS_MOCK_DIR" && KINESIS_MOCK_PLAIN_PORT=$KINESIS_PORT KINESIS_MOCK_TLS_PORT=$KINESIS_TLS_PORT \
+  LOG_LEVEL=WARN SHARD_LIMIT=1000 CREATE_STREAM_DURATION=50ms SPLIT_SHARD_DURATION=200ms \
+  MERGE_SHARDS_DURATION=200ms exec node main.js) >"$LOGS/kinesis.log" 2>&1 &
+PIDS+=($!)
+wait_port "kinesis-mock (Kinesis emulator)" "$KINESIS_PORT" "${PIDS[-1]}" "$LOGS/kinesis.log"
+echo "test.sh: Kinesis emulator (kinesis-local $KINESIS_MOCK_VERSION) on 127.0.0.1:$KINESIS_PORT"
+
 export SHOPSTREAM_TEST_DYNAMODB_ENDPOINT="http://127.0.0.1:$MOTO_PORT"
+export SHOPSTREAM_TEST_KINESIS_ENDPOINT="http://127.0.0.1:$KINESIS_PORT"
 export AWS_ACCESS_KEY_ID=test AWS_SECRET_ACCESS_KEY=test AWS_REGION=us-east-1
 export AWS_EC2_METADATA_DISABLED=true
 

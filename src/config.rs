@@ -22,6 +22,23 @@ pub enum Backend {
     Aws,
 }
 
+/// Where events are published and consumed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StreamKind {
+    /// The durable log in the store (default; no outside service).
+    Embedded,
+    /// An Amazon Kinesis data stream (`kinesis_stream`).
+    Kinesis,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum InitialPosition {
+    TrimHorizon,
+    Latest,
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum LogFormat {
@@ -56,6 +73,12 @@ pub struct Settings {
     pub max_events_per_request: usize,
     pub consumer_batch: usize,
     pub lease_failover_secs: u64,
+    pub stream: StreamKind,
+    pub kinesis_stream: String,
+    /// Shards `shopstream init` creates the stream with.
+    pub kinesis_shards: i32,
+    pub kinesis_initial_position: InitialPosition,
+    pub shard_sync_secs: u64,
 }
 
 impl Default for Settings {
@@ -82,6 +105,11 @@ impl Default for Settings {
             max_events_per_request: 500,
             consumer_batch: 1000,
             lease_failover_secs: 10,
+            stream: StreamKind::Embedded,
+            kinesis_stream: "shopstream-events".into(),
+            kinesis_shards: 4,
+            kinesis_initial_position: InitialPosition::TrimHorizon,
+            shard_sync_secs: 10,
         }
     }
 }
@@ -176,6 +204,21 @@ impl Settings {
         }
         if !(1..=3600).contains(&self.lease_failover_secs) {
             bail!("invalid configuration: lease_failover_secs must be from 1 to 3600");
+        }
+        if !(1..=500).contains(&self.kinesis_shards) {
+            bail!("invalid configuration: kinesis_shards must be from 1 to 500");
+        }
+        if !(1..=3600).contains(&self.shard_sync_secs) {
+            bail!("invalid configuration: shard_sync_secs must be from 1 to 3600");
+        }
+        let name_ok = |n: &str| {
+            (1..=128).contains(&n.len())
+                && n.bytes().all(|b| b.is_ascii_alphanumeric() || b"_-.".contains(&b))
+        };
+        if !name_ok(&self.kinesis_stream) {
+            bail!(
+                "invalid configuration: kinesis_stream must be 1 to 128 letters, digits, '_', '-' or '.'"
+            );
         }
         if !(1..=64).contains(&self.log_partitions) {
             bail!("invalid configuration: log_partitions must be from 1 to 64");

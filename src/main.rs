@@ -8,9 +8,13 @@ use std::{path::PathBuf, sync::Arc, time::Duration};
 use anyhow::Context;
 use api::{ApiConfig, AppState, JwksSettings, Tokens, bootstrap};
 use clap::{Parser, Subcommand};
-use config::{Backend, LogFormat, Settings};
+use config::{Backend, LogFormat, Settings, StreamKind};
 use domain::{Email, Role};
-use ingest::{EventSink, Leases, LogConsumer, StoreLog, log::ConsumerSettings};
+use ingest::{
+    EventSink, Leases, LogConsumer, StoreLog,
+    kinesis::{KinesisConsumer, KinesisSettings, KinesisSink},
+    log::ConsumerSettings,
+};
 use processors::{Bus, Pipeline};
 use storage::{Store, dynamo::Dynamo, embedded::Embedded};
 
@@ -33,7 +37,8 @@ enum Command {
     /// Serve the API (the default): bootstraps the first admin and, on an
     /// empty store, a demo catalogue.
     Serve,
-    /// Create the tables on the configured backend. Safe to run again.
+    /// Create the tables on the configured backend, and the Kinesis stream
+    /// if `stream = "kinesis"`. Safe to run again.
     Init,
     /// Publish events from a JSON-lines file (one envelope per line) to the
     /// configured stream. If a server holds the embedded store, they go
@@ -125,10 +130,32 @@ pub(crate) async fn open_store(settings: &Settings) -> anyhow::Result<Arc<dyn St
     })
 }
 
+/// The outside stream events are published to, if one is configured.
+pub(crate) async fn outside_sink(settings: &Settings) -> anyhow::Result<Option<Arc<dyn EventSink>>> {
+    Ok(match settings.stream {
+        StreamKind::Embedded => None,
+        StreamKind::Kinesis => Some(Arc::new(KinesisSink::new(
+            ingest::kinesis::client_from_env().await,
+            settings.kinesis_stream.clone(),
+        ))),
+    })
+}
+
+/// The stream events are published to, as configured.
+pub(crate) async fn event_sink(
+    settings: &Settings,
+    store: &Arc<dyn Store>,
+) -> anyhow::Result<Arc<dyn EventSink>> {
+    Ok(match outside_sink(settings).await? {
+        Some(sink) => sink,
+        None => Arc::new(StoreLog::new(store.clone(), settings.log_partitions)),
+    })
+}
+
 fn app_state(
     settings: &Settings,
     store: Arc<dyn Store>,
-    log: StoreLog,
+    events: Arc<dyn EventSink>,
     bus: Bus,
 ) -> anyhow::Result<AppState> {
     let jwks = settings.jwks_url.clone().map(|url| JwksSettings {
@@ -143,16 +170,13 @@ fn app_state(
         Duration::from_secs(settings.refresh_token_ttl_secs),
         jwks,
     );
-    let events: Arc<dyn EventSink> = Arc::new(log.clone());
     let metrics = api::install_recorder()?;
     let config = ApiConfig {
         max_body_bytes: settings.max_body_bytes,
         request_timeout: Duration::from_secs(settings.request_timeout_secs),
         max_events_per_request: settings.max_events_per_request,
     };
-    Ok(AppState::new(
-        store, events, log, bus, tokens, metrics, config,
-    ))
+    Ok(AppState::new(store, events, bus, tokens, metrics, config))
 }
 
 async fn serve(settings: Settings) -> anyhow::Result<()> {
@@ -163,9 +187,9 @@ async fn serve(settings: Settings) -> anyhow::Result<()> {
     store.ping().await.context(
         "the store is not reachable (for backend = \"aws\", run `shopstream init` first)",
     )?;
-    let log = StoreLog::new(store.clone(), settings.log_partitions);
     let bus = Bus::default();
-    let state = app_state(&settings, store.clone(), log.clone(), bus.clone())?;
+    let events = event_sink(&settings, &store).await?;
+    let state = app_state(&settings, store.clone(), events, bus.clone())?;
     match bootstrap::ensure_admin(
         &state,
         settings.admin_email.as_deref(),
@@ -198,23 +222,49 @@ async fn serve(settings: Settings) -> anyhow::Result<()> {
     // Tests and scripts read this line to learn the port when listening on port 0.
     println!("shopstream listening on http://{addr}");
 
-    // The pipeline: the log's partitions under leases, and the alert sweeper.
+    // The pipeline: the stream's shards under leases, and the alert sweeper.
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let pipeline = Pipeline::new(store.clone(), bus.clone());
-    let consumer = LogConsumer {
-        log,
-        leases: Leases::new(
-            store.clone(),
-            settings.instance_id()?,
-            Duration::from_secs(settings.lease_failover_secs),
+    let leases = Leases::new(
+        store.clone(),
+        settings.instance_id()?,
+        Duration::from_secs(settings.lease_failover_secs),
+    );
+    tracing::info!(instance = leases.owner(), stream = ?settings.stream, "starting the consumer");
+    let consumer = match settings.stream {
+        StreamKind::Embedded => tokio::spawn(
+            LogConsumer {
+                log: StoreLog::new(store.clone(), settings.log_partitions),
+                leases,
+                pipeline,
+                settings: ConsumerSettings {
+                    batch: settings.consumer_batch,
+                    ..ConsumerSettings::default()
+                },
+            }
+            .run(stopped.clone()),
         ),
-        pipeline,
-        settings: ConsumerSettings {
-            batch: settings.consumer_batch,
-            ..ConsumerSettings::default()
-        },
+        StreamKind::Kinesis => tokio::spawn(
+            KinesisConsumer {
+                client: ingest::kinesis::client_from_env().await,
+                stream: settings.kinesis_stream.clone(),
+                leases,
+                pipeline,
+                settings: KinesisSettings {
+                    initial: match settings.kinesis_initial_position {
+                        config::InitialPosition::TrimHorizon => {
+                            ingest::kinesis::InitialPosition::TrimHorizon
+                        }
+                        config::InitialPosition::Latest => ingest::kinesis::InitialPosition::Latest,
+                    },
+                    batch: settings.consumer_batch as i32,
+                    shard_sync: Duration::from_secs(settings.shard_sync_secs),
+                    ..KinesisSettings::default()
+                },
+            }
+            .run(stopped.clone()),
+        ),
     };
-    let consumer = tokio::spawn(consumer.run(stopped.clone()));
     let sweeper = tokio::spawn(sweep_alerts_periodically(store, bus, stopped));
 
     api::serve(listener, state, shutdown_signal()).await?;
@@ -293,8 +343,8 @@ async fn create_user(settings: &Settings, command: UserCommand) -> anyhow::Resul
             .to_owned()
     });
     let store = open_store(settings).await?;
-    let log = StoreLog::new(store.clone(), settings.log_partitions);
-    let state = app_state(settings, store, log, Bus::default())?;
+    let events = event_sink(settings, &store).await?;
+    let state = app_state(settings, store, events, Bus::default())?;
     let user = api::create_user(&state, email, password, name, role, supplier_id)
         .await
         .map_err(|e| anyhow::anyhow!("{e}"))?;
@@ -318,9 +368,9 @@ async fn dead_letters(settings: &Settings, command: DeadLetterCommand) -> anyhow
             }
         }
         DeadLetterCommand::Replay { id } => {
-            let log = StoreLog::new(store, settings.log_partitions);
-            match log.replay_dead_letter(&id).await? {
-                Some((p, o)) => println!("replayed {id} to log partition {p} at offset {o}"),
+            let sink = event_sink(settings, &store).await?;
+            match sink.replay_dead_letter(store.as_ref(), &id).await? {
+                Some(to) => println!("replayed {id} to {to}"),
                 None => anyhow::bail!("no dead letter {id}"),
             }
         }
@@ -350,6 +400,17 @@ async fn main() -> std::process::ExitCode {
                     store.backend(),
                     settings.table_prefix
                 );
+                if settings.stream == StreamKind::Kinesis {
+                    let client = ingest::kinesis::client_from_env().await;
+                    ingest::kinesis::ensure_stream(
+                        &client,
+                        &settings.kinesis_stream,
+                        settings.kinesis_shards,
+                    )
+                    .await
+                    .map_err(anyhow::Error::msg)?;
+                    println!("kinesis stream {:?} active", settings.kinesis_stream);
+                }
                 Ok(())
             }
             .await

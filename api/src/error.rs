@@ -84,6 +84,15 @@ impl From<StoreError> for ApiError {
     }
 }
 
+impl From<ingest::PublishError> for ApiError {
+    fn from(e: ingest::PublishError) -> Self {
+        match e {
+            ingest::PublishError::Store(e) => e.into(),
+            e => ApiError::Unavailable(format!("the stream did not take the records: {e}")),
+        }
+    }
+}
+
 /// An RFC 9457 problem document.
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct Problem {

@@ -24,7 +24,7 @@ mod routes;
 use std::{future::Future, sync::Arc, time::Duration};
 
 use axum::{Router, extract::DefaultBodyLimit, http::HeaderName, middleware};
-use ingest::{EventSink, StoreLog};
+use ingest::EventSink;
 use metrics_exporter_prometheus::PrometheusHandle;
 use processors::Bus;
 use storage::{Store, products::Products, users::Users};
@@ -57,8 +57,6 @@ pub struct AppState {
     pub users: Users,
     pub products: Products,
     pub events: Arc<dyn EventSink>,
-    /// The embedded log, for replaying dead letters onto it.
-    pub log: StoreLog,
     /// What the pipeline changed, for live pushes.
     pub bus: Bus,
     pub tokens: Arc<Tokens>,
@@ -70,7 +68,6 @@ impl AppState {
     pub fn new(
         store: Arc<dyn Store>,
         events: Arc<dyn EventSink>,
-        log: StoreLog,
         bus: Bus,
         tokens: Tokens,
         metrics: PrometheusHandle,
@@ -81,7 +78,6 @@ impl AppState {
             products: Products::new(store.clone()),
             store,
             events,
-            log,
             bus,
             tokens: Arc::new(tokens),
             metrics,

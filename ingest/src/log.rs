@@ -14,7 +14,6 @@ use std::{
 };
 
 use async_trait::async_trait;
-use domain::Event;
 use processors::{CommitError, Pipeline, Record as PipelineRecord};
 use storage::{Cond, Key, Query, SortRange, Store, StoreError, Table, TxOp, Update, Value};
 use tokio::sync::{Mutex, Notify, watch};
@@ -207,9 +206,7 @@ impl StoreLog {
             return Ok(None);
         };
         let letter: processors::state::DeadLetter = storage::from_item(item)?;
-        let partition_key = Event::decode(&letter.raw)
-            .map(|e| e.payload.partition_key())
-            .unwrap_or_else(|_| "replayed".to_owned());
+        let partition_key = crate::replay_key(&letter.raw);
         let delete = TxOp::Delete {
             table: Table::DeadLetters,
             key,
@@ -275,13 +272,24 @@ impl StoreLog {
 
 #[async_trait]
 impl EventSink for StoreLog {
-    async fn publish(&self, events: &[Event]) -> Result<(), PublishError> {
-        let records = events
-            .iter()
-            .map(|e| Ok((e.payload.partition_key(), serde_json::to_vec(e)?)))
-            .collect::<Result<Vec<_>, serde_json::Error>>()?;
-        self.append(&records).await?;
+    async fn publish_raw(&self, records: &[(String, Vec<u8>)]) -> Result<(), PublishError> {
+        self.append(records).await?;
         Ok(())
+    }
+
+    fn describe(&self) -> String {
+        "log".into()
+    }
+
+    /// One transaction: the append and the delete happen together or not at all.
+    async fn replay_dead_letter(
+        &self,
+        _store: &dyn Store,
+        id: &str,
+    ) -> Result<Option<String>, PublishError> {
+        Ok(StoreLog::replay_dead_letter(self, id)
+            .await?
+            .map(|(p, o)| format!("log partition {p} offset {o}")))
     }
 }
 

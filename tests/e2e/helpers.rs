@@ -58,6 +58,17 @@ pub fn dynamodb_endpoint() -> String {
     })
 }
 
+pub fn kinesis_endpoint() -> String {
+    std::env::var("SHOPSTREAM_TEST_KINESIS_ENDPOINT").unwrap_or_else(|_| {
+        panic!(
+            "SHOPSTREAM_TEST_KINESIS_ENDPOINT is not set: run the tests with ./scripts/test.sh, \
+             or start kinesis-mock yourself (`npm install kinesis-local`, then in \
+             node_modules/kinesis-local: KINESIS_MOCK_PLAIN_PORT=4568 node main.js) and set \
+             SHOPSTREAM_TEST_KINESIS_ENDPOINT=http://127.0.0.1:4568"
+        )
+    })
+}
+
 /// Where one test's instance keeps its data: its own directory, and on AWS its
 /// own table prefix.
 #[derive(Debug)]
@@ -86,6 +97,20 @@ impl Env {
         self.extra.retain(|(k, _)| k != key);
         self.extra.push((key.into(), value.into()));
         self
+    }
+
+    /// Reads and writes events on a Kinesis stream of its own in the emulator.
+    pub fn kinesis(self, shards: u32) -> Self {
+        let stream = format!("e2e-{}", rand_suffix());
+        self.set("SHOPSTREAM_STREAM", "kinesis")
+            .set("SHOPSTREAM_KINESIS_STREAM", &stream)
+            .set("SHOPSTREAM_KINESIS_SHARDS", &shards.to_string())
+            .set("SHOPSTREAM_SHARD_SYNC_SECS", "1")
+            .set("AWS_ENDPOINT_URL_KINESIS", &kinesis_endpoint())
+            .set("AWS_REGION", "us-east-1")
+            .set("AWS_ACCESS_KEY_ID", "test")
+            .set("AWS_SECRET_ACCESS_KEY", "test")
+            .set("AWS_EC2_METADATA_DISABLED", "true")
     }
 
     pub fn without(mut self, key: &str) -> Self {

@@ -312,14 +312,24 @@ async fn verify(app: &App, admin: &str, totals: &Totals) -> Result<(), String> {
 }
 
 /// `pause_ms`: how long each run lives before SIGKILL, at least.
-async fn crash_and_restart(backend: Backend, events: usize, kills: usize, pause_ms: u64) {
-    let env = Env::new(backend)
+/// `kinesis`: events go through a 4-shard Kinesis stream instead of the log.
+async fn crash_and_restart(
+    backend: Backend,
+    kinesis: bool,
+    events: usize,
+    kills: usize,
+    pause_ms: u64,
+) {
+    let mut env = Env::new(backend)
         .set("SHOPSTREAM_CONSUMER_BATCH", "200")
         .set("SHOPSTREAM_LEASE_FAILOVER_SECS", "2");
+    if kinesis {
+        env = env.kinesis(4);
+    }
     let (file, totals) = generate(events, 40);
     let path = env.dir.path().join("events.jsonl");
     std::fs::write(&path, file).unwrap();
-    if backend == Backend::Aws {
+    if backend == Backend::Aws || kinesis {
         let (code, out, err) = env.run(&["init"]).await;
         assert_eq!(code, 0, "{out}{err}");
     }
@@ -378,12 +388,22 @@ async fn crash_and_restart(backend: Backend, events: usize, kills: usize, pause_
 
 #[tokio::test]
 async fn crash_test_embedded_20000_events_5_kills() {
-    crash_and_restart(Backend::Embedded, 20_000, 5, 150).await;
+    crash_and_restart(Backend::Embedded, false, 20_000, 5, 150).await;
 }
 
 #[tokio::test]
 async fn crash_test_dynamodb_log_600_events_3_kills() {
     // Each process has its own lease owner id on AWS, so a restarted one
     // waits out the failover time (2 s here) before it takes the shards.
-    crash_and_restart(Backend::Aws, 600, 3, 2_500).await;
+    crash_and_restart(Backend::Aws, false, 600, 3, 2_500).await;
+}
+
+#[tokio::test]
+async fn crash_test_kinesis_20000_events_5_kills() {
+    crash_and_restart(Backend::Embedded, true, 20_000, 5, 400).await;
+}
+
+#[tokio::test]
+async fn crash_test_kinesis_to_dynamodb_600_events_3_kills() {
+    crash_and_restart(Backend::Aws, true, 600, 3, 2_500).await;
 }

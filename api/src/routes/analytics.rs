@@ -254,12 +254,14 @@ pub async fn dead_letters(
 /// Where a replayed record went.
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct Replayed {
-    pub partition: u32,
-    pub offset: u64,
+    /// Where the record went: `log partition P offset O`, `kinesis:STREAM`
+    /// or `kafka:TOPIC`.
+    pub to: String,
 }
 
 /// Puts a dead letter's record back on the stream (after a fix made it
-/// valid) and removes it from the list, in one transaction.
+/// valid) and removes it from the list — in one transaction on the embedded
+/// log; on Kinesis or Kafka the append comes first, then the delete.
 #[utoipa::path(post, path = "/api/admin/dead-letters/{id}/replay", tag = "admin", security(("bearer" = [])),
     params(("id" = String, Path)),
     responses((status = 202, body = Replayed), (status = 404, body = crate::Problem)))]
@@ -269,10 +271,10 @@ pub async fn replay_dead_letter(
     Path(id): Path<String>,
 ) -> ApiResult<(StatusCode, Json<Replayed>)> {
     caller.require(Role::Admin)?;
-    let (partition, offset) = state
-        .log
-        .replay_dead_letter(&id)
+    let to = state
+        .events
+        .replay_dead_letter(state.store.as_ref(), &id)
         .await?
         .ok_or(ApiError::NotFound("dead letter"))?;
-    Ok((StatusCode::ACCEPTED, Json(Replayed { partition, offset })))
+    Ok((StatusCode::ACCEPTED, Json(Replayed { to })))
 }
