@@ -30,6 +30,9 @@ pub enum StreamKind {
     Embedded,
     /// An Amazon Kinesis data stream (`kinesis_stream`).
     Kinesis,
+    /// A Kafka topic (`kafka_topic` on `kafka_brokers`), read as a member of
+    /// the consumer group `kafka_group`.
+    Kafka,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -79,6 +82,12 @@ pub struct Settings {
     pub kinesis_shards: i32,
     pub kinesis_initial_position: InitialPosition,
     pub shard_sync_secs: u64,
+    pub kafka_brokers: String,
+    pub kafka_topic: String,
+    pub kafka_group: String,
+    /// Partitions `shopstream init` creates the topic with.
+    pub kafka_partitions: i32,
+    pub kafka_session_timeout_ms: u64,
 }
 
 impl Default for Settings {
@@ -110,6 +119,11 @@ impl Default for Settings {
             kinesis_shards: 4,
             kinesis_initial_position: InitialPosition::TrimHorizon,
             shard_sync_secs: 10,
+            kafka_brokers: "127.0.0.1:9092".into(),
+            kafka_topic: "shopstream-events".into(),
+            kafka_group: "shopstream".into(),
+            kafka_partitions: 4,
+            kafka_session_timeout_ms: 10_000,
         }
     }
 }
@@ -156,6 +170,17 @@ impl Settings {
             .map_err(describe)?;
         settings.validate()?;
         Ok(settings)
+    }
+
+    pub fn kafka(&self) -> ingest::kafka::KafkaSettings {
+        ingest::kafka::KafkaSettings {
+            brokers: self.kafka_brokers.clone(),
+            topic: self.kafka_topic.clone(),
+            group: self.kafka_group.clone(),
+            batch: self.consumer_batch,
+            linger: std::time::Duration::from_millis(100),
+            session_timeout: std::time::Duration::from_millis(self.kafka_session_timeout_ms),
+        }
     }
 
     fn validate(&self) -> anyhow::Result<()> {
@@ -219,6 +244,20 @@ impl Settings {
             bail!(
                 "invalid configuration: kinesis_stream must be 1 to 128 letters, digits, '_', '-' or '.'"
             );
+        }
+        if !name_ok(&self.kafka_topic) || !name_ok(&self.kafka_group) {
+            bail!(
+                "invalid configuration: kafka_topic and kafka_group must be 1 to 128 letters, digits, '_', '-' or '.'"
+            );
+        }
+        if self.kafka_brokers.trim().is_empty() {
+            bail!("invalid configuration: kafka_brokers must name at least one host:port");
+        }
+        if !(1..=1000).contains(&self.kafka_partitions) {
+            bail!("invalid configuration: kafka_partitions must be from 1 to 1000");
+        }
+        if !(1000..=300_000).contains(&self.kafka_session_timeout_ms) {
+            bail!("invalid configuration: kafka_session_timeout_ms must be from 1000 to 300000");
         }
         if !(1..=64).contains(&self.log_partitions) {
             bail!("invalid configuration: log_partitions must be from 1 to 64");

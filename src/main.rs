@@ -1,6 +1,7 @@
 //! The `shopstream` binary: the command line and the wiring of the crates.
 
 mod config;
+mod import;
 mod produce;
 
 use std::{path::PathBuf, sync::Arc, time::Duration};
@@ -12,6 +13,7 @@ use config::{Backend, LogFormat, Settings, StreamKind};
 use domain::{Email, Role};
 use ingest::{
     EventSink, Leases, LogConsumer, StoreLog,
+    kafka::{KafkaConsumer, KafkaSink},
     kinesis::{KinesisConsumer, KinesisSettings, KinesisSink},
     log::ConsumerSettings,
 };
@@ -56,6 +58,12 @@ enum Command {
         #[arg(long, default_value_t = 500)]
         batch: usize,
     },
+    /// Import a public data set's behaviour log as events onto the stream
+    /// (directly, or through the running server like `produce`).
+    Import {
+        #[command(subcommand)]
+        source: ImportSource,
+    },
     /// List or replay dead letters (records that were not valid events).
     /// In embedded mode, stop the server first, or use the API.
     DeadLetters {
@@ -66,6 +74,25 @@ enum Command {
     User {
         #[command(subcommand)]
         command: UserCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum ImportSource {
+    /// RetailRocket's `events.csv` (view → browse.viewed, addtocart →
+    /// basket.added, transaction → purchase.completed).
+    Retailrocket {
+        #[arg(long)]
+        events: PathBuf,
+        /// Import only the oldest N events.
+        #[arg(long)]
+        limit: Option<usize>,
+        #[arg(long)]
+        url: Option<String>,
+        #[arg(long, env = "SHOPSTREAM_TOKEN", hide_env_values = true)]
+        token: Option<String>,
+        #[arg(long, default_value_t = 500)]
+        batch: usize,
     },
 }
 
@@ -138,6 +165,9 @@ pub(crate) async fn outside_sink(settings: &Settings) -> anyhow::Result<Option<A
             ingest::kinesis::client_from_env().await,
             settings.kinesis_stream.clone(),
         ))),
+        StreamKind::Kafka => Some(Arc::new(
+            KafkaSink::new(&settings.kafka()).map_err(anyhow::Error::msg)?,
+        )),
     })
 }
 
@@ -264,6 +294,19 @@ async fn serve(settings: Settings) -> anyhow::Result<()> {
             }
             .run(stopped.clone()),
         ),
+        StreamKind::Kafka => {
+            let consumer = KafkaConsumer {
+                settings: settings.kafka(),
+                leases,
+                pipeline,
+            };
+            let stopped = stopped.clone();
+            tokio::spawn(async move {
+                if let Err(e) = consumer.run(stopped).await {
+                    tracing::error!(error = %e, "the Kafka consumer stopped");
+                }
+            })
+        }
     };
     let sweeper = tokio::spawn(sweep_alerts_periodically(store, bus, stopped));
 
@@ -411,6 +454,12 @@ async fn main() -> std::process::ExitCode {
                     .map_err(anyhow::Error::msg)?;
                     println!("kinesis stream {:?} active", settings.kinesis_stream);
                 }
+                if settings.stream == StreamKind::Kafka {
+                    ingest::kafka::ensure_topic(&settings.kafka(), settings.kafka_partitions)
+                        .await
+                        .map_err(anyhow::Error::msg)?;
+                    println!("kafka topic {:?} ready", settings.kafka_topic);
+                }
                 Ok(())
             }
             .await
@@ -423,6 +472,16 @@ async fn main() -> std::process::ExitCode {
             token,
             batch,
         } => produce::run(&settings, file, url, token, batch).await,
+        Command::Import {
+            source:
+                ImportSource::Retailrocket {
+                    events,
+                    limit,
+                    url,
+                    token,
+                    batch,
+                },
+        } => produce::import_retailrocket(&settings, events, limit, url, token, batch).await,
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

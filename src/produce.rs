@@ -143,6 +143,32 @@ pub async fn run(
         .filter(|l| !l.trim().is_empty())
         .map(|l| l.as_bytes().to_vec())
         .collect();
+    send_all(settings, lines, url, token, batch).await
+}
+
+pub async fn import_retailrocket(
+    settings: &Settings,
+    file: PathBuf,
+    limit: Option<usize>,
+    url: Option<String>,
+    token: Option<String>,
+    batch: usize,
+) -> anyhow::Result<()> {
+    let (lines, skipped) =
+        tokio::task::spawn_blocking(move || crate::import::convert(&file, limit)).await??;
+    if skipped > 0 {
+        eprintln!("skipped {skipped} unreadable rows");
+    }
+    send_all(settings, lines, url, token, batch).await
+}
+
+async fn send_all(
+    settings: &Settings,
+    lines: Vec<Vec<u8>>,
+    url: Option<String>,
+    token: Option<String>,
+    batch: usize,
+) -> anyhow::Result<()> {
     let sender = Sender::new(settings, url, token).await?;
     let bar = progress(lines.len() as u64, "events");
     let (mut sent, mut failed) = (0usize, 0usize);

@@ -8,7 +8,10 @@
 //! - [`lease`]: shard leases and checkpoints in the store.
 //! - [`kinesis`]: the Kinesis consumer (leases, resharding, throttling, KPL
 //!   de-aggregation via [`kpl`], positions in [`position`]) and producer.
+//! - [`kafka`]: a consumer group member with offsets kept in the store, and
+//!   a producer.
 
+pub mod kafka;
 pub mod kinesis;
 pub mod kpl;
 pub mod lease;

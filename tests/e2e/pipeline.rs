@@ -407,3 +407,63 @@ async fn crash_test_kinesis_20000_events_5_kills() {
 async fn crash_test_kinesis_to_dynamodb_600_events_3_kills() {
     crash_and_restart(Backend::Aws, true, 600, 3, 2_500).await;
 }
+
+/// RetailRocket rows imported with the CLI onto a Kinesis stream, and an
+/// event posted to the collector, are applied by the server reading it.
+#[tokio::test]
+async fn import_retailrocket_and_collector_through_kinesis() {
+    let env = Env::new(Backend::Embedded).kinesis(2);
+    let (code, out, err) = env.run(&["init"]).await;
+    assert_eq!(code, 0, "{out}{err}");
+    let app = env.start().await;
+    let admin = app.admin_token().await;
+    let now_ms = time::OffsetDateTime::now_utc().unix_timestamp() * 1000;
+    let mut csv = String::from("timestamp,visitorid,event,itemid,transactionid\n");
+    for i in 0..30 {
+        csv.push_str(&format!("{},{},view,{},\n", now_ms - 5000 + i, 100 + i % 4, 7 + i % 3));
+    }
+    for i in 0..5 {
+        csv.push_str(&format!("{},{},addtocart,7,\n", now_ms - 3000 + i, 100 + i));
+    }
+    csv.push_str(&format!("{},100,transaction,7,900\n", now_ms - 1000));
+    csv.push_str(&format!("{},100,transaction,8,900\n", now_ms - 1000));
+    csv.push_str("not,a,row\n");
+    let path = env.dir.path().join("events.csv");
+    std::fs::write(&path, csv).unwrap();
+    let (code, out, err) = env
+        .run(&["import", "retailrocket", "--events", path.to_str().unwrap()])
+        .await;
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("sent 36, failed 0"), "{out}");
+    assert!(err.contains("skipped 1"), "{err}");
+    // And one view through the HTTP collector, published to Kinesis.
+    let posted = app
+        .call(
+            Method::POST,
+            "/api/events",
+            Some(&admin),
+            Some(json!([envelope("browse.viewed",
+                json!({"session_id": "web-1", "product_id": "00000000-0000-8000-8000-000000000007"}))])),
+        )
+        .await;
+    assert_eq!(posted.status, StatusCode::ACCEPTED, "{}", posted.body);
+    eventually("the imported events applied", || async {
+        let s = app
+            .call(Method::GET, "/api/analytics/summary?minutes=60", Some(&admin), None)
+            .await;
+        let t = &s.body["totals"];
+        let got = (
+            t["views"].as_i64(),
+            t["basket_adds"].as_i64(),
+            t["purchases"].as_i64(),
+            t["units"].as_i64(),
+        );
+        if got == (Some(31), Some(5), Some(1), Some(2)) {
+            Ok(())
+        } else {
+            Err(format!("totals {got:?}"))
+        }
+    })
+    .await;
+    app.stop().await;
+}

@@ -1,0 +1,419 @@
+//! Kafka (`rdkafka`): a consumer group member and a producer.
+//!
+//! The group coordinator decides which member reads a partition; the store
+//! decides what counts. When a partition is assigned, the member takes that
+//! partition's lease in the store (its counter grows), which fences any batch
+//! the previous owner still holds: that batch's transaction is refused. Each
+//! batch's effects and its offset are committed in one store transaction;
+//! the Kafka offset commit that follows is only a hint of where to start
+//! fetching, always at or before the stored checkpoint, and records at or
+//! below the checkpoint are skipped. So a rebalance, a crash or a zombie
+//! neither loses nor double-applies a batch.
+
+use std::{
+    collections::{BTreeMap, HashMap},
+    sync::Mutex,
+    time::{Duration, Instant},
+};
+
+use async_trait::async_trait;
+use processors::{CommitError, Pipeline, Record};
+use rdkafka::{
+    ClientConfig, ClientContext, Message, Offset, TopicPartitionList,
+    admin::{AdminClient, AdminOptions, NewTopic, TopicReplication},
+    consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer},
+    error::KafkaError,
+    producer::{FutureProducer, FutureRecord},
+    types::RDKafkaErrorCode,
+};
+use tokio::sync::watch;
+
+use crate::{EventSink, Held, Leases, PublishError};
+
+/// Settings shared by the Kafka consumer, producer and admin client.
+#[derive(Clone, Debug)]
+pub struct KafkaSettings {
+    /// `bootstrap.servers`.
+    pub brokers: String,
+    pub topic: String,
+    pub group: String,
+    /// Records per batch, at most.
+    pub batch: usize,
+    /// How long a batch waits to fill before it is committed.
+    pub linger: Duration,
+    /// `session.timeout.ms`: how soon the group notices a dead member.
+    pub session_timeout: Duration,
+}
+
+impl KafkaSettings {
+    fn client(&self) -> ClientConfig {
+        let mut c = ClientConfig::new();
+        c.set("bootstrap.servers", &self.brokers)
+            .set("client.id", "shopstream");
+        c
+    }
+}
+
+/// Creates the topic with `partitions` partitions unless it exists.
+pub async fn ensure_topic(settings: &KafkaSettings, partitions: i32) -> Result<(), String> {
+    let admin: AdminClient<_> = settings
+        .client()
+        .create()
+        .map_err(|e| format!("cannot create a Kafka admin client: {e}"))?;
+    let topic = NewTopic::new(&settings.topic, partitions, TopicReplication::Fixed(1));
+    let results = admin
+        .create_topics(
+            [&topic],
+            &AdminOptions::new().operation_timeout(Some(Duration::from_secs(30))),
+        )
+        .await
+        .map_err(|e| format!("cannot create topic {}: {e}", settings.topic))?;
+    for r in results {
+        match r {
+            Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
+            Err((t, e)) => return Err(format!("cannot create topic {t}: {e}")),
+        }
+    }
+    Ok(())
+}
+
+/// What the group did to this member, seen from librdkafka's callbacks.
+#[derive(Debug)]
+enum GroupChange {
+    Assigned(Vec<i32>),
+    Revoked(Vec<i32>),
+}
+
+#[derive(Default)]
+struct Context {
+    changes: Mutex<Vec<GroupChange>>,
+}
+
+fn partitions(tpl: &TopicPartitionList) -> Vec<i32> {
+    tpl.elements().iter().map(|e| e.partition()).collect()
+}
+
+impl ClientContext for Context {}
+
+impl ConsumerContext for Context {
+    fn pre_rebalance(&self, _: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        if let Rebalance::Revoke(tpl) = rebalance
+            && let Ok(mut c) = self.changes.lock()
+        {
+            c.push(GroupChange::Revoked(partitions(tpl)));
+        }
+    }
+
+    fn post_rebalance(&self, _: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        if let Rebalance::Assign(tpl) = rebalance
+            && let Ok(mut c) = self.changes.lock()
+        {
+            c.push(GroupChange::Assigned(partitions(tpl)));
+        }
+    }
+}
+
+/// A member of the consumer group, applying its partitions' records through
+/// the pipeline.
+#[derive(Clone, Debug)]
+pub struct KafkaConsumer {
+    pub settings: KafkaSettings,
+    pub leases: Leases,
+    pub pipeline: Pipeline,
+}
+
+/// One assigned partition: its lease and the records read but not committed.
+struct Partition {
+    held: Held,
+    pending: Vec<Record>,
+}
+
+impl Partition {
+    fn done(&self) -> i64 {
+        self.held
+            .lease
+            .checkpoint
+            .as_deref()
+            .and_then(|c| c.parse().ok())
+            .unwrap_or(-1)
+    }
+}
+
+impl KafkaConsumer {
+    /// Runs until `shutdown` turns true, then leaves the group. Dropping
+    /// (aborting) this future leaves without a goodbye, as a crash would.
+    pub async fn run(self, mut shutdown: watch::Receiver<bool>) -> Result<(), String> {
+        let s = &self.settings;
+        let consumer: StreamConsumer<Context> = s
+            .client()
+            .set("group.id", &s.group)
+            .set("enable.auto.commit", "true")
+            .set("auto.commit.interval.ms", "1000")
+            .set("enable.auto.offset.store", "false")
+            .set("auto.offset.reset", "earliest")
+            .set("session.timeout.ms", s.session_timeout.as_millis().to_string())
+            .set("heartbeat.interval.ms", (s.session_timeout.as_millis() / 4).max(100).to_string())
+            .set("partition.assignment.strategy", "range")
+            .create_with_context(Context::default())
+            .map_err(|e| format!("cannot create the Kafka consumer: {e}"))?;
+        consumer
+            .subscribe(&[&s.topic])
+            .map_err(|e| format!("cannot subscribe to {}: {e}", s.topic))?;
+        let mut owned: BTreeMap<i32, Partition> = BTreeMap::new();
+        let mut backoff = Duration::from_millis(100);
+        loop {
+            if *shutdown.borrow() {
+                break;
+            }
+            // Fill a batch, or wait out the linger.
+            let deadline = Instant::now() + s.linger;
+            let mut read = 0;
+            while read < s.batch {
+                let left = deadline.saturating_duration_since(Instant::now());
+                if left.is_zero() {
+                    break;
+                }
+                let message = tokio::select! {
+                    m = tokio::time::timeout(left, consumer.recv()) => m,
+                    _ = shutdown.changed() => break,
+                };
+                self.follow_group(&consumer, &mut owned).await;
+                let message = match message {
+                    Err(_) => break,
+                    Ok(Err(e)) => {
+                        tracing::warn!(error = %e, "Kafka consumer error");
+                        break;
+                    }
+                    Ok(Ok(m)) => m,
+                };
+                let p = message.partition();
+                if !owned.contains_key(&p) {
+                    // Assigned, but its lease could not be taken yet: take it
+                    // and read again from its checkpoint.
+                    if let Some(part) = self.take(p).await {
+                        let _ = consumer.seek(&s.topic, p, Offset::Offset(part.done() + 1), Duration::ZERO);
+                        owned.insert(p, part);
+                    }
+                    continue;
+                }
+                let Some(part) = owned.get_mut(&p) else { continue };
+                if message.offset() <= part.done()
+                    || part
+                        .pending
+                        .last()
+                        .is_some_and(|r| r.position.parse::<i64>().unwrap_or(-1) >= message.offset())
+                {
+                    continue;
+                }
+                part.pending.push(Record {
+                    position: message.offset().to_string(),
+                    data: message.payload().unwrap_or_default().to_vec(),
+                });
+                read += 1;
+            }
+            metrics::counter!("shopstream_records_read_total", "stream" => s.topic.clone(), "source" => "kafka")
+                .increment(read as u64);
+            self.follow_group(&consumer, &mut owned).await;
+            let mut failed = false;
+            let mut lost = Vec::new();
+            for (&p, part) in owned.iter_mut() {
+                if part.pending.is_empty() {
+                    continue;
+                }
+                let batch = std::mem::take(&mut part.pending);
+                match self.pipeline.apply(&part.held.checkpoint(), batch.clone()).await {
+                    Ok(applied) => {
+                        part.held.lease.checkpoint = applied.checkpoint;
+                        // The hint for where fetching starts after a restart.
+                        let _ = consumer.store_offset(&s.topic, p, part.done() + 1);
+                    }
+                    Err(CommitError::Fenced { .. }) => {
+                        tracing::warn!(topic = %s.topic, partition = p,
+                            "batch fenced: the partition's lease moved; nothing applied");
+                        lost.push(p);
+                    }
+                    Err(e) => {
+                        tracing::warn!(topic = %s.topic, partition = p, error = %e, "batch failed; retrying");
+                        part.pending = batch;
+                        failed = true;
+                    }
+                }
+            }
+            for p in lost {
+                owned.remove(&p);
+                // Still assigned to us by the group? Take the lease again and
+                // read on from what the store says was applied.
+                if let Ok(assignment) = consumer.assignment()
+                    && assignment.elements_for_topic(&s.topic).iter().any(|e| e.partition() == p)
+                    && let Some(part) = self.take(p).await
+                {
+                    let _ = consumer.seek(&s.topic, p, Offset::Offset(part.done() + 1), Duration::ZERO);
+                    owned.insert(p, part);
+                }
+            }
+            metrics::gauge!("shopstream_leases_held", "stream" => s.topic.clone()).set(owned.len() as f64);
+            if failed {
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(5));
+            } else {
+                backoff = Duration::from_millis(100);
+            }
+        }
+        // Leave the group; commit the hints we have.
+        let _ = consumer.commit_consumer_state(CommitMode::Sync);
+        consumer.unsubscribe();
+        for part in owned.values() {
+            let _ = self.leases.release(&part.held).await;
+        }
+        metrics::gauge!("shopstream_leases_held", "stream" => s.topic.clone()).set(0.0);
+        Ok(())
+    }
+
+    /// Applies the group's assignments and revocations: a revoked partition's
+    /// uncommitted records are dropped; an assigned one's lease is taken, and
+    /// fetching moves to just after its stored checkpoint.
+    async fn follow_group(
+        &self,
+        consumer: &StreamConsumer<Context>,
+        owned: &mut BTreeMap<i32, Partition>,
+    ) {
+        let changes: Vec<GroupChange> = match consumer.context().changes.lock() {
+            Ok(mut c) => std::mem::take(&mut *c),
+            Err(_) => return,
+        };
+        for change in changes {
+            match change {
+                GroupChange::Revoked(ps) => {
+                    tracing::info!(topic = %self.settings.topic, partitions = ?ps, "partitions revoked");
+                    for p in ps {
+                        owned.remove(&p);
+                    }
+                }
+                GroupChange::Assigned(ps) => {
+                    tracing::info!(topic = %self.settings.topic, partitions = ?ps, "partitions assigned");
+                    for p in ps {
+                        if let Some(part) = self.take(p).await {
+                            let _ = consumer.seek(
+                                &self.settings.topic,
+                                p,
+                                Offset::Offset(part.done() + 1),
+                                Duration::ZERO,
+                            );
+                            owned.insert(p, part);
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Takes a partition's lease whoever holds it: the group gave it to us.
+    async fn take(&self, p: i32) -> Option<Partition> {
+        let (topic, shard) = (self.settings.topic.as_str(), p.to_string());
+        for attempt in 0..20u64 {
+            let r = async {
+                self.leases.ensure(topic, &shard, Vec::new()).await?;
+                match self.leases.get(topic, &shard).await? {
+                    Some(seen) => self.leases.take(topic, &shard, &seen).await,
+                    None => Ok(None),
+                }
+            }
+            .await;
+            match r {
+                Ok(Some(held)) => {
+                    return Some(Partition {
+                        held,
+                        pending: Vec::new(),
+                    });
+                }
+                Ok(None) => {}
+                Err(e) => tracing::warn!(topic, partition = p, error = %e, "cannot take lease"),
+            }
+            tokio::time::sleep(Duration::from_millis(50 * (attempt + 1))).await;
+        }
+        None
+    }
+}
+
+/// Publishes to a Kafka topic, keyed by partition key (librdkafka's
+/// `murmur2_random` partitioner, as Java clients do), and returns once every
+/// record is acknowledged by all in-sync replicas.
+#[derive(Clone)]
+pub struct KafkaSink {
+    producer: FutureProducer,
+    topic: String,
+}
+
+impl std::fmt::Debug for KafkaSink {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KafkaSink")
+            .field("topic", &self.topic)
+            .finish()
+    }
+}
+
+impl KafkaSink {
+    pub fn new(settings: &KafkaSettings) -> Result<Self, String> {
+        let producer = settings
+            .client()
+            .set("acks", "all")
+            .set("partitioner", "murmur2_random")
+            .set("linger.ms", "5")
+            .set("message.timeout.ms", "30000")
+            // Retries keep each key's order.
+            .set("max.in.flight.requests.per.connection", "1")
+            .create()
+            .map_err(|e| format!("cannot create the Kafka producer: {e}"))?;
+        Ok(Self {
+            producer,
+            topic: settings.topic.clone(),
+        })
+    }
+}
+
+#[async_trait]
+impl EventSink for KafkaSink {
+    async fn publish_raw(&self, records: &[(String, Vec<u8>)]) -> Result<(), PublishError> {
+        let mut deliveries = Vec::with_capacity(records.len());
+        for (key, data) in records {
+            let record = FutureRecord::to(&self.topic).key(key).payload(data);
+            let mut record = record;
+            // Enqueue; wait for room when the local queue is full.
+            loop {
+                match self.producer.send_result(record) {
+                    Ok(delivery) => {
+                        deliveries.push(delivery);
+                        break;
+                    }
+                    Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), r)) => {
+                        record = r;
+                        tokio::time::sleep(Duration::from_millis(5)).await;
+                    }
+                    Err((e, _)) => return Err(PublishError::Stream(e.to_string())),
+                }
+            }
+        }
+        let mut failed: HashMap<String, usize> = HashMap::new();
+        for d in deliveries {
+            match d.await {
+                Ok(Ok(_)) => {}
+                Ok(Err((e, _))) => *failed.entry(e.to_string()).or_default() += 1,
+                Err(_) => *failed.entry("delivery cancelled".into()).or_default() += 1,
+            }
+        }
+        if failed.is_empty() {
+            Ok(())
+        } else {
+            Err(PublishError::Stream(format!(
+                "{} of {} records not delivered to {}: {failed:?}",
+                failed.values().sum::<usize>(),
+                records.len(),
+                self.topic
+            )))
+        }
+    }
+
+    fn describe(&self) -> String {
+        format!("kafka:{}", self.topic)
+    }
+}
