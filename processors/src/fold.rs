@@ -7,13 +7,13 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
-use domain::{Event, EventPayload, Rejection};
+use domain::{Event, EventPayload, ProductId, Rejection};
 use rust_decimal::Decimal;
 use storage::{Cond, Key, Table, TxOp, Update, Value, to_item};
 
 use crate::state::{
-    ALL, Counters, DeadLetter, Profile, Stock, dead_letter_key, hour_of, minute_key, minute_of,
-    profile_key, stock_key, trend_hour_key, trend_minute_key,
+    ALL, Counters, DeadLetter, Profile, Stock, dead_letter_key, minute_key, profile_key,
+    stock_key, trend_hour_key, trend_minute_key,
 };
 
 /// One record of a batch, decoded.
@@ -183,13 +183,18 @@ fn counter_op(key: Key, c: &Counters) -> TxOp {
 }
 
 fn stock_of<'m>(
-    stock: &'m mut BTreeMap<String, StockChange>,
+    stock: &'m mut BTreeMap<ProductId, StockChange>,
     snapshot: &Snapshot,
-    id: String,
+    id: ProductId,
 ) -> &'m mut StockChange {
-    stock
-        .entry(id)
-        .or_insert_with_key(|id| StockChange::new(snapshot.stock.get(id).cloned()))
+    stock.entry(id).or_insert_with(|| {
+        let read = if snapshot.stock.is_empty() {
+            None
+        } else {
+            snapshot.stock.get(&id.to_string()).cloned()
+        };
+        StockChange::new(read)
+    })
 }
 
 fn profile_of<'m>(
@@ -205,42 +210,43 @@ fn profile_of<'m>(
     &mut entry.1
 }
 
-/// Counters per (scope, minute) and per trending bucket.
+/// Counters per (product, minute), shop-wide per minute, and per trending
+/// bucket. Minutes are counted from the Unix epoch and named only when the
+/// operations are built, once per bucket rather than once per event.
 #[derive(Default)]
 struct Counts {
-    minutes: BTreeMap<(String, String), Counters>,
-    trend_m: BTreeMap<(String, String), Counters>,
-    trend_h: BTreeMap<(String, String), Counters>,
+    minutes: BTreeMap<(ProductId, i64), Counters>,
+    shop: BTreeMap<i64, Counters>,
+    trend_h: BTreeMap<(i64, ProductId), Counters>,
 }
 
 impl Counts {
-    fn product(&mut self, product: &str, minute: &str, hour: &str, c: &Counters) {
-        self.minutes
-            .entry((product.to_owned(), minute.to_owned()))
-            .or_default()
-            .add(c);
-        self.trend_m
-            .entry((minute.to_owned(), product.to_owned()))
-            .or_default()
-            .add(c);
+    fn product(&mut self, product: ProductId, minute: i64, c: &Counters) {
+        self.minutes.entry((product, minute)).or_default().add(c);
         self.trend_h
-            .entry((hour.to_owned(), product.to_owned()))
+            .entry((minute.div_euclid(60), product))
             .or_default()
             .add(c);
     }
 
-    fn shop(&mut self, minute: &str, c: &Counters) {
-        self.minutes
-            .entry((ALL.to_owned(), minute.to_owned()))
-            .or_default()
-            .add(c);
+    fn shop(&mut self, minute: i64, c: &Counters) {
+        self.shop.entry(minute).or_default().add(c);
+    }
+}
+
+/// `YYYY-MM-DDTHH:MM` (UTC) of a minute counted from the Unix epoch, as
+/// [`crate::state::minute_of`] writes it.
+fn minute_name(minute: i64) -> String {
+    match time::OffsetDateTime::from_unix_timestamp(minute * 60) {
+        Ok(t) => crate::state::minute_of(t),
+        Err(_) => "0000-00-00T00:00".into(),
     }
 }
 
 /// Folds the records into operations, given the items [`needs`] asked for.
 pub fn fold(records: &[Decoded], snapshot: &Snapshot, origin: &Origin<'_>) -> Folded {
     let mut out = Folded::default();
-    let mut stock: BTreeMap<String, StockChange> = BTreeMap::new();
+    let mut stock: BTreeMap<ProductId, StockChange> = BTreeMap::new();
     let mut profiles: BTreeMap<String, (Option<Profile>, Profile)> = BTreeMap::new();
     let mut counts = Counts::default();
     let mut dead_ops = Vec::new();
@@ -272,32 +278,30 @@ pub fn fold(records: &[Decoded], snapshot: &Snapshot, origin: &Origin<'_>) -> Fo
             }
         };
         *out.applied.entry(e.payload.type_name()).or_default() += 1;
-        let minute = minute_of(e.occurred_at);
-        let hour = hour_of(e.occurred_at);
         let at = (e.occurred_at.unix_timestamp_nanos() / 1_000_000) as i64;
+        let minute = e.occurred_at.unix_timestamp().div_euclid(60);
         match &e.payload {
             EventPayload::ProductUpserted(p) => {
-                let s = stock_of(&mut stock, snapshot, p.id.to_string());
+                let s = stock_of(&mut stock, snapshot, p.id);
                 s.set("low_stock_threshold", Some(n(p.low_stock_threshold)));
                 s.set("supplier_id", p.supplier_id.clone().map(Value::S));
                 s.set("name", Some(Value::S(p.name.clone())));
                 s.set("deleted", Some(Value::Bool(false)));
             }
             EventPayload::ProductDeleted { product_id } => {
-                stock_of(&mut stock, snapshot, product_id.to_string())
-                    .set("deleted", Some(Value::Bool(true)));
+                stock_of(&mut stock, snapshot, *product_id).set("deleted", Some(Value::Bool(true)));
             }
             EventPayload::StockAdjusted {
                 product_id, delta, ..
             } => {
-                stock_of(&mut stock, snapshot, product_id.to_string()).move_on_hand(*delta);
+                stock_of(&mut stock, snapshot, *product_id).move_on_hand(*delta);
             }
             EventPayload::StockCounted {
                 product_id,
                 on_hand,
                 sequence,
             } => {
-                let s = stock_of(&mut stock, snapshot, product_id.to_string());
+                let s = stock_of(&mut stock, snapshot, *product_id);
                 if *sequence > s.current.counted_seq {
                     let delta = on_hand - s.current.on_hand;
                     s.move_on_hand(delta);
@@ -314,8 +318,8 @@ pub fn fold(records: &[Decoded], snapshot: &Snapshot, origin: &Origin<'_>) -> Fo
                     views: 1,
                     ..Counters::default()
                 };
-                counts.product(&product_id.to_string(), &minute, &hour, &c);
-                counts.shop(&minute, &c);
+                counts.product(*product_id, minute, &c);
+                counts.shop(minute, &c);
                 if let Some(subject) = actor.subject() {
                     profile_of(&mut profiles, snapshot, subject.key())
                         .viewed(product_id.to_string(), at);
@@ -328,8 +332,8 @@ pub fn fold(records: &[Decoded], snapshot: &Snapshot, origin: &Origin<'_>) -> Fo
                     basket_adds: 1,
                     ..Counters::default()
                 };
-                counts.product(&product_id.to_string(), &minute, &hour, &c);
-                counts.shop(&minute, &c);
+                counts.product(*product_id, minute, &c);
+                counts.shop(minute, &c);
                 if let Some(subject) = actor.subject() {
                     profile_of(&mut profiles, snapshot, subject.key())
                         .added(product_id.to_string(), at);
@@ -341,8 +345,7 @@ pub fn fold(records: &[Decoded], snapshot: &Snapshot, origin: &Origin<'_>) -> Fo
                     ..Counters::default()
                 };
                 for line in lines {
-                    let id = line.product_id.to_string();
-                    let s = stock_of(&mut stock, snapshot, id.clone());
+                    let s = stock_of(&mut stock, snapshot, line.product_id);
                     // Never below zero: what stock cannot cover is a backorder.
                     let covered = line.quantity.min(s.current.available.max(0));
                     s.move_on_hand(-covered);
@@ -357,9 +360,9 @@ pub fn fold(records: &[Decoded], snapshot: &Snapshot, origin: &Origin<'_>) -> Fo
                     };
                     order.units += line.quantity;
                     order.revenue += revenue;
-                    counts.product(&id, &minute, &hour, &c);
+                    counts.product(line.product_id, minute, &c);
                 }
-                counts.shop(&minute, &order);
+                counts.shop(minute, &order);
                 if let Some(subject) = actor.subject() {
                     profile_of(&mut profiles, snapshot, subject.key())
                         .bought(lines.iter().map(|l| l.product_id.to_string()), at);
@@ -370,21 +373,31 @@ pub fn fold(records: &[Decoded], snapshot: &Snapshot, origin: &Origin<'_>) -> Fo
     }
 
     for (id, change) in stock {
-        out.products.insert(id.clone());
+        let id = id.to_string();
         out.ops.push(change.into_op(&id));
+        out.products.insert(id);
     }
-    for ((scope, minute), c) in &counts.minutes {
-        if scope == ALL {
-            out.ticks.entry(minute.clone()).or_default().add(c);
-        }
-        out.ops.push(counter_op(minute_key(scope, minute), c));
+    let mut names: HashMap<i64, String> = HashMap::new();
+    let mut name = |minute: i64| -> String {
+        names
+            .entry(minute)
+            .or_insert_with(|| minute_name(minute))
+            .clone()
+    };
+    for (minute, c) in &counts.shop {
+        let m = name(*minute);
+        out.ops.push(counter_op(minute_key(ALL, &m), c));
+        out.ticks.entry(m).or_default().add(c);
     }
-    for ((minute, product), c) in &counts.trend_m {
-        out.ops
-            .push(counter_op(trend_minute_key(minute, product), c));
+    for ((product, minute), c) in &counts.minutes {
+        let (p, m) = (product.to_string(), name(*minute));
+        out.ops.push(counter_op(minute_key(&p, &m), c));
+        out.ops.push(counter_op(trend_minute_key(&m, &p), c));
     }
     for ((hour, product), c) in &counts.trend_h {
-        out.ops.push(counter_op(trend_hour_key(hour, product), c));
+        let h = name(hour * 60)[..13].to_owned();
+        out.ops
+            .push(counter_op(trend_hour_key(&h, &product.to_string()), c));
     }
     for (subject, (read, mut profile)) in profiles {
         let cond = match &read {

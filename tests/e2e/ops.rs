@@ -136,3 +136,26 @@ async fn product_writes_publish_events(backend: Backend) {
 }
 
 on_both_backends!(health_ready_metrics_openapi, product_writes_publish_events);
+
+/// The LocalStack ready hook creates every table `shopstream init` does, with
+/// the same names, and the stream docker-compose.yml configures.
+#[test]
+fn the_localstack_hook_creates_what_init_creates() {
+    let root = env!("CARGO_MANIFEST_DIR");
+    let hook = std::fs::read_to_string(format!("{root}/localstack/init-aws.sh")).unwrap();
+    let line = hook
+        .lines()
+        .find(|l| l.starts_with("for table in "))
+        .expect("the table loop");
+    let listed: Vec<&str> = line
+        .trim_start_matches("for table in ")
+        .trim_end_matches("; do")
+        .split_whitespace()
+        .collect();
+    let tables: Vec<&str> = storage::Table::ALL.iter().map(|t| t.name()).collect();
+    assert_eq!(listed, tables);
+    assert!(hook.contains(r#"PREFIX="${SHOPSTREAM_TABLE_PREFIX:-shopstream_}""#));
+    let compose = std::fs::read_to_string(format!("{root}/docker-compose.yml")).unwrap();
+    assert!(compose.contains("SHOPSTREAM_KINESIS_STREAM: shopstream-events"));
+    assert!(compose.contains("./localstack/init-aws.sh:/etc/localstack/init/ready.d/"));
+}
