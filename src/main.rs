@@ -205,6 +205,11 @@ fn app_state(
         max_body_bytes: settings.max_body_bytes,
         request_timeout: Duration::from_secs(settings.request_timeout_secs),
         max_events_per_request: settings.max_events_per_request,
+        lease_stream: match settings.stream {
+            StreamKind::Embedded => ingest::log::STREAM.to_owned(),
+            StreamKind::Kinesis => settings.kinesis_stream.clone(),
+            StreamKind::Kafka => settings.kafka_topic.clone(),
+        },
     };
     Ok(AppState::new(store, events, bus, tokens, metrics, config))
 }

@@ -48,6 +48,8 @@ pub struct ApiConfig {
     pub request_timeout: Duration,
     /// The most events one `POST /api/events` takes.
     pub max_events_per_request: usize,
+    /// The stream whose shard leases `GET /api/admin/leases` shows.
+    pub lease_stream: String,
 }
 
 /// What every handler can reach.

@@ -18,7 +18,7 @@ use crate::routes::{analytics, auth, events, inventory, me, ops, products};
         products::replace_product, products::patch_product, products::delete_product,
         events::collect,
         inventory::get_inventory, inventory::list_inventory,
-        analytics::summary, analytics::product, analytics::trending, analytics::dead_letters, analytics::replay_dead_letter,
+        analytics::summary, analytics::product, analytics::trending, analytics::dead_letters, analytics::replay_dead_letter, analytics::leases,
         ops::healthz, ops::readyz, ops::metrics, ops::openapi,
     ),
     components(schemas(crate::Problem, domain::Product, domain::Role, domain::user::Address)),

@@ -262,3 +262,4 @@ async fn two_members_split_the_partitions_and_one_takes_all_when_the_other_leave
     stop_a.send(true).unwrap();
     task_a.await.unwrap();
 }
+

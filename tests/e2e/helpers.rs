@@ -69,6 +69,18 @@ pub fn kinesis_endpoint() -> String {
     })
 }
 
+pub fn kafka_brokers() -> String {
+    std::env::var("SHOPSTREAM_TEST_KAFKA_BROKERS").unwrap_or_else(|_| {
+        panic!(
+            "SHOPSTREAM_TEST_KAFKA_BROKERS is not set: run the tests with ./scripts/test.sh, \
+             or start tansu yourself (`cargo install tansu --features dynostore`, then \
+             `tansu broker --listener-url tcp://127.0.0.1:9092 --advertised-listener-url \
+             tcp://127.0.0.1:9092 --storage-engine memory://tansu/`) and set \
+             SHOPSTREAM_TEST_KAFKA_BROKERS=127.0.0.1:9092"
+        )
+    })
+}
+
 /// Where one test's instance keeps its data: its own directory, and on AWS its
 /// own table prefix.
 #[derive(Debug)]
@@ -111,6 +123,17 @@ impl Env {
             .set("AWS_ACCESS_KEY_ID", "test")
             .set("AWS_SECRET_ACCESS_KEY", "test")
             .set("AWS_EC2_METADATA_DISABLED", "true")
+    }
+
+    /// Reads and writes events on a Kafka topic of its own on the broker.
+    pub fn kafka(self, partitions: u32) -> Self {
+        let suffix = rand_suffix();
+        self.set("SHOPSTREAM_STREAM", "kafka")
+            .set("SHOPSTREAM_KAFKA_BROKERS", &kafka_brokers())
+            .set("SHOPSTREAM_KAFKA_TOPIC", &format!("e2e-{suffix}"))
+            .set("SHOPSTREAM_KAFKA_GROUP", &format!("e2e-{suffix}"))
+            .set("SHOPSTREAM_KAFKA_PARTITIONS", &partitions.to_string())
+            .set("SHOPSTREAM_KAFKA_SESSION_TIMEOUT_MS", "6000")
     }
 
     pub fn without(mut self, key: &str) -> Self {

@@ -24,6 +24,7 @@ pub fn router() -> Router<AppState> {
         .route("/api/analytics/products/{id}", get(product))
         .route("/api/analytics/trending", get(trending))
         .route("/api/admin/dead-letters", get(dead_letters))
+        .route("/api/admin/leases", get(leases))
         .route(
             "/api/admin/dead-letters/{id}/replay",
             post(replay_dead_letter),
@@ -249,6 +250,47 @@ pub async fn dead_letters(
             .collect(),
         next_cursor: encode_cursor(next),
     }))
+}
+
+/// One shard's (or partition's) lease.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct LeaseView {
+    pub shard: String,
+    /// The instance holding it, if anyone does.
+    pub owner: Option<String>,
+    /// Grows each time the lease changes hands.
+    pub counter: u64,
+    /// Milliseconds since the Unix epoch when the hold lapses.
+    pub expires_at: i64,
+    /// The last position applied.
+    pub checkpoint: Option<String>,
+    pub parents: Vec<String>,
+    /// Read to its end (a closed Kinesis shard).
+    pub finished: bool,
+}
+
+/// The stream's shard leases: who reads what, and how far it got.
+#[utoipa::path(get, path = "/api/admin/leases", tag = "admin", security(("bearer" = [])),
+    responses((status = 200, body = Vec<LeaseView>), (status = 403, body = crate::Problem)))]
+pub async fn leases(State(state): State<AppState>, caller: Caller) -> ApiResult<Json<Vec<LeaseView>>> {
+    caller.require(Role::Admin)?;
+    let leases = ingest::Leases::new(state.store.clone(), "api", std::time::Duration::ZERO)
+        .list(&state.config.lease_stream)
+        .await?;
+    Ok(Json(
+        leases
+            .into_iter()
+            .map(|(shard, l)| LeaseView {
+                shard,
+                owner: l.owner,
+                counter: l.counter,
+                expires_at: l.expires_at,
+                checkpoint: l.checkpoint,
+                parents: l.parents,
+                finished: l.finished,
+            })
+            .collect(),
+    ))
 }
 
 /// Where a replayed record went.
