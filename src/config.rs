@@ -238,7 +238,8 @@ impl Settings {
         }
         let name_ok = |n: &str| {
             (1..=128).contains(&n.len())
-                && n.bytes().all(|b| b.is_ascii_alphanumeric() || b"_-.".contains(&b))
+                && n.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"_-.".contains(&b))
         };
         if !name_ok(&self.kinesis_stream) {
             bail!(

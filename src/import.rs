@@ -71,10 +71,7 @@ fn parse_row(line: &str) -> Result<Row, String> {
 }
 
 fn rfc3339(ms: i64) -> anyhow::Result<String> {
-    Ok(
-        OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)?
-            .format(&Rfc3339)?,
-    )
+    Ok(OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)?.format(&Rfc3339)?)
 }
 
 fn envelope(kind: &str, at: &str, data: serde_json::Value) -> Vec<u8> {
@@ -195,7 +192,10 @@ mod tests {
             .map(|e| domain::Event::decode(e).expect("a valid event"))
             .collect();
         let kinds: Vec<&str> = events.iter().map(|e| e.payload.type_name()).collect();
-        assert_eq!(kinds, ["basket.added", "browse.viewed", "purchase.completed"]);
+        assert_eq!(
+            kinds,
+            ["basket.added", "browse.viewed", "purchase.completed"]
+        );
         let purchase = serde_json::to_value(&events[2]).unwrap();
         assert_eq!(purchase["data"]["lines"].as_array().unwrap().len(), 2);
         assert_eq!(purchase["data"]["order_id"], "rr-4000");
@@ -211,6 +211,11 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("x.csv");
         std::fs::write(&path, "a,b\n1,2\n").unwrap();
-        assert!(convert(&path, None).unwrap_err().to_string().contains("header"));
+        assert!(
+            convert(&path, None)
+                .unwrap_err()
+                .to_string()
+                .contains("header")
+        );
     }
 }

@@ -158,7 +158,9 @@ pub(crate) async fn open_store(settings: &Settings) -> anyhow::Result<Arc<dyn St
 }
 
 /// The outside stream events are published to, if one is configured.
-pub(crate) async fn outside_sink(settings: &Settings) -> anyhow::Result<Option<Arc<dyn EventSink>>> {
+pub(crate) async fn outside_sink(
+    settings: &Settings,
+) -> anyhow::Result<Option<Arc<dyn EventSink>>> {
     Ok(match settings.stream {
         StreamKind::Embedded => None,
         StreamKind::Kinesis => Some(Arc::new(KinesisSink::new(

@@ -61,7 +61,11 @@ impl Sender {
     /// Sends JSON lines; returns (sent, refused). Directly, records are sent
     /// as they are: a bad line is dead-lettered by the pipeline with its
     /// reason, like any bad record. Through the API, bad events are refused.
-    pub async fn send(&self, lines: &[Vec<u8>], bar: &ProgressBar) -> anyhow::Result<(usize, usize)> {
+    pub async fn send(
+        &self,
+        lines: &[Vec<u8>],
+        bar: &ProgressBar,
+    ) -> anyhow::Result<(usize, usize)> {
         match self {
             Self::Direct(sink) => {
                 let records: Vec<(String, Vec<u8>)> = lines
@@ -123,8 +127,10 @@ impl Sender {
 
 pub fn progress(len: u64, what: &str) -> ProgressBar {
     ProgressBar::new(len).with_style(
-        ProgressStyle::with_template(&format!("{{bar:40}} {{pos}}/{{len}} {what} {{per_sec}} {{msg}}"))
-            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+        ProgressStyle::with_template(&format!(
+            "{{bar:40}} {{pos}}/{{len}} {what} {{per_sec}} {{msg}}"
+        ))
+        .unwrap_or_else(|_| ProgressStyle::default_bar()),
     )
 }
 

@@ -167,8 +167,14 @@ impl KafkaConsumer {
             .set("auto.commit.interval.ms", "1000")
             .set("enable.auto.offset.store", "false")
             .set("auto.offset.reset", "earliest")
-            .set("session.timeout.ms", s.session_timeout.as_millis().to_string())
-            .set("heartbeat.interval.ms", (s.session_timeout.as_millis() / 4).max(100).to_string())
+            .set(
+                "session.timeout.ms",
+                s.session_timeout.as_millis().to_string(),
+            )
+            .set(
+                "heartbeat.interval.ms",
+                (s.session_timeout.as_millis() / 4).max(100).to_string(),
+            )
             .set("partition.assignment.strategy", "range")
             .create_with_context(Context::default())
             .map_err(|e| format!("cannot create the Kafka consumer: {e}"))?;
@@ -203,7 +209,7 @@ impl KafkaConsumer {
                     Ok(Ok(m)) => m,
                 };
                 let p = message.partition();
-                if !owned.contains_key(&p) {
+                let Some(part) = owned.get_mut(&p) else {
                     // Assigned, but its lease could not be taken yet: take it
                     // and read again from its checkpoint.
                     if let Some(part) = self.take(p).await {
@@ -211,20 +217,17 @@ impl KafkaConsumer {
                         owned.insert(p, part);
                     }
                     continue;
-                }
-                let Some(part) = owned.get_mut(&p) else { continue };
+                };
                 if message.offset() <= part.done()
-                    || part
-                        .pending
-                        .last()
-                        .is_some_and(|r| r.position.parse::<i64>().unwrap_or(-1) >= message.offset())
+                    || part.pending.last().is_some_and(|r| {
+                        r.position.parse::<i64>().unwrap_or(-1) >= message.offset()
+                    })
                 {
                     continue;
                 }
-                let expected = part
-                    .pending
-                    .last()
-                    .map_or(part.done() + 1, |r| r.position.parse::<i64>().unwrap_or(-1) + 1);
+                let expected = part.pending.last().map_or(part.done() + 1, |r| {
+                    r.position.parse::<i64>().unwrap_or(-1) + 1
+                });
                 if message.offset() != expected {
                     // Legitimate after compaction or transaction markers.
                     tracing::debug!(topic = %s.topic, partition = p, expected, got = message.offset(), "offset gap");
@@ -247,7 +250,11 @@ impl KafkaConsumer {
                     continue;
                 }
                 let batch = std::mem::take(&mut part.pending);
-                match self.pipeline.apply(&part.held.checkpoint(), batch.clone()).await {
+                match self
+                    .pipeline
+                    .apply(&part.held.checkpoint(), batch.clone())
+                    .await
+                {
                     Ok(applied) => {
                         part.held.lease.checkpoint = applied.checkpoint;
                         // The hint for where fetching starts after a restart.
@@ -270,14 +277,18 @@ impl KafkaConsumer {
                 // Still assigned to us by the group? Take the lease again and
                 // read on from what the store says was applied.
                 if let Ok(assignment) = consumer.assignment()
-                    && assignment.elements_for_topic(&s.topic).iter().any(|e| e.partition() == p)
+                    && assignment
+                        .elements_for_topic(&s.topic)
+                        .iter()
+                        .any(|e| e.partition() == p)
                     && let Some(part) = self.take(p).await
                 {
                     rewind(&consumer, &s.topic, p, part.done());
                     owned.insert(p, part);
                 }
             }
-            metrics::gauge!("shopstream_leases_held", "stream" => s.topic.clone()).set(owned.len() as f64);
+            metrics::gauge!("shopstream_leases_held", "stream" => s.topic.clone())
+                .set(owned.len() as f64);
             if failed {
                 tokio::time::sleep(backoff).await;
                 backoff = (backoff * 2).min(Duration::from_secs(5));
@@ -359,7 +370,14 @@ impl KafkaConsumer {
 /// the seek to take effect (a lost seek would let fetching run on past
 /// records that were dropped).
 fn rewind(consumer: &StreamConsumer<Context>, topic: &str, p: i32, done: i64) {
-    let seek = || consumer.seek(topic, p, Offset::Offset(resume_at(done)), Duration::from_secs(10));
+    let seek = || {
+        consumer.seek(
+            topic,
+            p,
+            Offset::Offset(resume_at(done)),
+            Duration::from_secs(10),
+        )
+    };
     let r = match tokio::runtime::Handle::try_current() {
         Ok(h) if h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
             tokio::task::block_in_place(seek)

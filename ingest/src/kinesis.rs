@@ -213,7 +213,9 @@ impl KinesisConsumer {
             if synced.is_none_or(|t| t.elapsed() >= self.settings.shard_sync) {
                 match self.sync_shards().await {
                     Ok(()) => synced = Some(Instant::now()),
-                    Err(e) => tracing::warn!(stream = %self.stream, error = %e, "cannot list shards"),
+                    Err(e) => {
+                        tracing::warn!(stream = %self.stream, error = %e, "cannot list shards")
+                    }
                 }
             }
             match self.plan(&running).await {
@@ -333,10 +335,14 @@ fn plan<V>(
         }
     }
     if take.is_empty()
-        && let Some((&busiest, &n)) = load.iter().max_by_key(|(o, n)| (**n, std::cmp::Reverse(**o)))
+        && let Some((&busiest, &n)) = load
+            .iter()
+            .max_by_key(|(o, n)| (**n, std::cmp::Reverse(**o)))
         && n > target
         && let Some((shard, l)) = readable.iter().find(|(s, l)| {
-            l.owner.as_deref() == Some(busiest) && !Leases::is_free(l, now) && !running.contains_key(s)
+            l.owner.as_deref() == Some(busiest)
+                && !Leases::is_free(l, now)
+                && !running.contains_key(s)
         })
     {
         take.push((shard.clone(), l.clone()));
@@ -430,7 +436,10 @@ impl ShardReader {
         metrics::counter!("shopstream_kinesis_throttled_total", "stream" => self.held.stream.clone())
             .increment(1);
         self.attempt += 1;
-        Step::Wait(backoff(self.consumer.settings.throttle_backoff, self.attempt))
+        Step::Wait(backoff(
+            self.consumer.settings.throttle_backoff,
+            self.attempt,
+        ))
     }
 
     /// Renews the lease, commits what is pending, or reads more.
@@ -743,7 +752,9 @@ mod tests {
     }
 
     fn shards(list: &[(&str, Lease)]) -> Vec<(String, Lease)> {
-        list.iter().map(|(s, l)| ((*s).to_owned(), l.clone())).collect()
+        list.iter()
+            .map(|(s, l)| ((*s).to_owned(), l.clone()))
+            .collect()
     }
 
     #[test]

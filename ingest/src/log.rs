@@ -474,7 +474,7 @@ async fn wait(shutdown: &mut watch::Receiver<bool>, d: Duration) {
 
 #[cfg(test)]
 mod tests {
-    use domain::{EventPayload, ProductId};
+    use domain::{Event, EventPayload, ProductId};
     use storage::embedded::Embedded;
 
     use super::*;

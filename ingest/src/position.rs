@@ -71,13 +71,11 @@ pub fn cmp_sequence(a: &str, b: &str) -> Ordering {
 
 impl Ord for Position {
     fn cmp(&self, other: &Self) -> Ordering {
-        cmp_sequence(&self.sequence, &other.sequence).then_with(|| {
-            match (self.sub, other.sub) {
-                (None, None) => Ordering::Equal,
-                (None, Some(_)) => Ordering::Greater,
-                (Some(_), None) => Ordering::Less,
-                (Some(a), Some(b)) => a.cmp(&b),
-            }
+        cmp_sequence(&self.sequence, &other.sequence).then_with(|| match (self.sub, other.sub) {
+            (None, None) => Ordering::Equal,
+            (None, Some(_)) => Ordering::Greater,
+            (Some(_), None) => Ordering::Less,
+            (Some(a), Some(b)) => a.cmp(&b),
         })
     }
 }

@@ -200,7 +200,12 @@ async fn a_member_whose_lease_is_taken_has_its_batch_refused_and_reads_on() {
         .await
         .unwrap();
     f.wait_totals(&want, Duration::from_secs(60)).await;
-    let lease = f.leases().get(&f.settings.topic, "0").await.unwrap().unwrap();
+    let lease = f
+        .leases()
+        .get(&f.settings.topic, "0")
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(lease.owner.as_deref(), Some("member-a"));
     assert_eq!(lease.counter, seen.counter + 2);
     assert_eq!(lease.checkpoint.as_deref(), Some("199"));
@@ -262,4 +267,3 @@ async fn two_members_split_the_partitions_and_one_takes_all_when_the_other_leave
     stop_a.send(true).unwrap();
     task_a.await.unwrap();
 }
-

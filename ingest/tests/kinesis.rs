@@ -202,7 +202,10 @@ async fn plain_aggregated_and_bad_records_across_four_shards() {
     let bad: Vec<(String, Vec<u8>)> = vec![
         ("x".into(), b"{not json".to_vec()),
         ("x".into(), event("coupon.redeemed", json!({}))),
-        ("x".into(), event("stock.adjusted", json!({"product_id": ps[0]}))),
+        (
+            "x".into(),
+            event("stock.adjusted", json!({"product_id": ps[0]})),
+        ),
         (
             "x".into(),
             event(
@@ -213,8 +216,10 @@ async fn plain_aggregated_and_bad_records_across_four_shards() {
         ("x".into(), vec![b' '; 70 * 1024]),
         (
             "x".into(),
-            serde_json::to_vec(&json!({"id": uuid::Uuid::now_v7(), "version": 9, "type": "stock.adjusted",
-                "occurred_at": "2026-11-23T10:05:30Z", "source": "t", "data": {}}))
+            serde_json::to_vec(
+                &json!({"id": uuid::Uuid::now_v7(), "version": 9, "type": "stock.adjusted",
+                "occurred_at": "2026-11-23T10:05:30Z", "source": "t", "data": {}}),
+            )
             .unwrap(),
         ),
     ];
@@ -240,7 +245,13 @@ async fn plain_aggregated_and_bad_records_across_four_shards() {
     for (shard, l) in &leases {
         assert!(l.owner.is_none(), "{shard} still held: {l:?}");
     }
-    assert!(leases.iter().filter(|(_, l)| l.checkpoint.is_some()).count() >= 3);
+    assert!(
+        leases
+            .iter()
+            .filter(|(_, l)| l.checkpoint.is_some())
+            .count()
+            >= 3
+    );
     // Nothing more is applied on a restart: the checkpoints hold.
     let (stop, task) = run(f.consumer("solo-again", Duration::from_secs(10)));
     tokio::time::sleep(Duration::from_secs(2)).await;
@@ -260,7 +271,12 @@ async fn reader(f: &Fixture, owner: &str) -> ShardReader {
         .ensure(&f.stream, &shard, vec![])
         .await
         .unwrap();
-    let seen = consumer.leases.get(&f.stream, &shard).await.unwrap().unwrap();
+    let seen = consumer
+        .leases
+        .get(&f.stream, &shard)
+        .await
+        .unwrap()
+        .unwrap();
     let held = consumer
         .leases
         .take(&f.stream, &shard, &seen)
@@ -314,7 +330,10 @@ async fn a_sub_sequence_checkpoint_resumes_inside_an_aggregate() {
     let pending = a.pending().to_vec();
     assert_eq!(pending.len(), 10);
     assert_eq!(pending[3].position, format!("{seq}:3"));
-    assert_eq!(pending[9].position, seq, "the last user record stands for the whole record");
+    assert_eq!(
+        pending[9].position, seq,
+        "the last user record stands for the whole record"
+    );
     // Commit only the first four user records (as a split commit would), then crash.
     let consumer = f.consumer("a", Duration::from_secs(30));
     let applied = consumer
@@ -437,7 +456,10 @@ async fn after_a_split_children_are_read_after_their_parent() {
                 let child_read = all
                     .iter()
                     .any(|(s, l)| *s != parent && l.checkpoint.is_some());
-                assert!(parent_done || !child_read, "a child was read before its parent finished: {all:?}");
+                assert!(
+                    parent_done || !child_read,
+                    "a child was read before its parent finished: {all:?}"
+                );
                 if parent_done {
                     return;
                 }

@@ -12,8 +12,8 @@ use rust_decimal::Decimal;
 use storage::{Cond, Key, Table, TxOp, Update, Value, to_item};
 
 use crate::state::{
-    ALL, Counters, DeadLetter, Profile, Stock, dead_letter_key, minute_key, profile_key,
-    stock_key, trend_hour_key, trend_minute_key,
+    ALL, Counters, DeadLetter, Profile, Stock, dead_letter_key, minute_key, profile_key, stock_key,
+    trend_hour_key, trend_minute_key,
 };
 
 /// One record of a batch, decoded.

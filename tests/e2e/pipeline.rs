@@ -387,7 +387,9 @@ async fn crash_and_restart(
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     if let Err(e) = verify(&app, &admin, &totals).await {
-        let leases = app.call(Method::GET, "/api/admin/leases", Some(&admin), None).await;
+        let leases = app
+            .call(Method::GET, "/api/admin/leases", Some(&admin), None)
+            .await;
         panic!("totals not exact after 30 s: {e}; leases {}", leases.body);
     }
     // Still exact a moment later: nothing is applied twice after catching up.
@@ -447,7 +449,12 @@ async fn import_retailrocket_and_collector_through_kinesis() {
     let now_ms = time::OffsetDateTime::now_utc().unix_timestamp() * 1000;
     let mut csv = String::from("timestamp,visitorid,event,itemid,transactionid\n");
     for i in 0..30 {
-        csv.push_str(&format!("{},{},view,{},\n", now_ms - 5000 + i, 100 + i % 4, 7 + i % 3));
+        csv.push_str(&format!(
+            "{},{},view,{},\n",
+            now_ms - 5000 + i,
+            100 + i % 4,
+            7 + i % 3
+        ));
     }
     for i in 0..5 {
         csv.push_str(&format!("{},{},addtocart,7,\n", now_ms - 3000 + i, 100 + i));
@@ -469,14 +476,21 @@ async fn import_retailrocket_and_collector_through_kinesis() {
             Method::POST,
             "/api/events",
             Some(&admin),
-            Some(json!([envelope("browse.viewed",
-                json!({"session_id": "web-1", "product_id": "00000000-0000-8000-8000-000000000007"}))])),
+            Some(json!([envelope(
+                "browse.viewed",
+                json!({"session_id": "web-1", "product_id": "00000000-0000-8000-8000-000000000007"})
+            )])),
         )
         .await;
     assert_eq!(posted.status, StatusCode::ACCEPTED, "{}", posted.body);
     eventually("the imported events applied", || async {
         let s = app
-            .call(Method::GET, "/api/analytics/summary?minutes=60", Some(&admin), None)
+            .call(
+                Method::GET,
+                "/api/analytics/summary?minutes=60",
+                Some(&admin),
+                None,
+            )
             .await;
         let t = &s.body["totals"];
         let got = (

@@ -272,7 +272,10 @@ pub struct LeaseView {
 /// The stream's shard leases: who reads what, and how far it got.
 #[utoipa::path(get, path = "/api/admin/leases", tag = "admin", security(("bearer" = [])),
     responses((status = 200, body = Vec<LeaseView>), (status = 403, body = crate::Problem)))]
-pub async fn leases(State(state): State<AppState>, caller: Caller) -> ApiResult<Json<Vec<LeaseView>>> {
+pub async fn leases(
+    State(state): State<AppState>,
+    caller: Caller,
+) -> ApiResult<Json<Vec<LeaseView>>> {
     caller.require(Role::Admin)?;
     let leases = ingest::Leases::new(state.store.clone(), "api", std::time::Duration::ZERO)
         .list(&state.config.lease_stream)
