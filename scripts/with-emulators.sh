@@ -33,7 +33,7 @@ if [ ! -f "$KINESIS_MOCK_DIR/main.js" ]; then
 fi
 
 if [ ! -x "$TANSU_ROOT/bin/tansu" ]; then
-  echo "test.sh: building tansu $TANSU_VERSION (Kafka-compatible broker) into $TANSU_ROOT; once only, ~25 min on 2 cores"
+  echo "test.sh: building tansu $TANSU_VERSION (Kafka-compatible broker) into $TANSU_ROOT; once only, ~20 min on 2 cores"
   rm -rf "$TANSU_ROOT.partial"
   cargo install tansu --version "$TANSU_VERSION" --features dynostore --locked --quiet \
     --root "$TANSU_ROOT.partial"

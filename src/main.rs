@@ -48,15 +48,8 @@ enum Command {
     Produce {
         #[arg(long)]
         file: PathBuf,
-        /// The running server, for embedded mode (default: the `listen` setting).
-        #[arg(long)]
-        url: Option<String>,
-        /// An admin or service access token, for sending through the server.
-        #[arg(long, env = "SHOPSTREAM_TOKEN", hide_env_values = true)]
-        token: Option<String>,
-        /// Events per request or append.
-        #[arg(long, default_value_t = 500)]
-        batch: usize,
+        #[command(flatten)]
+        send: SendArgs,
     },
     /// Import a public data set's behaviour log as events onto the stream
     /// (directly, or through the running server like `produce`).
@@ -77,6 +70,20 @@ enum Command {
     },
 }
 
+/// Where `produce` and `import` send, and in what batches.
+#[derive(Debug, clap::Args)]
+struct SendArgs {
+    /// The running server, for embedded mode (default: the `listen` setting).
+    #[arg(long)]
+    url: Option<String>,
+    /// An admin or service access token, for sending through the server.
+    #[arg(long, env = "SHOPSTREAM_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+    /// Events per request or append.
+    #[arg(long, default_value_t = 500)]
+    batch: usize,
+}
+
 #[derive(Debug, Subcommand)]
 enum ImportSource {
     /// RetailRocket's `events.csv` (view → browse.viewed, addtocart →
@@ -87,12 +94,8 @@ enum ImportSource {
         /// Import only the oldest N events.
         #[arg(long)]
         limit: Option<usize>,
-        #[arg(long)]
-        url: Option<String>,
-        #[arg(long, env = "SHOPSTREAM_TOKEN", hide_env_values = true)]
-        token: Option<String>,
-        #[arg(long, default_value_t = 500)]
-        batch: usize,
+        #[command(flatten)]
+        send: SendArgs,
     },
 }
 
@@ -473,22 +476,20 @@ async fn main() -> std::process::ExitCode {
         }
         Command::User { command } => create_user(&settings, command).await,
         Command::DeadLetters { command } => dead_letters(&settings, command).await,
-        Command::Produce {
-            file,
-            url,
-            token,
-            batch,
-        } => produce::run(&settings, file, url, token, batch).await,
+        Command::Produce { file, send } => {
+            produce::run(&settings, file, send.url, send.token, send.batch).await
+        }
         Command::Import {
             source:
                 ImportSource::Retailrocket {
                     events,
                     limit,
-                    url,
-                    token,
-                    batch,
+                    send,
                 },
-        } => produce::import_retailrocket(&settings, events, limit, url, token, batch).await,
+        } => {
+            produce::import_retailrocket(&settings, events, limit, send.url, send.token, send.batch)
+                .await
+        }
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

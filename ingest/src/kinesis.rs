@@ -27,7 +27,6 @@ use aws_sdk_kinesis::{
     primitives::Blob,
     types::{PutRecordsRequestEntry, Shard, ShardIteratorType, StreamStatus},
 };
-use domain::Event;
 use processors::{CommitError, Pipeline, Record};
 use rand::Rng;
 use tokio::{sync::watch, task::JoinSet};
@@ -719,14 +718,6 @@ impl KinesisSink {
 
 #[async_trait]
 impl EventSink for KinesisSink {
-    async fn publish(&self, events: &[Event]) -> Result<(), PublishError> {
-        let records = events
-            .iter()
-            .map(|e| Ok((e.payload.partition_key(), serde_json::to_vec(e)?)))
-            .collect::<Result<Vec<_>, serde_json::Error>>()?;
-        self.put(&records).await
-    }
-
     async fn publish_raw(&self, records: &[(String, Vec<u8>)]) -> Result<(), PublishError> {
         self.put(records).await
     }
