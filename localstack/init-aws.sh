@@ -12,7 +12,7 @@ awslocal kinesis create-stream --stream-name "$STREAM" --shard-count "$SHARDS" 2
   || echo "stream $STREAM exists"
 awslocal kinesis wait stream-exists --stream-name "$STREAM"
 
-for table in users products meta log leases inventory analytics behaviour dead_letters alerts; do
+for table in users products meta log leases inventory analytics behaviour dead_letters alerts baskets orders outbox; do
   awslocal dynamodb create-table --table-name "${PREFIX}${table}" \
     --billing-mode PAY_PER_REQUEST \
     --attribute-definitions AttributeName=pk,AttributeType=S AttributeName=sk,AttributeType=S \

@@ -88,6 +88,18 @@ pub struct Settings {
     /// Partitions `shopstream init` creates the topic with.
     pub kafka_partitions: i32,
     pub kafka_session_timeout_ms: u64,
+    /// The most units of one product in a basket.
+    pub max_quantity: i64,
+    /// A basket left alone this long is gone.
+    pub basket_idle_secs: u64,
+    /// How long checkout holds stock for a payment to settle.
+    pub reservation_ttl_secs: u64,
+    /// How often expired reservations are looked for.
+    pub reservation_sweep_secs: u64,
+    /// How long the payment processor may take to answer.
+    pub payment_timeout_ms: u64,
+    /// How long the simulated processor's slow test card takes.
+    pub payment_slow_ms: u64,
 }
 
 impl Default for Settings {
@@ -124,6 +136,12 @@ impl Default for Settings {
             kafka_group: "shopstream".into(),
             kafka_partitions: 4,
             kafka_session_timeout_ms: 10_000,
+            max_quantity: 99,
+            basket_idle_secs: 7 * 24 * 3600,
+            reservation_ttl_secs: 15 * 60,
+            reservation_sweep_secs: 5,
+            payment_timeout_ms: 10_000,
+            payment_slow_ms: 30_000,
         }
     }
 }

@@ -192,6 +192,7 @@ fn app_state(
     store: Arc<dyn Store>,
     events: Arc<dyn EventSink>,
     bus: Bus,
+    shop: commerce::Shop,
 ) -> anyhow::Result<AppState> {
     let jwks = settings.jwks_url.clone().map(|url| JwksSettings {
         url,
@@ -216,7 +217,9 @@ fn app_state(
             StreamKind::Kafka => settings.kafka_topic.clone(),
         },
     };
-    Ok(AppState::new(store, events, bus, tokens, metrics, config))
+    Ok(AppState::new(
+        store, events, bus, shop, tokens, metrics, config,
+    ))
 }
 
 async fn serve(settings: Settings) -> anyhow::Result<()> {
@@ -229,7 +232,14 @@ async fn serve(settings: Settings) -> anyhow::Result<()> {
     )?;
     let bus = Bus::default();
     let events = event_sink(&settings, &store).await?;
-    let state = app_state(&settings, store.clone(), events, bus.clone())?;
+    let shop = shop(&settings, &store, &bus);
+    let state = app_state(
+        &settings,
+        store.clone(),
+        events.clone(),
+        bus.clone(),
+        shop.clone(),
+    )?;
     match bootstrap::ensure_admin(
         &state,
         settings.admin_email.as_deref(),
@@ -318,19 +328,82 @@ async fn serve(settings: Settings) -> anyhow::Result<()> {
             })
         }
     };
-    let sweeper = tokio::spawn(sweep_alerts_periodically(store, bus, stopped));
+    let sweeper = tokio::spawn(sweep_alerts_periodically(
+        store.clone(),
+        bus,
+        stopped.clone(),
+    ));
+    // What follows commerce's commits: events, notifications, refunds.
+    let relay = commerce::outbox::Relay {
+        store,
+        events,
+        notifier: Arc::new(commerce::outbox::FileNotifier {
+            dir: settings.data_dir.join("notifications"),
+        }),
+        payments: shop.payments().clone(),
+        wake: shop.outbox_wake.clone(),
+    };
+    let mut relay_stopped = stopped.clone();
+    let relay = tokio::spawn(relay.run(async move {
+        let _ = relay_stopped.changed().await;
+    }));
+    let reservations = tokio::spawn(sweep_reservations_periodically(
+        shop,
+        Duration::from_secs(settings.reservation_sweep_secs.max(1)),
+        stopped,
+    ));
 
     api::serve(listener, state, shutdown_signal()).await?;
     // Requests are done: stop the workers, which release their leases.
     let _ = stop.send(true);
     let _ = consumer.await;
     let _ = sweeper.await;
+    let _ = relay.await;
+    let _ = reservations.await;
     tracing::info!("shopstream stopped");
     Ok(())
 }
 
 /// Checks every product's low-stock state at start and then every minute, to
 /// raise alerts whose check a crash interrupted.
+fn shop(settings: &Settings, store: &Arc<dyn Store>, bus: &Bus) -> commerce::Shop {
+    let payments = Arc::new(commerce::payment::SimulatedProcessor::new(
+        store.clone(),
+        Duration::from_millis(settings.payment_slow_ms),
+    ));
+    commerce::Shop::new(
+        store.clone(),
+        payments,
+        bus.clone(),
+        commerce::ShopConfig {
+            max_quantity: settings.max_quantity,
+            basket_idle: Duration::from_secs(settings.basket_idle_secs),
+            reservation_ttl: Duration::from_secs(settings.reservation_ttl_secs),
+            payment_timeout: Duration::from_millis(settings.payment_timeout_ms),
+            ..commerce::ShopConfig::default()
+        },
+    )
+}
+
+/// Releases the stock of checkouts whose payment never settled.
+async fn sweep_reservations_periodically(
+    shop: commerce::Shop,
+    every: Duration,
+    mut stopped: tokio::sync::watch::Receiver<bool>,
+) {
+    loop {
+        match shop.sweep_reservations().await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(orders = n, "released expired reservations"),
+            Err(e) => tracing::warn!(error = %e, "reservation sweep failed"),
+        }
+        tokio::select! {
+            () = tokio::time::sleep(every) => {}
+            _ = stopped.changed() => return,
+        }
+    }
+}
+
 async fn sweep_alerts_periodically(
     store: Arc<dyn Store>,
     bus: Bus,
@@ -397,7 +470,9 @@ async fn create_user(settings: &Settings, command: UserCommand) -> anyhow::Resul
     });
     let store = open_store(settings).await?;
     let events = event_sink(settings, &store).await?;
-    let state = app_state(settings, store, events, Bus::default())?;
+    let bus = Bus::default();
+    let shop = shop(settings, &store, &bus);
+    let state = app_state(settings, store, events, bus, shop)?;
     let user = api::create_user(&state, email, password, name, role, supplier_id)
         .await
         .map_err(|e| anyhow::anyhow!("{e}"))?;

@@ -32,6 +32,18 @@ pub enum ApiError {
     PreconditionFailed { current: u64 },
     #[error("the service is unavailable: {0}")]
     Unavailable(String),
+    #[error("not enough stock for {} product(s); see shortages", .0.len())]
+    OutOfStock(Vec<commerce::Shortage>),
+    /// The payment did not go through; the order exists with status
+    /// `payment_failed` and its stock is released.
+    #[error("{message}")]
+    Payment {
+        status: StatusCode,
+        order_id: String,
+        message: String,
+    },
+    #[error("{0}")]
+    UnsupportedMedia(String),
     #[error("internal error")]
     Internal(String),
 }
@@ -53,6 +65,9 @@ impl ApiError {
             ApiError::Conflict(_) => StatusCode::CONFLICT,
             ApiError::PreconditionFailed { .. } => StatusCode::PRECONDITION_FAILED,
             ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::OutOfStock(_) => StatusCode::CONFLICT,
+            ApiError::Payment { status, .. } => *status,
+            ApiError::UnsupportedMedia(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -69,6 +84,9 @@ impl ApiError {
             ApiError::Conflict(_) => "conflict",
             ApiError::PreconditionFailed { .. } => "precondition-failed",
             ApiError::Unavailable(_) => "unavailable",
+            ApiError::OutOfStock(_) => "out-of-stock",
+            ApiError::Payment { .. } => "payment-failed",
+            ApiError::UnsupportedMedia(_) => "unsupported-media-type",
             ApiError::Internal(_) => "internal",
         }
     }
@@ -106,6 +124,12 @@ pub struct Problem {
     #[serde(skip_serializing_if = "Vec::is_empty")]
     #[schema(value_type = Vec<Object>)]
     pub errors: Vec<FieldError>,
+    /// For `409 out-of-stock`: each product checkout could not cover.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub shortages: Vec<commerce::Shortage>,
+    /// For payment problems: the order that was not paid.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub order_id: Option<String>,
 }
 
 impl IntoResponse for ApiError {
@@ -124,12 +148,22 @@ impl IntoResponse for ApiError {
             ApiError::Validation(ref v) => v.0.clone(),
             _ => Vec::new(),
         };
+        let order_id = match &self {
+            ApiError::Payment { order_id, .. } => Some(order_id.clone()),
+            _ => None,
+        };
+        let shortages = match self {
+            ApiError::OutOfStock(ref s) => s.clone(),
+            _ => Vec::new(),
+        };
         let problem = Problem {
             kind: format!("/problems/{}", self.slug()),
             title: status.canonical_reason().unwrap_or("Error").to_owned(),
             status: status.as_u16(),
             detail,
             errors,
+            shortages,
+            order_id,
         };
         let mut response = (status, axum::Json(problem)).into_response();
         response.headers_mut().insert(

@@ -5,7 +5,7 @@
 //!   routed, with the middleware every request passes (request id, tracing,
 //!   metrics, body limit, timeout).
 //! - `routes/`: one file per resource (`auth`, `me`, `products`, `events`,
-//!   `inventory`, `analytics`, `ops`).
+//!   `inventory`, `analytics`, `basket`, `orders`, `supplier`, `ops`).
 //! - [`auth`]: password hashing, our tokens, the external JWKS verifier and
 //!   the `Caller` extractor.
 //! - `error`: the one error type and its mapping to RFC 9457 problems.
@@ -61,6 +61,8 @@ pub struct AppState {
     pub events: Arc<dyn EventSink>,
     /// What the pipeline changed, for live pushes.
     pub bus: Bus,
+    /// Baskets, checkout and orders.
+    pub shop: commerce::Shop,
     pub tokens: Arc<Tokens>,
     pub metrics: PrometheusHandle,
     pub config: Arc<ApiConfig>,
@@ -71,11 +73,13 @@ impl AppState {
         store: Arc<dyn Store>,
         events: Arc<dyn EventSink>,
         bus: Bus,
+        shop: commerce::Shop,
         tokens: Tokens,
         metrics: PrometheusHandle,
         config: ApiConfig,
     ) -> Self {
         Self {
+            shop,
             users: Users::new(store.clone()),
             products: Products::new(store.clone()),
             store,
@@ -108,6 +112,9 @@ pub fn router(state: AppState) -> Router {
         .merge(routes::inventory::router())
         .merge(routes::analytics::router())
         .merge(routes::ops::router())
+        .merge(routes::basket::router())
+        .merge(routes::orders::router())
+        .merge(routes::supplier::router())
         .layer(DefaultBodyLimit::max(state.config.max_body_bytes))
         .layer(middleware::from_fn(metrics::track))
         .layer(TimeoutLayer::with_status_code(

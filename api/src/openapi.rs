@@ -5,7 +5,7 @@ use utoipa::{
     openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme},
 };
 
-use crate::routes::{analytics, auth, events, inventory, me, ops, products};
+use crate::routes::{analytics, auth, basket, events, inventory, me, ops, orders, products, supplier};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -19,12 +19,15 @@ use crate::routes::{analytics, auth, events, inventory, me, ops, products};
         events::collect,
         inventory::get_inventory, inventory::list_inventory,
         analytics::summary, analytics::product, analytics::trending, analytics::dead_letters, analytics::replay_dead_letter, analytics::leases,
+        basket::get_basket, basket::add_item, basket::set_item, basket::remove_item, basket::clear_basket,
+        orders::checkout, orders::list_orders, orders::get_order, orders::cancel_order, orders::set_status, orders::admin_orders,
+        supplier::list_alerts, supplier::ack_alert, supplier::list_products,
         ops::healthz, ops::readyz, ops::metrics, ops::openapi,
     ),
     components(schemas(crate::Problem, domain::Product, domain::Role, domain::user::Address)),
     modifiers(&Bearer),
     tags((name = "auth"), (name = "me"), (name = "products"), (name = "events"), (name = "inventory"),
-        (name = "analytics"), (name = "admin"), (name = "ops")),
+        (name = "analytics"), (name = "basket"), (name = "orders"), (name = "supplier"), (name = "admin"), (name = "ops")),
 )]
 pub struct ApiDoc;
 

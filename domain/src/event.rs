@@ -143,6 +143,13 @@ pub enum EventPayload {
         currency: Currency,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         recommendation_id: Option<String>,
+        /// True when the shop's own checkout already took the units out of
+        /// stock (it reserved them, then sold them): the inventory processor
+        /// then leaves stock alone and only analytics and behaviour count
+        /// the purchase. False (the default) for purchases made elsewhere,
+        /// such as a till, which take stock when they are applied.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        stock_settled: bool,
     },
     /// An order moved to another status.
     #[serde(rename = "order.status_changed")]

@@ -75,10 +75,17 @@ pub fn needs(records: &[Decoded]) -> Needs {
             EventPayload::StockCounted { product_id, .. } => {
                 needs.products.insert(product_id.to_string());
             }
-            EventPayload::PurchaseCompleted { lines, actor, .. } => {
-                needs
-                    .products
-                    .extend(lines.iter().map(|l| l.product_id.to_string()));
+            EventPayload::PurchaseCompleted {
+                lines,
+                actor,
+                stock_settled,
+                ..
+            } => {
+                if !stock_settled {
+                    needs
+                        .products
+                        .extend(lines.iter().map(|l| l.product_id.to_string()));
+                }
                 if let Some(s) = actor.subject() {
                     needs.subjects.insert(s.key());
                 }
@@ -339,18 +346,25 @@ pub fn fold(records: &[Decoded], snapshot: &Snapshot, origin: &Origin<'_>) -> Fo
                         .added(product_id.to_string(), at);
                 }
             }
-            EventPayload::PurchaseCompleted { actor, lines, .. } => {
+            EventPayload::PurchaseCompleted {
+                actor,
+                lines,
+                stock_settled,
+                ..
+            } => {
                 let mut order = Counters {
                     purchases: 1,
                     ..Counters::default()
                 };
                 for line in lines {
-                    let s = stock_of(&mut stock, snapshot, line.product_id);
-                    // Never below zero: what stock cannot cover is a backorder.
-                    let covered = line.quantity.min(s.current.available.max(0));
-                    s.move_on_hand(-covered);
-                    s.backorder += line.quantity - covered;
-                    s.current.backorder += line.quantity - covered;
+                    if !stock_settled {
+                        let s = stock_of(&mut stock, snapshot, line.product_id);
+                        // Never below zero: what stock cannot cover is a backorder.
+                        let covered = line.quantity.min(s.current.available.max(0));
+                        s.move_on_hand(-covered);
+                        s.backorder += line.quantity - covered;
+                        s.current.backorder += line.quantity - covered;
+                    }
                     let revenue = line.unit_price.amount() * Decimal::from(line.quantity);
                     let c = Counters {
                         purchases: 1,

@@ -30,10 +30,21 @@ pub enum Table {
     DeadLetters,
     /// Low-stock alerts (`supplier#{id}` / `{time}#{product id}`).
     Alerts,
+    /// Baskets (`basket#{owner}` / `basket`), owner `user:{id}` or `session:{id}`.
+    Baskets,
+    /// Orders (`order#{id}` / `order`), their summaries per owner
+    /// (`owner#{owner}` / `{created}#{id}`), per status (`status#{status}` /
+    /// `{created}#{id}`) and in total (`all` / `{created}#{id}`), checkout
+    /// idempotency keys (`idem#{owner}#{key}` / `idem`) and open reservations
+    /// by expiry (`reservation` / `{expires}#{id}`).
+    Orders,
+    /// Work to do after a commit, written in the same transaction: events to
+    /// publish, notifications to deliver, refunds (`outbox` / `{time}#{id}`).
+    Outbox,
 }
 
 impl Table {
-    pub const ALL: [Table; 10] = [
+    pub const ALL: [Table; 13] = [
         Table::Users,
         Table::Products,
         Table::Meta,
@@ -44,6 +55,9 @@ impl Table {
         Table::Behaviour,
         Table::DeadLetters,
         Table::Alerts,
+        Table::Baskets,
+        Table::Orders,
+        Table::Outbox,
     ];
 
     pub fn name(&self) -> &'static str {
@@ -58,6 +72,9 @@ impl Table {
             Table::Behaviour => "behaviour",
             Table::DeadLetters => "dead_letters",
             Table::Alerts => "alerts",
+            Table::Baskets => "baskets",
+            Table::Orders => "orders",
+            Table::Outbox => "outbox",
         }
     }
 }

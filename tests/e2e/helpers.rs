@@ -407,3 +407,20 @@ pub fn product(sku: &str) -> Value {
         "low_stock_threshold": 3
     })
 }
+
+/// Polls until `check` holds, for up to a minute.
+pub async fn eventually<F, Fut>(what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<(), String>>,
+{
+    let mut last = String::new();
+    for _ in 0..600 {
+        match check().await {
+            Ok(()) => return,
+            Err(e) => last = e,
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("{what} did not happen within 60 s: {last}");
+}

@@ -6,6 +6,7 @@ mod helpers;
 
 mod auth;
 mod cli;
+mod commerce;
 mod ops;
 mod pipeline;
 mod products;

@@ -8,7 +8,7 @@ use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
 use crate::{
-    helpers::{App, Backend, Env},
+    helpers::{App, Backend, Env, eventually},
     on_both_backends,
 };
 
@@ -20,23 +20,6 @@ fn now() -> String {
 
 fn envelope(kind: &str, data: Value) -> Value {
     json!({"id": uuid::Uuid::now_v7(), "type": kind, "occurred_at": now(), "source": "e2e", "data": data})
-}
-
-/// Polls until `check` holds, for up to a minute.
-async fn eventually<F, Fut>(what: &str, mut check: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Result<(), String>>,
-{
-    let mut last = String::new();
-    for _ in 0..600 {
-        match check().await {
-            Ok(()) => return,
-            Err(e) => last = e,
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    panic!("{what} did not happen within 60 s: {last}");
 }
 
 async fn on_hand(app: &App, product: &str) -> (i64, i64) {

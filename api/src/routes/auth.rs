@@ -204,21 +204,27 @@ pub async fn login(
     }
 }
 
-/// Folds the anonymous session named in `X-Session-Id` into the user's
-/// behaviour, so what they browsed before signing in still counts. A failure
-/// is logged, never fails the sign-in.
+/// Folds the anonymous session named in `X-Session-Id` (or the session
+/// cookie) into the user's behaviour and basket, so what they browsed and
+/// basketed before signing in still counts. A failure is logged, never fails
+/// the sign-in.
 async fn merge_session(state: &AppState, headers: &axum::http::HeaderMap, user: &User) {
-    let Some(session) = headers
+    let session = headers
         .get(crate::routes::events::SESSION_HEADER)
         .and_then(|v| v.to_str().ok())
         .filter(|s| !s.is_empty() && s.len() <= 128)
-    else {
+        .map(str::to_owned)
+        .or_else(|| crate::routes::basket::session_of(headers).ok().flatten());
+    let Some(session) = session else {
         return;
     };
-    let from = domain::Subject::Session(session.to_owned()).key();
+    let from = domain::Subject::Session(session.clone()).key();
     let into = domain::Subject::User(user.id.to_string()).key();
     if let Err(e) = processors::pipeline::merge_profiles(state.store.as_ref(), &from, &into).await {
         tracing::warn!(error = %e, "could not merge the session's behaviour into the user's");
+    }
+    if let Err(e) = state.shop.merge_baskets(&from, &into).await {
+        tracing::warn!(error = %e, "could not merge the session's basket into the user's");
     }
 }
 

@@ -1,8 +1,11 @@
 pub mod analytics;
 pub mod auth;
+pub mod basket;
 pub mod events;
 pub mod inventory;
 pub mod me;
 pub mod ops;
+pub mod orders;
 pub mod params;
 pub mod products;
+pub mod supplier;

@@ -1,0 +1,174 @@
+//! What suppliers see: their low-stock alerts and their products' live stock.
+
+use axum::{
+    Json, Router,
+    extract::{Path, RawQuery, State},
+    routing::{get, post},
+};
+use domain::Role;
+use processors::{
+    read,
+    state::{Alert, Stock, alert_key},
+};
+use serde::Serialize;
+use storage::{Cond, Query, Table, Update, from_item, products::ProductFilter};
+
+use crate::{
+    AppState,
+    auth::Caller,
+    error::{ApiError, ApiResult},
+    routes::{
+        inventory::StockView,
+        params::{Params, encode_cursor},
+    },
+};
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/api/supplier/alerts", get(list_alerts))
+        .route("/api/supplier/alerts/{id}/ack", post(ack_alert))
+        .route("/api/supplier/products", get(list_products))
+}
+
+/// The supplier a request is about: a supplier's own; an admin names one
+/// with `supplier_id`.
+fn supplier_of(caller: &Caller, p: &mut Params) -> ApiResult<String> {
+    let asked = p.take("supplier_id");
+    match caller.role {
+        Role::Supplier => caller
+            .supplier_id
+            .clone()
+            .ok_or(ApiError::Forbidden("supplier")),
+        Role::Admin => asked.ok_or_else(|| ApiError::field("supplier_id", "required for an admin")),
+        _ => Err(ApiError::Forbidden("supplier")),
+    }
+}
+
+/// A page of alerts.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct AlertPage {
+    #[schema(value_type = Vec<Object>)]
+    pub items: Vec<Alert>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub next_cursor: Option<String>,
+}
+
+/// The caller's low-stock alerts, newest first (a supplier: its own
+/// products only; an admin: `supplier_id` required).
+#[utoipa::path(get, path = "/api/supplier/alerts", tag = "supplier", security(("bearer" = [])),
+    params(("limit" = Option<usize>, Query), ("cursor" = Option<String>, Query), ("supplier_id" = Option<String>, Query, description = "admin only")),
+    responses((status = 200, body = AlertPage), (status = 403, body = crate::Problem)))]
+pub async fn list_alerts(
+    State(state): State<AppState>,
+    caller: Caller,
+    RawQuery(q): RawQuery,
+) -> ApiResult<Json<AlertPage>> {
+    let mut p = Params::parse(q.as_deref())?;
+    let supplier = supplier_of(&caller, &mut p)?;
+    let limit = p.limit();
+    let cursor = p.cursor();
+    p.finish()?;
+    let page = state
+        .store
+        .query(
+            Table::Alerts,
+            &format!("supplier#{supplier}"),
+            &Query {
+                limit,
+                cursor,
+                descending: true,
+                ..Query::default()
+            },
+        )
+        .await?;
+    Ok(Json(AlertPage {
+        items: page
+            .items
+            .into_iter()
+            .map(from_item)
+            .collect::<Result<_, _>>()?,
+        next_cursor: encode_cursor(page.cursor),
+    }))
+}
+
+/// Acknowledges one of the supplier's alerts.
+#[utoipa::path(post, path = "/api/supplier/alerts/{id}/ack", tag = "supplier", security(("bearer" = [])),
+    params(("id" = String, Path), ("supplier_id" = Option<String>, Query, description = "admin only")),
+    responses((status = 200, body = Object), (status = 404, body = crate::Problem)))]
+pub async fn ack_alert(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    RawQuery(q): RawQuery,
+) -> ApiResult<Json<Alert>> {
+    let mut p = Params::parse(q.as_deref())?;
+    let supplier = supplier_of(&caller, &mut p)?;
+    p.finish()?;
+    let item = state
+        .store
+        .update(
+            Table::Alerts,
+            &alert_key(&supplier, &id),
+            vec![Update::set("acknowledged", true)],
+            Some(Cond::Exists),
+        )
+        .await
+        .map_err(|e| match e {
+            storage::StoreError::ConditionFailed => ApiError::NotFound("alert"),
+            e => e.into(),
+        })?;
+    Ok(Json(from_item(item)?))
+}
+
+/// A supplier's product with its live stock.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct SupplierProduct {
+    pub product: domain::Product,
+    pub stock: StockView,
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct SupplierProductPage {
+    pub items: Vec<SupplierProduct>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub next_cursor: Option<String>,
+}
+
+/// The supplier's products with live stock.
+#[utoipa::path(get, path = "/api/supplier/products", tag = "supplier", security(("bearer" = [])),
+    params(("limit" = Option<usize>, Query), ("cursor" = Option<String>, Query), ("supplier_id" = Option<String>, Query, description = "admin only")),
+    responses((status = 200, body = SupplierProductPage), (status = 403, body = crate::Problem)))]
+pub async fn list_products(
+    State(state): State<AppState>,
+    caller: Caller,
+    RawQuery(q): RawQuery,
+) -> ApiResult<Json<SupplierProductPage>> {
+    let mut p = Params::parse(q.as_deref())?;
+    let supplier = supplier_of(&caller, &mut p)?;
+    let limit = p.limit();
+    let cursor = p.cursor();
+    p.finish()?;
+    let filter = ProductFilter {
+        category: None,
+        supplier_id: Some(supplier),
+    };
+    let (products, next) = state.products.list(&filter, limit, cursor).await?;
+    let mut items = Vec::with_capacity(products.len());
+    for product in products {
+        let id = product.id.to_string();
+        let stock = read::stock(state.store.as_ref(), &id)
+            .await?
+            .unwrap_or_else(|| Stock {
+                low_stock_threshold: Some(i64::from(product.low_stock_threshold)),
+                ..Stock::default()
+            });
+        items.push(SupplierProduct {
+            stock: StockView::new(id, stock),
+            product,
+        });
+    }
+    Ok(Json(SupplierProductPage {
+        items,
+        next_cursor: encode_cursor(next),
+    }))
+}

@@ -1,0 +1,248 @@
+//! The outbox: work that must follow a commit — events to publish,
+//! notifications to send, refunds — written in the same transaction as the
+//! state change it follows, then carried out by [`Relay`] with retries.
+//!
+//! Delivery is at least once; the notifiers make it idempotent where they
+//! can (the file notifier names each file after the notification id, so a
+//! repeat rewrites the same file).
+
+use std::{path::PathBuf, sync::Arc, time::Duration};
+
+use async_trait::async_trait;
+use domain::Event;
+use ingest::EventSink;
+use serde::{Deserialize, Serialize};
+use storage::{Cond, Key, Query, Store, StoreError, Table, TxOp, Update, from_item, to_item};
+use tokio::sync::Notify;
+
+use crate::payment::PaymentProvider;
+
+/// A message to a customer.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Notification {
+    pub id: String,
+    /// `order_confirmation` or `order_status`.
+    pub kind: String,
+    pub order_id: String,
+    pub user_id: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub to: Option<String>,
+    pub subject: String,
+    pub body: String,
+}
+
+/// One piece of work.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "work", rename_all = "snake_case")]
+pub enum Work {
+    Publish { event: Box<Event> },
+    Notify { notification: Notification },
+    Refund { order_id: String },
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct Entry {
+    #[serde(flatten)]
+    work: Work,
+    #[serde(default)]
+    attempts: u32,
+    /// Milliseconds since the epoch before which no relay picks it up.
+    #[serde(default)]
+    not_before: i64,
+}
+
+const PK: &str = "outbox";
+
+fn now_ms() -> i64 {
+    (time::OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000) as i64
+}
+
+/// The transaction operation that puts `work` in the outbox.
+pub fn put(work: Work) -> Result<TxOp, StoreError> {
+    let key = Key::new(
+        PK,
+        format!("{:013}#{}", now_ms(), uuid::Uuid::now_v7()),
+    );
+    Ok(TxOp::Put {
+        table: Table::Outbox,
+        item: to_item(
+            &key,
+            &Entry {
+                work,
+                attempts: 0,
+                not_before: 0,
+            },
+        )?,
+        cond: Some(Cond::NotExists),
+    })
+}
+
+/// Where notifications go.
+#[async_trait]
+pub trait Notifier: Send + Sync + std::fmt::Debug + 'static {
+    fn name(&self) -> &'static str;
+    async fn deliver(&self, n: &Notification) -> Result<(), String>;
+}
+
+/// Writes each notification as `{dir}/{id}.json` (written whole, then
+/// renamed into place) and logs a line: the embedded mode's mail room.
+#[derive(Debug)]
+pub struct FileNotifier {
+    pub dir: PathBuf,
+}
+
+#[async_trait]
+impl Notifier for FileNotifier {
+    fn name(&self) -> &'static str {
+        "file"
+    }
+
+    async fn deliver(&self, n: &Notification) -> Result<(), String> {
+        let body = serde_json::to_vec_pretty(n).map_err(|e| e.to_string())?;
+        tokio::fs::create_dir_all(&self.dir)
+            .await
+            .map_err(|e| format!("cannot create {}: {e}", self.dir.display()))?;
+        let path = self.dir.join(format!("{}.json", n.id));
+        let tmp = self.dir.join(format!(".{}.tmp", n.id));
+        tokio::fs::write(&tmp, body)
+            .await
+            .map_err(|e| format!("cannot write {}: {e}", tmp.display()))?;
+        tokio::fs::rename(&tmp, &path)
+            .await
+            .map_err(|e| format!("cannot rename to {}: {e}", path.display()))?;
+        tracing::info!(order_id = %n.order_id, kind = %n.kind, to = ?n.to, subject = %n.subject, file = %path.display(), "notification delivered");
+        Ok(())
+    }
+}
+
+/// Carries out the outbox: claims an entry (so that two instances do not
+/// both take it), does it, deletes it; on failure retries with backoff.
+#[derive(Clone, Debug)]
+pub struct Relay {
+    pub store: Arc<dyn Store>,
+    pub events: Arc<dyn EventSink>,
+    pub notifier: Arc<dyn Notifier>,
+    pub payments: Arc<dyn PaymentProvider>,
+    /// Woken after a commit that wrote to the outbox.
+    pub wake: Arc<Notify>,
+}
+
+/// How long a claimed entry is left to its claimant before another relay
+/// may take it.
+const CLAIM_MS: i64 = 30_000;
+
+impl Relay {
+    /// Runs until `shutdown` resolves.
+    pub async fn run(self, shutdown: impl std::future::Future<Output = ()>) {
+        tokio::pin!(shutdown);
+        loop {
+            match self.drain().await {
+                Ok(n) if n > 0 => continue,
+                Ok(_) => {}
+                Err(e) => tracing::warn!(error = %e, "outbox relay: store error; retrying"),
+            }
+            tokio::select! {
+                _ = &mut shutdown => return,
+                _ = self.wake.notified() => {}
+                _ = tokio::time::sleep(Duration::from_millis(500)) => {}
+            }
+        }
+    }
+
+    /// Does every due entry once; returns how many were done.
+    pub async fn drain(&self) -> Result<usize, StoreError> {
+        let page = self
+            .store
+            .query(
+                Table::Outbox,
+                PK,
+                &Query {
+                    limit: 100,
+                    ..Query::default()
+                },
+            )
+            .await?;
+        let mut done = 0;
+        let now = now_ms();
+        for item in page.items {
+            let key = Key::of(&item)?;
+            let entry: Entry = match from_item(item) {
+                Ok(e) => e,
+                Err(e) => {
+                    tracing::error!(error = %e, sk = %key.sk, "outbox entry unreadable; left in place");
+                    continue;
+                }
+            };
+            if entry.not_before > now {
+                continue;
+            }
+            // Claim it: only one relay gets past this.
+            let claimed = self
+                .store
+                .update(
+                    Table::Outbox,
+                    &key,
+                    vec![Update::set("not_before", now + CLAIM_MS)],
+                    Some(Cond::And(vec![
+                        Cond::Exists,
+                        Cond::eq("not_before", entry.not_before),
+                    ])),
+                )
+                .await;
+            match claimed {
+                Ok(_) => {}
+                Err(StoreError::ConditionFailed) => continue,
+                Err(e) => return Err(e),
+            }
+            match self.perform(&entry.work).await {
+                Ok(()) => {
+                    self.store.delete(Table::Outbox, &key, None).await?;
+                    metrics::counter!("shopstream_outbox_done_total", "work" => work_name(&entry.work)).increment(1);
+                    done += 1;
+                }
+                Err(e) => {
+                    let attempts = entry.attempts + 1;
+                    let backoff = 500i64 * 2i64.pow(attempts.min(10));
+                    tracing::warn!(error = %e, attempts, work = work_name(&entry.work), "outbox work failed; will retry");
+                    metrics::counter!("shopstream_outbox_failures_total", "work" => work_name(&entry.work)).increment(1);
+                    self.store
+                        .update(
+                            Table::Outbox,
+                            &key,
+                            vec![
+                                Update::set("attempts", attempts as i64),
+                                Update::set("not_before", now_ms() + backoff.min(300_000)),
+                            ],
+                            Some(Cond::Exists),
+                        )
+                        .await?;
+                }
+            }
+        }
+        Ok(done)
+    }
+
+    async fn perform(&self, work: &Work) -> Result<(), String> {
+        match work {
+            Work::Publish { event } => self
+                .events
+                .publish(std::slice::from_ref(event))
+                .await
+                .map_err(|e| e.to_string()),
+            Work::Notify { notification } => self.notifier.deliver(notification).await,
+            Work::Refund { order_id } => self
+                .payments
+                .refund(order_id)
+                .await
+                .map_err(|e| e.to_string()),
+        }
+    }
+}
+
+fn work_name(w: &Work) -> &'static str {
+    match w {
+        Work::Publish { .. } => "publish",
+        Work::Notify { .. } => "notify",
+        Work::Refund { .. } => "refund",
+    }
+}

@@ -1,0 +1,465 @@
+//! Baskets, checkout, payment, orders and notifications, end to end on the
+//! real binary, on both backends.
+
+use std::time::Duration;
+
+use futures::future::join_all;
+use reqwest::{Method, StatusCode};
+use serde_json::{Value, json};
+
+use crate::{
+    helpers::{App, Backend, Env, eventually, product},
+    on_both_backends,
+};
+
+const APPROVE: &str = "4242424242424242";
+const DECLINE: &str = "4000000000000002";
+const ERROR: &str = "4000000000000119";
+const SLOW: &str = "4000000000000259";
+
+/// Creates a product with `stock` units available (through the stream, as
+/// a warehouse would) and returns its id.
+async fn stocked(app: &App, admin: &str, sku: &str, stock: i64) -> String {
+    let r = app
+        .call(Method::POST, "/api/products", Some(admin), Some(product(sku)))
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
+    let id = r.body["id"].as_str().unwrap().to_owned();
+    if stock != 0 {
+        let e = json!([{"type": "stock.adjusted", "source": "e2e",
+            "data": {"product_id": id, "delta": stock, "reason": "received"}}]);
+        let r = app
+            .call(Method::POST, "/api/events", Some(admin), Some(e))
+            .await;
+        assert_eq!(r.status, StatusCode::ACCEPTED, "{}", r.text);
+        eventually("the stock to arrive", || async {
+            let s = stock_of(app, &id).await;
+            (s.2 == stock).then_some(()).ok_or(format!("{s:?}"))
+        })
+        .await;
+    }
+    id
+}
+
+/// (on_hand, reserved, available)
+async fn stock_of(app: &App, id: &str) -> (i64, i64, i64) {
+    let r = app.get(&format!("/api/inventory/{id}")).await;
+    (
+        r.body["on_hand"].as_i64().unwrap_or(i64::MIN),
+        r.body["reserved"].as_i64().unwrap_or(i64::MIN),
+        r.body["available"].as_i64().unwrap_or(i64::MIN),
+    )
+}
+
+async fn add(app: &App, token: &str, id: &str, quantity: i64) -> crate::helpers::Reply {
+    app.call(
+        Method::POST,
+        "/api/basket/items",
+        Some(token),
+        Some(json!({"product_id": id, "quantity": quantity})),
+    )
+    .await
+}
+
+async fn checkout(app: &App, token: &str, key: &str, card: &str) -> crate::helpers::Reply {
+    app.send(
+        app.http
+            .post(app.url("/api/checkout"))
+            .bearer_auth(token)
+            .header("Idempotency-Key", key)
+            .json(&json!({"card_number": card})),
+    )
+    .await
+}
+
+async fn metric(app: &App, name: &str) -> f64 {
+    let r = app.get("/metrics").await;
+    r.text
+        .lines()
+        .filter(|l| l.starts_with(name))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+/// 50 customers race for 10 units: exactly 10 paid orders, never a negative.
+async fn fifty_checkouts_race_for_ten_units(backend: Backend) {
+    let app = Env::new(backend).start().await;
+    let admin = app.admin_token().await;
+    let id = stocked(&app, &admin, "RACE-1", 10).await;
+    let mut tokens = Vec::new();
+    for i in 0..50 {
+        let (t, _, _) = app.customer(&format!("racer{i}@example.com")).await;
+        let r = add(&app, &t, &id, 1).await;
+        assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+        tokens.push(t);
+    }
+    let replies = join_all(
+        tokens
+            .iter()
+            .enumerate()
+            .map(|(i, t)| {
+                let app = &app;
+                async move { checkout(app, t, &format!("race-{i}"), APPROVE).await }
+            }),
+    )
+    .await;
+    let paid = replies
+        .iter()
+        .filter(|r| r.status == StatusCode::CREATED && r.body["status"] == "paid")
+        .count();
+    let short: Vec<&crate::helpers::Reply> = replies
+        .iter()
+        .filter(|r| r.status == StatusCode::CONFLICT)
+        .collect();
+    assert_eq!(paid, 10, "{:?}", replies.iter().map(|r| (r.status, r.text.clone())).collect::<Vec<_>>());
+    assert_eq!(short.len(), 40);
+    for r in &short {
+        assert_eq!(r.body["type"], "/problems/out-of-stock");
+        assert_eq!(r.body["shortages"][0]["product_id"], id.as_str());
+        assert_eq!(r.body["shortages"][0]["requested"], 1);
+        assert!(r.body["shortages"][0]["available"].as_i64().unwrap() >= 0);
+    }
+    assert_eq!(stock_of(&app, &id).await, (0, 0, 0));
+    let r = app
+        .call(Method::GET, "/api/admin/orders?status=paid&limit=100", Some(&admin), None)
+        .await;
+    assert_eq!(r.body["items"].as_array().unwrap().len(), 10, "{}", r.text);
+    // The purchases reach the pipeline, which counts them but leaves the
+    // stock alone (the checkout already took it).
+    eventually("the purchases to be counted", || async {
+        let r = app
+            .call(Method::GET, &format!("/api/analytics/products/{id}"), Some(&admin), None)
+            .await;
+        let units = r.body["totals"]["units"].as_i64().unwrap_or(-1);
+        (units == 10).then_some(()).ok_or(r.text.clone())
+    })
+    .await;
+    assert_eq!(stock_of(&app, &id).await, (0, 0, 0));
+    app.stop().await;
+}
+
+/// One key, five concurrent retries: one order, one charge; the same key
+/// with another body is refused.
+async fn idempotent_checkout(backend: Backend) {
+    let app = Env::new(backend).start().await;
+    let admin = app.admin_token().await;
+    let id = stocked(&app, &admin, "IDEM-1", 5).await;
+    let (t, _, _) = app.customer("idem@example.com").await;
+    add(&app, &t, &id, 2).await;
+    let replies = join_all((0..5).map(|_| checkout(&app, &t, "key-1", APPROVE))).await;
+    let first = replies[0].body["id"].as_str().unwrap().to_owned();
+    for r in &replies {
+        assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
+        assert_eq!(r.body["id"], first.as_str());
+        assert_eq!(r.body["status"], "paid");
+    }
+    assert_eq!(metric(&app, "shopstream_payments_charged_total").await, 1.0);
+    assert_eq!(stock_of(&app, &id).await, (3, 0, 3));
+    // Later retries too.
+    let again = checkout(&app, &t, "key-1", APPROVE).await;
+    assert_eq!(again.body["id"], first.as_str());
+    let other = checkout(&app, &t, "key-1", "5555555555554444").await;
+    assert_eq!(other.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", other.text);
+    assert_eq!(other.problem_fields(), ["Idempotency-Key"]);
+    let missing = app
+        .send(app.http.post(app.url("/api/checkout")).bearer_auth(&t).json(&json!({"card_number": APPROVE})))
+        .await;
+    assert_eq!(missing.status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(missing.problem_fields(), ["Idempotency-Key"]);
+    let bad_card = checkout(&app, &t, "key-2", "4242424242424241").await;
+    assert_eq!(bad_card.problem_fields(), ["card_number"]);
+    // The paid order emptied the basket.
+    let r = checkout(&app, &t, "key-3", APPROVE).await;
+    assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", r.text);
+    assert_eq!(r.problem_fields(), ["basket"]);
+    app.stop().await;
+}
+
+/// Declines and processor errors release the reservation and keep the
+/// basket; a timeout does too.
+async fn failed_payments_release_stock(backend: Backend) {
+    let app = Env::new(backend)
+        .set("SHOPSTREAM_PAYMENT_TIMEOUT_MS", "1000")
+        .set("SHOPSTREAM_PAYMENT_SLOW_MS", "5000")
+        .start()
+        .await;
+    let admin = app.admin_token().await;
+    let id = stocked(&app, &admin, "DECL-1", 4).await;
+    let (t, _, _) = app.customer("decline@example.com").await;
+    add(&app, &t, &id, 3).await;
+    for (key, card, status, outcome) in [
+        ("d", DECLINE, StatusCode::PAYMENT_REQUIRED, "declined"),
+        ("e", ERROR, StatusCode::BAD_GATEWAY, "processor_error"),
+        ("s", SLOW, StatusCode::GATEWAY_TIMEOUT, "timeout"),
+    ] {
+        let r = checkout(&app, &t, key, card).await;
+        assert_eq!(r.status, status, "{}", r.text);
+        assert_eq!(r.body["type"], "/problems/payment-failed");
+        let order = r.body["order_id"].as_str().unwrap();
+        let o = app
+            .call(Method::GET, &format!("/api/orders/{order}"), Some(&t), None)
+            .await;
+        assert_eq!(o.body["status"], "payment_failed", "{}", o.text);
+        assert_eq!(o.body["payment"]["outcome"], outcome);
+        assert_eq!(o.body["payment"]["card_last4"], &card[12..]);
+        assert_eq!(stock_of(&app, &id).await, (4, 0, 4), "after {outcome}");
+        let b = app.call(Method::GET, "/api/basket", Some(&t), None).await;
+        assert_eq!(b.body["items"], 3, "{}", b.text);
+        // The retry answers the same.
+        assert_eq!(checkout(&app, &t, key, card).await.status, status);
+    }
+    assert_eq!(metric(&app, "shopstream_payments_charged_total{provider=\"simulated\",outcome=\"approved\"}").await, 0.0);
+    // A short line is named with what is available.
+    let r = app
+        .call(Method::PATCH, &format!("/api/basket/items/{id}"), Some(&t), Some(json!({"quantity": 5})))
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    assert_eq!(r.body["lines"][0]["in_stock"], false);
+    let r = checkout(&app, &t, "short", APPROVE).await;
+    assert_eq!(r.status, StatusCode::CONFLICT, "{}", r.text);
+    assert_eq!(r.body["shortages"], json!([{"product_id": id, "requested": 5, "available": 4}]));
+    app.stop().await;
+}
+
+/// A server killed while the payment is in flight leaves the stock
+/// reserved only until the reservation expires.
+async fn killed_checkout_reservation_expires(backend: Backend) {
+    let env = Env::new(backend)
+        .set("SHOPSTREAM_RESERVATION_TTL_SECS", "3")
+        .set("SHOPSTREAM_RESERVATION_SWEEP_SECS", "1")
+        .set("SHOPSTREAM_PAYMENT_SLOW_MS", "60000")
+        .set("SHOPSTREAM_PAYMENT_TIMEOUT_MS", "120000");
+    let app = env.start().await;
+    let admin = app.admin_token().await;
+    let id = stocked(&app, &admin, "KILL-1", 6).await;
+    let (t, _, _) = app.customer("killed@example.com").await;
+    add(&app, &t, &id, 2).await;
+    let pending = {
+        let req = app
+            .http
+            .post(app.url("/api/checkout"))
+            .bearer_auth(&t)
+            .header("Idempotency-Key", "k")
+            .json(&json!({"card_number": SLOW}));
+        tokio::spawn(req.send())
+    };
+    eventually("the reservation", || async {
+        let s = stock_of(&app, &id).await;
+        (s == (6, 2, 4)).then_some(()).ok_or(format!("{s:?}"))
+    })
+    .await;
+    app.kill().await;
+    assert!(pending.await.unwrap().is_err(), "the request died with the server");
+    let app = env.start().await;
+    eventually("the expired reservation to be released", || async {
+        let s = stock_of(&app, &id).await;
+        (s == (6, 0, 6)).then_some(()).ok_or(format!("{s:?}"))
+    })
+    .await;
+    let r = app.call(Method::GET, "/api/orders", Some(&t), None).await;
+    assert_eq!(r.body["items"][0]["status"], "cancelled", "{}", r.text);
+    app.stop().await;
+}
+
+async fn place(app: &App, token: &str, id: &str) -> String {
+    add(app, token, id, 2).await;
+    let r = checkout(app, token, &uuid::Uuid::new_v4().to_string(), APPROVE).await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
+    r.body["id"].as_str().unwrap().to_owned()
+}
+
+async fn status(app: &App, order: &str, body: Value, token: &str) -> crate::helpers::Reply {
+    app.call(Method::POST, &format!("/api/orders/{order}/status"), Some(token), Some(body))
+        .await
+}
+
+/// Every transition of the state machine, valid and invalid, with stock
+/// effects, history, and who may do what.
+async fn order_state_machine_and_ownership(backend: Backend) {
+    let app = Env::new(backend).start().await;
+    let admin = app.admin_token().await;
+    let id = stocked(&app, &admin, "FSM-1", 20).await;
+    let (alice, _, _) = app.customer("alice@example.com").await;
+    let (bob, _, _) = app.customer("bob@example.com").await;
+
+    // paid → packed → shipped → delivered → refunded (no restock).
+    let o = place(&app, &alice, &id).await;
+    assert_eq!(stock_of(&app, &id).await, (18, 0, 18));
+    let invalid = status(&app, &o, json!({"status": "delivered"}), &admin).await;
+    assert_eq!(invalid.status, StatusCode::CONFLICT, "{}", invalid.text);
+    assert_eq!(status(&app, &o, json!({"status": "packed"}), &admin).await.status, StatusCode::OK);
+    let no_tracking = status(&app, &o, json!({"status": "shipped"}), &admin).await;
+    assert_eq!(no_tracking.status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(no_tracking.problem_fields(), ["tracking_number"]);
+    let shipped = status(&app, &o, json!({"status": "shipped", "carrier": "DHL", "tracking_number": "JD0001"}), &admin).await;
+    assert_eq!(shipped.status, StatusCode::OK, "{}", shipped.text);
+    assert_eq!(shipped.body["shipment"]["tracking_number"], "JD0001");
+    let cancel_late = app.call(Method::POST, &format!("/api/orders/{o}/cancel"), Some(&alice), None).await;
+    assert_eq!(cancel_late.status, StatusCode::CONFLICT, "{}", cancel_late.text);
+    assert_eq!(status(&app, &o, json!({"status": "delivered"}), &admin).await.status, StatusCode::OK);
+    let refunded = status(&app, &o, json!({"status": "refunded", "note": "damaged"}), &admin).await;
+    assert_eq!(refunded.status, StatusCode::OK);
+    let history: Vec<&str> = refunded.body["history"].as_array().unwrap().iter().map(|h| h["status"].as_str().unwrap()).collect();
+    assert_eq!(history, ["pending_payment", "paid", "packed", "shipped", "delivered", "refunded"]);
+    assert_eq!(refunded.body["history"][5]["actor"].as_str().unwrap().split(':').next(), Some("admin"));
+    assert_eq!(stock_of(&app, &id).await, (18, 0, 18), "shipped goods are not restocked");
+    for to in ["paid", "packed", "cancelled", "pending_payment"] {
+        let r = status(&app, &o, json!({"status": to}), &admin).await;
+        assert!(matches!(r.status, StatusCode::CONFLICT | StatusCode::UNPROCESSABLE_ENTITY), "refunded → {to}: {}", r.text);
+    }
+    assert_eq!(status(&app, &o, json!({"status": "lost"}), &admin).await.problem_fields(), ["status"]);
+
+    // The customer cancels a paid order: restocked.
+    let o2 = place(&app, &alice, &id).await;
+    assert_eq!(stock_of(&app, &id).await, (16, 0, 16));
+    let c = app.call(Method::POST, &format!("/api/orders/{o2}/cancel"), Some(&alice), None).await;
+    assert_eq!(c.status, StatusCode::OK, "{}", c.text);
+    assert_eq!(c.body["status"], "cancelled");
+    assert_eq!(stock_of(&app, &id).await, (18, 0, 18));
+
+    // Packed then refunded: restocked.
+    let o3 = place(&app, &alice, &id).await;
+    status(&app, &o3, json!({"status": "packed"}), &admin).await;
+    assert_eq!(status(&app, &o3, json!({"status": "refunded"}), &admin).await.status, StatusCode::OK);
+    assert_eq!(stock_of(&app, &id).await, (18, 0, 18));
+
+    // Bob sees none of Alice's orders and cannot touch them.
+    for r in [
+        app.call(Method::GET, &format!("/api/orders/{o}"), Some(&bob), None).await,
+        app.call(Method::POST, &format!("/api/orders/{o3}/cancel"), Some(&bob), None).await,
+    ] {
+        assert_eq!(r.status, StatusCode::NOT_FOUND, "{}", r.text);
+    }
+    let forbidden = status(&app, &o3, json!({"status": "packed"}), &alice).await;
+    assert_eq!(forbidden.status, StatusCode::FORBIDDEN);
+    let bobs = app.call(Method::GET, "/api/orders", Some(&bob), None).await;
+    assert_eq!(bobs.body["items"], json!([]));
+    let alices = app.call(Method::GET, "/api/orders?limit=2", Some(&alice), None).await;
+    let ids: Vec<&str> = alices.body["items"].as_array().unwrap().iter().map(|o| o["id"].as_str().unwrap()).collect();
+    assert_eq!(ids, [o3.as_str(), o2.as_str()], "newest first");
+    let next = alices.body["next_cursor"].as_str().unwrap();
+    let rest = app.call(Method::GET, &format!("/api/orders?limit=2&cursor={next}"), Some(&alice), None).await;
+    assert_eq!(rest.body["items"][0]["id"], o.as_str());
+    assert_eq!(app.call(Method::GET, "/api/admin/orders", Some(&alice), None).await.status, StatusCode::FORBIDDEN);
+    let refunded = app.call(Method::GET, "/api/admin/orders?status=refunded", Some(&admin), None).await;
+    assert_eq!(refunded.body["items"].as_array().unwrap().len(), 2, "{}", refunded.text);
+    app.stop().await;
+}
+
+/// Anonymous baskets get a session from the API and merge into the user's
+/// basket on login; bad input is named.
+async fn baskets(backend: Backend) {
+    let app = Env::new(backend).set("SHOPSTREAM_MAX_QUANTITY", "10").start().await;
+    let admin = app.admin_token().await;
+    let a = stocked(&app, &admin, "BSK-A", 3).await;
+    let b = stocked(&app, &admin, "BSK-B", 0).await;
+    let r = app.get("/api/basket").await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert_eq!(r.body["lines"], json!([]));
+    let session = r.header("x-session-id").unwrap().to_owned();
+    assert!(r.header("set-cookie").unwrap().contains(&session));
+    let anon = |req: reqwest::RequestBuilder| req.header("x-session-id", &session);
+    let r = app
+        .send(anon(app.http.post(app.url("/api/basket/items"))).json(&json!({"product_id": a, "quantity": 2})))
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    assert_eq!(r.header("x-session-id"), None, "the session is kept, not reissued");
+    let r = app
+        .send(anon(app.http.post(app.url("/api/basket/items"))).json(&json!({"product_id": b, "quantity": 1})))
+        .await;
+    assert_eq!(r.body["lines"][1]["in_stock"], false);
+    assert_eq!(r.body["total"], "59.97");
+    assert_eq!(r.body["items"], 3);
+    for (body, field) in [
+        (json!({"product_id": a, "quantity": 0}), "quantity"),
+        (json!({"product_id": a, "quantity": 11}), "quantity"),
+        (json!({"product_id": uuid::Uuid::now_v7(), "quantity": 1}), "product_id"),
+        (json!({"product_id": "nope", "quantity": 1}), "product_id"),
+        (json!({"product_id": a, "quantity": "2"}), "quantity"),
+        (json!({"product_id": a, "quantity": 1, "colour": "red"}), "colour"),
+    ] {
+        let r = app.send(anon(app.http.post(app.url("/api/basket/items"))).json(&body)).await;
+        assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY, "{body}: {}", r.text);
+        assert_eq!(r.problem_fields(), [field], "{body}");
+    }
+    // 2 + 9 > 10.
+    let r = app.send(anon(app.http.post(app.url("/api/basket/items"))).json(&json!({"product_id": a, "quantity": 9}))).await;
+    assert_eq!(r.problem_fields(), ["quantity"]);
+    let forged = app.send(app.http.get(app.url("/api/basket")).header("x-session-id", "someone-else")).await;
+    assert_eq!(forged.status, StatusCode::UNPROCESSABLE_ENTITY);
+
+    // Log in: the session's basket merges into the user's (capped).
+    let (t, _, _) = app.customer("basket@example.com").await;
+    add(&app, &t, &a, 9).await;
+    let login = app
+        .send(app.http.post(app.url("/api/auth/login")).header("x-session-id", &session)
+            .json(&json!({"email": "basket@example.com", "password": "a long enough password"})))
+        .await;
+    assert_eq!(login.status, StatusCode::OK, "{}", login.text);
+    let t = login.body["access_token"].as_str().unwrap().to_owned();
+    let r = app.call(Method::GET, "/api/basket", Some(&t), None).await;
+    let lines: Vec<(String, i64)> = r.body["lines"].as_array().unwrap().iter()
+        .map(|l| (l["product_id"].as_str().unwrap().to_owned(), l["quantity"].as_i64().unwrap())).collect();
+    assert_eq!(lines, [(a.clone(), 10), (b.clone(), 1)], "{}", r.text);
+    let r = app.send(anon(app.http.get(app.url("/api/basket")))).await;
+    assert_eq!(r.body["lines"], json!([]), "the session's basket moved");
+    let r = app.call(Method::DELETE, &format!("/api/basket/items/{b}"), Some(&t), None).await;
+    assert_eq!(r.body["items"], 10);
+    let r = app.call(Method::DELETE, &format!("/api/basket/items/{b}"), Some(&t), None).await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND);
+    assert_eq!(app.call(Method::DELETE, "/api/basket", Some(&t), None).await.status, StatusCode::NO_CONTENT);
+    assert_eq!(app.call(Method::GET, "/api/basket", Some(&t), None).await.body["items"], 0);
+    // A deleted product cannot be added.
+    let r = app.call(Method::DELETE, &format!("/api/products/{b}"), Some(&admin), None).await;
+    assert!(r.status.is_success(), "{}", r.text);
+    assert_eq!(add(&app, &t, &b, 1).await.problem_fields(), ["product_id"]);
+    app.stop().await;
+}
+
+/// A paid order yields one confirmation, delivered once, even when the
+/// server is killed right after the checkout answered.
+async fn one_confirmation_across_a_crash(backend: Backend) {
+    let env = Env::new(backend);
+    let app = env.start().await;
+    let admin = app.admin_token().await;
+    let id = stocked(&app, &admin, "NOTE-1", 5).await;
+    let (t, _, _) = app.customer("notes@example.com").await;
+    add(&app, &t, &id, 1).await;
+    let r = checkout(&app, &t, "n1", APPROVE).await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
+    let order = r.body["id"].as_str().unwrap().to_owned();
+    app.kill().await;
+    let app = env.start().await;
+    let dir = env.data_dir().join("notifications");
+    let confirmations = || -> Vec<Value> {
+        std::fs::read_dir(&dir)
+            .map(|d| {
+                d.filter_map(|e| e.ok())
+                    .filter(|e| e.file_name().to_string_lossy().ends_with(".json"))
+                    .filter_map(|e| serde_json::from_slice::<Value>(&std::fs::read(e.path()).ok()?).ok())
+                    .filter(|n| n["order_id"] == order.as_str() && n["kind"] == "order_confirmation")
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    eventually("the confirmation", || async {
+        (confirmations().len() == 1).then_some(()).ok_or("none yet".into())
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let c = confirmations();
+    assert_eq!(c.len(), 1);
+    assert_eq!(c[0]["to"], "notes@example.com");
+    assert!(c[0]["body"].as_str().unwrap().contains("19.99"));
+    app.stop().await;
+}
+
+on_both_backends!(
+    fifty_checkouts_race_for_ten_units,
+    idempotent_checkout,
+    failed_payments_release_stock,
+    killed_checkout_reservation_expires,
+    order_state_machine_and_ownership,
+    baskets,
+    one_confirmation_across_a_crash,
+);
