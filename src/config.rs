@@ -100,6 +100,14 @@ pub struct Settings {
     pub payment_timeout_ms: u64,
     /// How long the simulated processor's slow test card takes.
     pub payment_slow_ms: u64,
+    /// Browser origins allowed to open `/ws` besides the server's own host,
+    /// comma-separated (e.g. `https://shop.example`).
+    pub ws_allowed_origins: String,
+    pub ws_max_connections_per_user: usize,
+    pub ws_max_subscriptions: usize,
+    /// Messages a websocket may have waiting before it is cut off as too slow.
+    pub ws_queue: usize,
+    pub ws_ping_secs: u64,
 }
 
 impl Default for Settings {
@@ -142,6 +150,11 @@ impl Default for Settings {
             reservation_sweep_secs: 5,
             payment_timeout_ms: 10_000,
             payment_slow_ms: 30_000,
+            ws_allowed_origins: String::new(),
+            ws_max_connections_per_user: 5,
+            ws_max_subscriptions: 20,
+            ws_queue: 256,
+            ws_ping_secs: 20,
         }
     }
 }

@@ -216,6 +216,19 @@ fn app_state(
             StreamKind::Kinesis => settings.kinesis_stream.clone(),
             StreamKind::Kafka => settings.kafka_topic.clone(),
         },
+        ws: api::ws::WsConfig {
+            allowed_origins: settings
+                .ws_allowed_origins
+                .split(',')
+                .map(str::trim)
+                .filter(|o| !o.is_empty())
+                .map(str::to_owned)
+                .collect(),
+            max_connections_per_user: settings.ws_max_connections_per_user,
+            max_subscriptions: settings.ws_max_subscriptions,
+            queue: settings.ws_queue,
+            ping_interval: Duration::from_secs(settings.ws_ping_secs.max(1)),
+        },
     };
     Ok(AppState::new(
         store, events, bus, shop, tokens, metrics, config,

@@ -44,6 +44,8 @@ pub enum ApiError {
     },
     #[error("{0}")]
     UnsupportedMedia(String),
+    #[error("{0}")]
+    TooManyRequests(String),
     #[error("internal error")]
     Internal(String),
 }
@@ -68,6 +70,7 @@ impl ApiError {
             ApiError::OutOfStock(_) => StatusCode::CONFLICT,
             ApiError::Payment { status, .. } => *status,
             ApiError::UnsupportedMedia(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            ApiError::TooManyRequests(_) => StatusCode::TOO_MANY_REQUESTS,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -87,6 +90,7 @@ impl ApiError {
             ApiError::OutOfStock(_) => "out-of-stock",
             ApiError::Payment { .. } => "payment-failed",
             ApiError::UnsupportedMedia(_) => "unsupported-media-type",
+            ApiError::TooManyRequests(_) => "too-many-requests",
             ApiError::Internal(_) => "internal",
         }
     }

@@ -20,6 +20,7 @@ mod extract;
 mod metrics;
 mod openapi;
 mod routes;
+pub mod ws;
 
 use std::{future::Future, sync::Arc, time::Duration};
 
@@ -50,6 +51,8 @@ pub struct ApiConfig {
     pub max_events_per_request: usize,
     /// The stream whose shard leases `GET /api/admin/leases` shows.
     pub lease_stream: String,
+    /// The websocket hub's limits.
+    pub ws: ws::WsConfig,
 }
 
 /// What every handler can reach.
@@ -66,6 +69,8 @@ pub struct AppState {
     pub tokens: Arc<Tokens>,
     pub metrics: PrometheusHandle,
     pub config: Arc<ApiConfig>,
+    /// Open websocket connections.
+    pub hub: Arc<ws::Hub>,
 }
 
 impl AppState {
@@ -88,6 +93,7 @@ impl AppState {
             tokens: Arc::new(tokens),
             metrics,
             config: Arc::new(config),
+            hub: Arc::default(),
         }
     }
 }
@@ -115,6 +121,7 @@ pub fn router(state: AppState) -> Router {
         .merge(routes::basket::router())
         .merge(routes::orders::router())
         .merge(routes::supplier::router())
+        .merge(ws::router())
         .layer(DefaultBodyLimit::max(state.config.max_body_bytes))
         .layer(middleware::from_fn(metrics::track))
         .layer(TimeoutLayer::with_status_code(

@@ -997,6 +997,12 @@ impl Shop {
         }
         metrics::counter!("shopstream_order_transitions_total", "to" => to.as_str()).increment(1);
         self.outbox_wake.notify_one();
+        self.bus.publish(Change::OrderUpdated {
+            order_id: next.id.clone(),
+            user_id: next.user_id.clone(),
+            status: to.as_str().to_owned(),
+            version: next.version,
+        });
         if effect != Effect::None && effect != Effect::Refund {
             self.stock_changed(next.lines.iter().map(|l| l.product_id.as_str()))
                 .await;

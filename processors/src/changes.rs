@@ -26,6 +26,13 @@ pub enum Change {
     },
     /// A user's or session's behaviour profile changed.
     ProfileUpdated { subject: String },
+    /// An order changed status.
+    OrderUpdated {
+        order_id: String,
+        user_id: String,
+        status: String,
+        version: u64,
+    },
 }
 
 /// A broadcast bus. Slow subscribers lose the oldest changes (they are told

@@ -10,3 +10,4 @@ mod commerce;
 mod ops;
 mod pipeline;
 mod products;
+mod ws;

@@ -1,0 +1,543 @@
+//! The websocket hub: `GET /ws`.
+//!
+//! # Protocol
+//! The client may authenticate with `?token=` or with a first message
+//! `{"op":"auth","token":"…"}`; anonymous clients may use public topics.
+//! Then it sends `{"op":"subscribe","topic":"…"}` and
+//! `{"op":"unsubscribe","topic":"…"}`. Topics:
+//! - `stock` (every product) and `stock:{product_id}`: public;
+//! - `analytics`: admin;
+//! - `alerts`: a supplier's own products (an admin: every supplier);
+//! - `orders`: a customer's own orders (an admin: every order).
+//!
+//! Each subscription starts with `{"type":"snapshot","topic","seq":0,"data"}`
+//! and goes on with `{"type":"change","topic","seq":n,"data"}`, `seq` growing
+//! by one per message of that subscription, so a client that sees a jump
+//! knows it missed something and resubscribes. Changes come from the
+//! processors' bus after commit: a client only sees committed state.
+//!
+//! # Limits
+//! - A bounded queue per connection: a client too slow to take its messages
+//!   is closed with code 1013 ("try again later") and a reason, and nobody
+//!   else waits for it.
+//! - At most `ws_max_connections_per_user` connections per user, and
+//!   `ws_max_subscriptions` subscriptions per connection.
+//! - A browser `Origin` other than the server's own host (or a configured
+//!   one) is refused with 403.
+//! - The server pings every `ws_ping_interval`; a client silent for three
+//!   intervals is closed.
+//! - A malformed message is answered with `{"type":"error","message"}`; the
+//!   connection stays open.
+
+use std::{
+    collections::{BTreeMap, HashMap},
+    sync::{Arc, Mutex},
+    time::{Duration, Instant},
+};
+
+use axum::{
+    Router,
+    extract::{
+        RawQuery, State,
+        ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade},
+    },
+    http::{HeaderMap, header},
+    response::Response,
+    routing::get,
+};
+use domain::Role;
+use futures::{SinkExt, StreamExt};
+use processors::{Change, read};
+use serde::Deserialize;
+use serde_json::{Value, json};
+use tokio::sync::{broadcast::error::RecvError, mpsc, oneshot};
+
+use crate::{AppState, auth::Caller, error::ApiError};
+
+/// Limits of the hub.
+#[derive(Clone, Debug)]
+pub struct WsConfig {
+    /// Origins allowed besides the server's own host, e.g. `https://shop.example`.
+    pub allowed_origins: Vec<String>,
+    pub max_connections_per_user: usize,
+    pub max_subscriptions: usize,
+    /// Messages a connection may have waiting before it is cut off.
+    pub queue: usize,
+    pub ping_interval: Duration,
+}
+
+impl Default for WsConfig {
+    fn default() -> Self {
+        Self {
+            allowed_origins: Vec::new(),
+            max_connections_per_user: 5,
+            max_subscriptions: 20,
+            queue: 256,
+            ping_interval: Duration::from_secs(20),
+        }
+    }
+}
+
+/// Open connections per user.
+#[derive(Debug, Default)]
+pub struct Hub {
+    per_user: Mutex<HashMap<String, usize>>,
+}
+
+/// Holds one of a user's connection slots until dropped.
+#[derive(Debug)]
+struct Slot {
+    hub: Arc<Hub>,
+    user: String,
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        let mut m = self.hub.per_user.lock().expect("hub lock");
+        if let Some(n) = m.get_mut(&self.user) {
+            *n -= 1;
+            if *n == 0 {
+                m.remove(&self.user);
+            }
+        }
+        metrics::gauge!("shopstream_ws_connections").decrement(1.0);
+    }
+}
+
+impl Hub {
+    fn admit(self: &Arc<Self>, user: &str, max: usize) -> Option<Slot> {
+        let mut m = self.per_user.lock().expect("hub lock");
+        let n = m.entry(user.to_owned()).or_default();
+        if *n >= max {
+            return None;
+        }
+        *n += 1;
+        metrics::gauge!("shopstream_ws_connections").increment(1.0);
+        Some(Slot {
+            hub: self.clone(),
+            user: user.to_owned(),
+        })
+    }
+}
+
+pub fn router() -> Router<AppState> {
+    Router::new().route("/ws", get(upgrade))
+}
+
+fn origin_allowed(headers: &HeaderMap, allowed: &[String]) -> bool {
+    let Some(origin) = headers.get(header::ORIGIN).and_then(|v| v.to_str().ok()) else {
+        // Not a browser: origins are a browser's protection.
+        return true;
+    };
+    if allowed.iter().any(|a| a == origin) {
+        return true;
+    }
+    let host = headers.get(header::HOST).and_then(|v| v.to_str().ok());
+    let origin_host = origin.split_once("://").map(|(_, h)| h);
+    matches!((host, origin_host), (Some(h), Some(o)) if h.eq_ignore_ascii_case(o))
+}
+
+/// Opens a websocket (see the module docs for the protocol).
+pub async fn upgrade(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    RawQuery(q): RawQuery,
+    ws: WebSocketUpgrade,
+) -> Result<Response, ApiError> {
+    let config = state.config.ws.clone();
+    if !origin_allowed(&headers, &config.allowed_origins) {
+        metrics::counter!("shopstream_ws_refused_total", "why" => "origin").increment(1);
+        return Err(ApiError::Forbidden("same-origin"));
+    }
+    let token = serde_urlencoded::from_str::<Vec<(String, String)>>(q.as_deref().unwrap_or(""))
+        .unwrap_or_default()
+        .into_iter()
+        .find(|(k, _)| k == "token")
+        .map(|(_, v)| v);
+    let caller = match token {
+        Some(t) => Some(state.tokens.verify_access(&t).await?),
+        None => None,
+    };
+    let slot = match &caller {
+        Some(c) => Some(
+            state
+                .hub
+                .admit(&c.subject, config.max_connections_per_user)
+                .ok_or_else(|| {
+                    metrics::counter!("shopstream_ws_refused_total", "why" => "connections").increment(1);
+                    ApiError::TooManyRequests(format!(
+                        "at most {} websocket connections per user",
+                        config.max_connections_per_user
+                    ))
+                })?,
+        ),
+        None => None,
+    };
+    Ok(ws
+        .max_message_size(16 * 1024)
+        .on_upgrade(move |socket| Connection::new(state, caller, slot).run(socket)))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case")]
+enum ClientMessage {
+    Auth { token: String },
+    Subscribe { topic: String },
+    Unsubscribe { topic: String },
+    Ping,
+}
+
+/// A topic a connection may subscribe to.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+enum Topic {
+    Stock(Option<String>),
+    Analytics,
+    Alerts,
+    Orders,
+}
+
+impl Topic {
+    fn parse(s: &str) -> Option<Topic> {
+        Some(match s {
+            "stock" => Topic::Stock(None),
+            "analytics" => Topic::Analytics,
+            "alerts" => Topic::Alerts,
+            "orders" => Topic::Orders,
+            s => {
+                let id = s.strip_prefix("stock:")?;
+                id.parse::<domain::ProductId>().ok()?;
+                Topic::Stock(Some(id.to_owned()))
+            }
+        })
+    }
+
+    fn name(&self) -> String {
+        match self {
+            Topic::Stock(None) => "stock".into(),
+            Topic::Stock(Some(id)) => format!("stock:{id}"),
+            Topic::Analytics => "analytics".into(),
+            Topic::Alerts => "alerts".into(),
+            Topic::Orders => "orders".into(),
+        }
+    }
+}
+
+/// Close code 1013: try again later (the client could not keep up).
+const CLOSE_TOO_SLOW: u16 = 1013;
+/// Close code 1001: going away (no pong).
+const CLOSE_GONE: u16 = 1001;
+
+struct Connection {
+    state: AppState,
+    caller: Option<Caller>,
+    _slot: Option<Slot>,
+    subs: BTreeMap<Topic, u64>,
+}
+
+enum Outcome {
+    Open,
+    Close(u16, String),
+}
+
+impl Connection {
+    fn new(state: AppState, caller: Option<Caller>, slot: Option<Slot>) -> Self {
+        Self {
+            state,
+            caller,
+            _slot: slot,
+            subs: BTreeMap::new(),
+        }
+    }
+
+    async fn run(mut self, socket: WebSocket) {
+        let config = self.state.config.ws.clone();
+        let (mut sink, mut stream) = socket.split();
+        let (out, mut queue) = mpsc::channel::<Message>(config.queue.max(1));
+        let (close_tx, mut close_rx) = oneshot::channel::<(u16, String)>();
+        // The writer: the only task that waits on this client's socket.
+        let writer = tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    biased;
+                    close = &mut close_rx => {
+                        if let Ok((code, reason)) = close {
+                            let frame = CloseFrame { code, reason: Utf8Bytes::from(reason) };
+                            let _ = tokio::time::timeout(Duration::from_secs(1), sink.send(Message::Close(Some(frame)))).await;
+                        }
+                        return;
+                    }
+                    m = queue.recv() => {
+                        let Some(m) = m else { return };
+                        tokio::select! {
+                            r = sink.send(m) => if r.is_err() { return },
+                            close = &mut close_rx => {
+                                if let Ok((code, reason)) = close {
+                                    let frame = CloseFrame { code, reason: Utf8Bytes::from(reason) };
+                                    let _ = tokio::time::timeout(Duration::from_secs(1), sink.send(Message::Close(Some(frame)))).await;
+                                }
+                                return;
+                            }
+                        }
+                    }
+                }
+            }
+        });
+        let mut bus = self.state.bus.subscribe();
+        let mut ping = tokio::time::interval(config.ping_interval);
+        ping.tick().await;
+        let mut last_seen = Instant::now();
+        let outcome = loop {
+            let step = tokio::select! {
+                msg = stream.next() => match msg {
+                    Some(Ok(Message::Text(t))) => {
+                        last_seen = Instant::now();
+                        self.on_message(t.as_str(), &out).await
+                    }
+                    Some(Ok(Message::Binary(_))) => {
+                        last_seen = Instant::now();
+                        send(&out, json!({"type": "error", "message": "send JSON text messages"}))
+                    }
+                    Some(Ok(Message::Pong(_) | Message::Ping(_))) => {
+                        last_seen = Instant::now();
+                        Outcome::Open
+                    }
+                    Some(Ok(Message::Close(_))) | None | Some(Err(_)) => break None,
+                },
+                change = bus.recv() => match change {
+                    Ok(c) => self.on_change(&c, &out),
+                    // This connection's task fell behind the bus.
+                    Err(RecvError::Lagged(n)) => Outcome::Close(CLOSE_TOO_SLOW, format!("too slow: missed {n} changes; reconnect and resubscribe")),
+                    Err(RecvError::Closed) => break None,
+                },
+                _ = ping.tick() => {
+                    if last_seen.elapsed() > config.ping_interval * 3 {
+                        Outcome::Close(CLOSE_GONE, "no answer to pings".into())
+                    } else {
+                        match out.try_send(Message::Ping(Default::default())) {
+                            Ok(()) => Outcome::Open,
+                            Err(_) => slow(),
+                        }
+                    }
+                }
+            };
+            if let Outcome::Close(code, reason) = step {
+                break Some((code, reason));
+            }
+        };
+        if let Some((code, reason)) = outcome {
+            if code == CLOSE_TOO_SLOW {
+                metrics::counter!("shopstream_ws_slow_disconnects_total").increment(1);
+            }
+            tracing::debug!(code, %reason, "closing websocket");
+            let _ = close_tx.send((code, reason));
+        } else {
+            drop(close_tx);
+        }
+        drop(out);
+        let _ = tokio::time::timeout(Duration::from_secs(2), writer).await;
+    }
+
+    fn allowed(&self, topic: &Topic) -> Result<(), &'static str> {
+        let role = self.caller.as_ref().map(|c| c.role);
+        match topic {
+            Topic::Stock(_) => Ok(()),
+            Topic::Analytics if role == Some(Role::Admin) => Ok(()),
+            Topic::Analytics => Err("the analytics topic needs the admin role"),
+            Topic::Alerts if role == Some(Role::Admin) => Ok(()),
+            Topic::Alerts if self.caller.as_ref().is_some_and(|c| c.supplier_id.is_some()) => Ok(()),
+            Topic::Alerts => Err("the alerts topic needs a supplier or the admin role"),
+            Topic::Orders if self.caller.is_some() => Ok(()),
+            Topic::Orders => Err("the orders topic needs a logged-in user"),
+        }
+    }
+
+    async fn on_message(&mut self, text: &str, out: &mpsc::Sender<Message>) -> Outcome {
+        let msg: ClientMessage = match serde_json::from_str(text) {
+            Ok(m) => m,
+            Err(e) => {
+                return send(out, json!({"type": "error", "message": format!("not a message this server understands: {e}")}));
+            }
+        };
+        match msg {
+            ClientMessage::Ping => send(out, json!({"type": "pong"})),
+            ClientMessage::Auth { token } => {
+                if self.caller.is_some() {
+                    return send(out, json!({"type": "error", "message": "already authenticated"}));
+                }
+                match self.state.tokens.verify_access(&token).await {
+                    Ok(c) => {
+                        let max = self.state.config.ws.max_connections_per_user;
+                        match self.state.hub.admit(&c.subject, max) {
+                            Some(slot) => {
+                                self._slot = Some(slot);
+                                let role = c.role.as_str();
+                                self.caller = Some(c);
+                                send(out, json!({"type": "authenticated", "role": role}))
+                            }
+                            None => Outcome::Close(1008, format!("at most {max} websocket connections per user")),
+                        }
+                    }
+                    Err(e) => send(out, json!({"type": "error", "message": e.to_string()})),
+                }
+            }
+            ClientMessage::Unsubscribe { topic } => {
+                let removed = Topic::parse(&topic).and_then(|t| self.subs.remove(&t));
+                match removed {
+                    Some(_) => send(out, json!({"type": "unsubscribed", "topic": topic})),
+                    None => send(out, json!({"type": "error", "message": format!("not subscribed to {topic:?}")})),
+                }
+            }
+            ClientMessage::Subscribe { topic: name } => {
+                let Some(topic) = Topic::parse(&name) else {
+                    return send(out, json!({"type": "error", "message": format!("unknown topic {name:?}: stock, stock:{{product_id}}, analytics, alerts, orders")}));
+                };
+                if let Err(why) = self.allowed(&topic) {
+                    return send(out, json!({"type": "error", "topic": name, "message": why}));
+                }
+                let max = self.state.config.ws.max_subscriptions;
+                if !self.subs.contains_key(&topic) && self.subs.len() >= max {
+                    return send(out, json!({"type": "error", "topic": name, "message": format!("at most {max} subscriptions per connection")}));
+                }
+                let data = match self.snapshot(&topic).await {
+                    Ok(d) => d,
+                    Err(e) => {
+                        tracing::warn!(error = %e, topic = %name, "websocket snapshot failed");
+                        return send(out, json!({"type": "error", "topic": name, "message": "the snapshot could not be read; subscribe again"}));
+                    }
+                };
+                self.subs.insert(topic, 0);
+                send(out, json!({"type": "snapshot", "topic": name, "seq": 0, "data": data}))
+            }
+        }
+    }
+
+    async fn snapshot(&self, topic: &Topic) -> Result<Value, ApiError> {
+        let store = self.state.store.as_ref();
+        Ok(match topic {
+            Topic::Stock(Some(id)) => {
+                let s = read::stock(store, id).await?.unwrap_or_default();
+                stock_json(id, s.on_hand, s.reserved, s.available, s.backorder)
+            }
+            Topic::Stock(None) => {
+                let (items, _) = read::stock_page(store, 1000, None, false).await?;
+                Value::Array(
+                    items
+                        .into_iter()
+                        .map(|(id, s)| stock_json(&id, s.on_hand, s.reserved, s.available, s.backorder))
+                        .collect(),
+                )
+            }
+            Topic::Analytics => {
+                let minutes = read::minutes(store, None, time::OffsetDateTime::now_utc(), 60).await?;
+                Value::Array(
+                    minutes
+                        .into_iter()
+                        .map(|(m, c)| json!({"minute": m, "views": c.views, "basket_adds": c.basket_adds, "purchases": c.purchases, "units": c.units, "revenue": c.revenue.to_string()}))
+                        .collect(),
+                )
+            }
+            Topic::Alerts => match self.caller.as_ref().and_then(|c| c.supplier_id.clone()) {
+                Some(s) if self.caller.as_ref().is_some_and(|c| c.role != Role::Admin) => {
+                    let page = store
+                        .query(
+                            storage::Table::Alerts,
+                            &format!("supplier#{s}"),
+                            &storage::Query {
+                                limit: 20,
+                                descending: true,
+                                ..storage::Query::default()
+                            },
+                        )
+                        .await?;
+                    Value::Array(
+                        page.items
+                            .into_iter()
+                            .filter_map(|i| storage::from_item::<Value>(i).ok())
+                            .collect(),
+                    )
+                }
+                // An admin's alerts come from every supplier: the snapshot
+                // is empty, `GET /api/supplier/alerts` pages through them.
+                _ => json!([]),
+            },
+            Topic::Orders => {
+                let caller = self.caller.as_ref().expect("checked by allowed");
+                let user = (caller.role != Role::Admin).then_some(caller.subject.as_str());
+                let page = self.state.shop.orders(user, None, 20, None).await?;
+                serde_json::to_value(page.items).unwrap_or_default()
+            }
+        })
+    }
+
+    fn on_change(&mut self, change: &Change, out: &mpsc::Sender<Message>) -> Outcome {
+        let caller = self.caller.clone();
+        let admin = caller.as_ref().is_some_and(|c| c.role == Role::Admin);
+        let mut sends = Vec::new();
+        for (topic, seq) in self.subs.iter_mut() {
+            let data = match (topic, change) {
+                (
+                    Topic::Stock(which),
+                    Change::StockLevel {
+                        product_id,
+                        on_hand,
+                        reserved,
+                        available,
+                        backorder,
+                    },
+                ) if which.as_ref().is_none_or(|w| w == product_id) => {
+                    stock_json(product_id, *on_hand, *reserved, *available, *backorder)
+                }
+                (Topic::Alerts, Change::LowStockAlert(a))
+                    if admin
+                        || caller
+                            .as_ref()
+                            .and_then(|c| c.supplier_id.as_deref())
+                            .is_some_and(|s| s == a.supplier_id) =>
+                {
+                    serde_json::to_value(a).unwrap_or_default()
+                }
+                (Topic::Analytics, Change::AnalyticsTick { .. }) => {
+                    serde_json::to_value(change).unwrap_or_default()
+                }
+                (Topic::Orders, Change::OrderUpdated { user_id, .. })
+                    if admin || caller.as_ref().is_some_and(|c| &c.subject == user_id) =>
+                {
+                    serde_json::to_value(change).unwrap_or_default()
+                }
+                _ => continue,
+            };
+            *seq += 1;
+            sends.push(json!({"type": "change", "topic": topic.name(), "seq": *seq, "data": data}));
+        }
+        for m in sends {
+            if let Outcome::Close(c, r) = send(out, m) {
+                return Outcome::Close(c, r);
+            }
+        }
+        Outcome::Open
+    }
+}
+
+fn stock_json(id: &str, on_hand: i64, reserved: i64, available: i64, backorder: i64) -> Value {
+    json!({"product_id": id, "on_hand": on_hand, "reserved": reserved, "available": available, "backorder": backorder})
+}
+
+fn slow() -> Outcome {
+    Outcome::Close(
+        CLOSE_TOO_SLOW,
+        "too slow: the client did not keep up with its messages; reconnect and resubscribe".into(),
+    )
+}
+
+/// Queues a message without waiting: a full queue means the client is too
+/// slow, and it is cut off.
+fn send(out: &mpsc::Sender<Message>, v: Value) -> Outcome {
+    match out.try_send(Message::Text(Utf8Bytes::from(v.to_string()))) {
+        Ok(()) => {
+            metrics::counter!("shopstream_ws_messages_total").increment(1);
+            Outcome::Open
+        }
+        Err(mpsc::error::TrySendError::Full(_)) => slow(),
+        Err(mpsc::error::TrySendError::Closed(_)) => Outcome::Close(1000, "closed".into()),
+    }
+}

@@ -1,0 +1,315 @@
+//! The websocket hub, end to end: live stock, slow clients, limits, and
+//! who sees which orders and alerts.
+
+use std::time::Duration;
+
+use futures::{SinkExt, StreamExt};
+use reqwest::{Method, StatusCode};
+use serde_json::{Value, json};
+use tokio_tungstenite::{
+    MaybeTlsStream, WebSocketStream, connect_async,
+    tungstenite::{Message, client::IntoClientRequest, http::HeaderValue},
+};
+
+use crate::{
+    helpers::{App, Backend, Env, eventually, product},
+    on_both_backends,
+};
+
+type Ws = WebSocketStream<MaybeTlsStream<tokio::net::TcpStream>>;
+
+async fn connect(app: &App, token: Option<&str>) -> Ws {
+    let base = app.base.replace("http://", "ws://");
+    let url = match token {
+        Some(t) => format!("{base}/ws?token={t}"),
+        None => format!("{base}/ws"),
+    };
+    connect_async(url).await.expect("websocket handshake").0
+}
+
+async fn send(ws: &mut Ws, v: Value) {
+    ws.send(Message::Text(v.to_string().into())).await.unwrap();
+}
+
+/// The next JSON message, skipping pings; panics after 20 s.
+async fn next(ws: &mut Ws) -> Value {
+    tokio::time::timeout(Duration::from_secs(20), async {
+        loop {
+            match ws.next().await {
+                Some(Ok(Message::Text(t))) => return serde_json::from_str(t.as_str()).unwrap(),
+                Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
+                other => panic!("the socket ended: {other:?}"),
+            }
+        }
+    })
+    .await
+    .expect("no message within 20 s")
+}
+
+/// Asserts nothing but pings arrives for a while.
+async fn silent(ws: &mut Ws, for_: Duration) {
+    let r = tokio::time::timeout(for_, async {
+        loop {
+            match ws.next().await {
+                Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
+                other => return other,
+            }
+        }
+    })
+    .await;
+    assert!(r.is_err(), "expected silence, got {r:?}");
+}
+
+async fn post_events(app: &App, admin: &str, events: Value) {
+    let r = app
+        .call(Method::POST, "/api/events", Some(admin), Some(events))
+        .await;
+    assert_eq!(r.status, StatusCode::ACCEPTED, "{}", r.text);
+}
+
+fn adjust(id: &str, delta: i64) -> Value {
+    json!({"type": "stock.adjusted", "source": "e2e", "data": {"product_id": id, "delta": delta, "reason": "received"}})
+}
+
+async fn create_product(app: &App, admin: &str, sku: &str) -> String {
+    let r = app
+        .call(Method::POST, "/api/products", Some(admin), Some(product(sku)))
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
+    r.body["id"].as_str().unwrap().to_owned()
+}
+
+async fn metric(app: &App, name: &str) -> f64 {
+    app.get("/metrics")
+        .await
+        .text
+        .lines()
+        .filter(|l| l.starts_with(name))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+/// A subscriber gets a snapshot, then every committed change with a
+/// growing sequence number — from the stream and from checkout.
+async fn stock_changes_reach_subscribers(backend: Backend) {
+    let app = Env::new(backend).start().await;
+    let admin = app.admin_token().await;
+    let id = create_product(&app, &admin, "WS-1").await;
+    post_events(&app, &admin, json!([adjust(&id, 5)])).await;
+    eventually("stock", || async {
+        let r = app.get(&format!("/api/inventory/{id}")).await;
+        (r.body["available"] == 5).then_some(()).ok_or(r.text)
+    })
+    .await;
+    let mut ws = connect(&app, None).await;
+    send(&mut ws, json!({"op": "subscribe", "topic": format!("stock:{id}")})).await;
+    let snap = next(&mut ws).await;
+    assert_eq!(snap["type"], "snapshot", "{snap}");
+    assert_eq!(snap["seq"], 0);
+    assert_eq!(snap["data"]["available"], 5);
+    post_events(&app, &admin, json!([adjust(&id, 3)])).await;
+    let change = next(&mut ws).await;
+    assert_eq!(change["type"], "change");
+    assert_eq!(change["topic"], format!("stock:{id}"));
+    assert_eq!(change["seq"], 1);
+    assert_eq!(change["data"]["available"], 8);
+    assert_eq!(change["data"]["on_hand"], 8);
+    // A checkout's reservation is pushed too.
+    let (t, _, _) = app.customer("ws@example.com").await;
+    app.call(Method::POST, "/api/basket/items", Some(&t), Some(json!({"product_id": id, "quantity": 2}))).await;
+    let r = app
+        .send(app.http.post(app.url("/api/checkout")).bearer_auth(&t).header("Idempotency-Key", "ws")
+            .json(&json!({"card_number": "4000000000000002"})))
+        .await;
+    assert_eq!(r.status, StatusCode::PAYMENT_REQUIRED);
+    let reserved = next(&mut ws).await;
+    assert_eq!((reserved["seq"].as_i64(), reserved["data"]["reserved"].as_i64(), reserved["data"]["available"].as_i64()), (Some(2), Some(2), Some(6)));
+    let released = next(&mut ws).await;
+    assert_eq!((released["seq"].as_i64(), released["data"]["reserved"].as_i64(), released["data"]["available"].as_i64()), (Some(3), Some(0), Some(8)));
+    // Other products' changes do not reach a `stock:{id}` subscriber.
+    let other = create_product(&app, &admin, "WS-2").await;
+    post_events(&app, &admin, json!([adjust(&other, 1)])).await;
+    silent(&mut ws, Duration::from_secs(2)).await;
+    app.stop().await;
+}
+
+/// A client that does not read is cut off with 1013; a fast one keeps
+/// receiving.
+async fn slow_client_is_cut_off(backend: Backend) {
+    let app = Env::new(backend).set("SHOPSTREAM_WS_QUEUE", "8").start().await;
+    let admin = app.admin_token().await;
+    let ids: Vec<String> = (0..300).map(|_| uuid::Uuid::now_v7().to_string()).collect();
+    post_events(&app, &admin, Value::Array(ids.iter().map(|id| adjust(id, 1)).collect())).await;
+    eventually("the stock of 300 products", || async {
+        let r = app.get(&format!("/api/inventory/{}", ids[299])).await;
+        (r.body["available"] == 1).then_some(()).ok_or(r.text)
+    })
+    .await;
+    let mut fast = connect(&app, None).await;
+    send(&mut fast, json!({"op": "subscribe", "topic": format!("stock:{}", ids[0])})).await;
+    assert_eq!(next(&mut fast).await["type"], "snapshot");
+    let mut slow = connect(&app, None).await;
+    // Each subscribe to `stock` answers with a snapshot of every product;
+    // this client asks for many and reads none.
+    for _ in 0..300 {
+        send(&mut slow, json!({"op": "subscribe", "topic": "stock"})).await;
+    }
+    eventually("the slow client to be cut off", || async {
+        let n = metric(&app, "shopstream_ws_slow_disconnects_total").await;
+        (n == 1.0).then_some(()).ok_or(format!("{n}"))
+    })
+    .await;
+    post_events(&app, &admin, json!([adjust(&ids[0], 4)])).await;
+    let change = next(&mut fast).await;
+    assert_eq!(change["data"]["available"], 5, "{change}");
+    // The slow client finds the close frame after what was queued.
+    let end = tokio::time::timeout(Duration::from_secs(20), async {
+        loop {
+            match slow.next().await {
+                Some(Ok(Message::Close(Some(f)))) => return Some(u16::from(f.code)),
+                Some(Ok(_)) => continue,
+                _ => return None,
+            }
+        }
+    })
+    .await
+    .expect("the slow client's stream did not end");
+    assert!(matches!(end, Some(1013) | None), "{end:?}");
+    app.stop().await;
+}
+
+/// Origins, malformed messages, auth and limits.
+async fn rules_and_limits(backend: Backend) {
+    let app = Env::new(backend)
+        .set("SHOPSTREAM_WS_MAX_SUBSCRIPTIONS", "2")
+        .set("SHOPSTREAM_WS_MAX_CONNECTIONS_PER_USER", "1")
+        .start()
+        .await;
+    let admin = app.admin_token().await;
+    // A foreign origin is refused; the server's own is fine.
+    let base = app.base.replace("http://", "ws://");
+    let mut req = format!("{base}/ws").into_client_request().unwrap();
+    req.headers_mut().insert("origin", HeaderValue::from_static("https://evil.example"));
+    let err = connect_async(req).await.expect_err("foreign origin accepted");
+    match err {
+        tokio_tungstenite::tungstenite::Error::Http(r) => assert_eq!(r.status(), 403),
+        e => panic!("{e}"),
+    }
+    let mut req = format!("{base}/ws").into_client_request().unwrap();
+    let own = app.base.clone();
+    req.headers_mut().insert("origin", HeaderValue::from_str(&own).unwrap());
+    connect_async(req).await.expect("own origin refused");
+
+    let mut ws = connect(&app, None).await;
+    for bad in [json!("hello").to_string(), "{not json".to_owned(), json!({"op": "dance"}).to_string()] {
+        ws.send(Message::Text(bad.into())).await.unwrap();
+        assert_eq!(next(&mut ws).await["type"], "error");
+    }
+    for topic in ["analytics", "alerts", "orders", "stock:not-a-uuid", "weather"] {
+        send(&mut ws, json!({"op": "subscribe", "topic": topic})).await;
+        let m = next(&mut ws).await;
+        assert_eq!(m["type"], "error", "{topic}: {m}");
+    }
+    // Authenticating in a message opens the admin topics.
+    send(&mut ws, json!({"op": "auth", "token": admin})).await;
+    assert_eq!(next(&mut ws).await["role"], "admin");
+    send(&mut ws, json!({"op": "subscribe", "topic": "analytics"})).await;
+    assert_eq!(next(&mut ws).await["type"], "snapshot");
+    send(&mut ws, json!({"op": "subscribe", "topic": "stock"})).await;
+    assert_eq!(next(&mut ws).await["type"], "snapshot");
+    send(&mut ws, json!({"op": "subscribe", "topic": "orders"})).await;
+    let m = next(&mut ws).await;
+    assert!(m["message"].as_str().unwrap().contains("at most 2"), "{m}");
+    send(&mut ws, json!({"op": "unsubscribe", "topic": "stock"})).await;
+    assert_eq!(next(&mut ws).await["type"], "unsubscribed");
+    send(&mut ws, json!({"op": "ping"})).await;
+    assert_eq!(next(&mut ws).await["type"], "pong");
+    // One connection per user here: a second one is refused.
+    let err = connect_async(format!("{base}/ws?token={admin}")).await.expect_err("second connection accepted");
+    match err {
+        tokio_tungstenite::tungstenite::Error::Http(r) => assert_eq!(r.status(), 429),
+        e => panic!("{e}"),
+    }
+    let err = connect_async(format!("{base}/ws?token=garbage")).await.expect_err("bad token accepted");
+    match err {
+        tokio_tungstenite::tungstenite::Error::Http(r) => assert_eq!(r.status(), 401),
+        e => panic!("{e}"),
+    }
+    app.stop().await;
+}
+
+/// Customers see only their own orders; suppliers only their own alerts.
+async fn own_orders_and_alerts_only(backend: Backend) {
+    let env = Env::new(backend);
+    if backend == Backend::Aws {
+        let (code, out, err) = env.run(&["init"]).await;
+        assert_eq!(code, 0, "{out}{err}");
+    }
+    for (email, supplier) in [("acme@example.com", "acme"), ("other@example.com", "other")] {
+        let (code, out, err) = env
+            .run(&["user", "create", "--email", email, "--password", "supplier password 1", "--role", "supplier", "--supplier-id", supplier])
+            .await;
+        assert_eq!(code, 0, "{out}{err}");
+    }
+    let app = env.start().await;
+    let admin = app.admin_token().await;
+    let acme = app.login("acme@example.com", "supplier password 1").await.body["access_token"].as_str().unwrap().to_owned();
+    let other = app.login("other@example.com", "supplier password 1").await.body["access_token"].as_str().unwrap().to_owned();
+    // The product's supplier is acme; its threshold is 3.
+    let id = create_product(&app, &admin, "ALERT-1").await;
+    post_events(&app, &admin, json!([adjust(&id, 5)])).await;
+    eventually("stock", || async {
+        let r = app.get(&format!("/api/inventory/{id}")).await;
+        (r.body["available"] == 5).then_some(()).ok_or(r.text)
+    })
+    .await;
+    let (alice, _, _) = app.customer("alice.ws@example.com").await;
+    let (bob, _, _) = app.customer("bob.ws@example.com").await;
+    let mut socks = Vec::new();
+    for (token, topic) in [(&alice, "orders"), (&bob, "orders"), (&acme, "alerts"), (&other, "alerts")] {
+        let mut ws = connect(&app, Some(token)).await;
+        send(&mut ws, json!({"op": "subscribe", "topic": topic})).await;
+        let snap = next(&mut ws).await;
+        assert_eq!(snap["data"], json!([]), "{snap}");
+        socks.push(ws);
+    }
+    let [a_ws, b_ws, acme_ws, other_ws] = &mut socks[..] else { unreachable!() };
+    app.call(Method::POST, "/api/basket/items", Some(&alice), Some(json!({"product_id": id, "quantity": 3}))).await;
+    let r = app
+        .send(app.http.post(app.url("/api/checkout")).bearer_auth(&alice).header("Idempotency-Key", "a")
+            .json(&json!({"card_number": "4242424242424242"})))
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
+    let order = r.body["id"].as_str().unwrap();
+    let m = next(a_ws).await;
+    assert_eq!((m["data"]["order_id"].as_str(), m["data"]["status"].as_str()), (Some(order), Some("paid")), "{m}");
+    let alert = next(acme_ws).await;
+    assert_eq!(alert["topic"], "alerts");
+    assert_eq!(alert["data"]["product_id"], id.as_str());
+    assert_eq!(alert["data"]["available"], 2);
+    silent(b_ws, Duration::from_secs(1)).await;
+    silent(other_ws, Duration::from_secs(1)).await;
+    // The same through the API, with acknowledgement.
+    let mine = app.call(Method::GET, "/api/supplier/alerts", Some(&acme), None).await;
+    assert_eq!(mine.body["items"].as_array().unwrap().len(), 1, "{}", mine.text);
+    let alert_id = mine.body["items"][0]["id"].as_str().unwrap().to_owned();
+    let theirs = app.call(Method::GET, "/api/supplier/alerts", Some(&other), None).await;
+    assert_eq!(theirs.body["items"], json!([]));
+    let stolen = app.call(Method::POST, &format!("/api/supplier/alerts/{alert_id}/ack"), Some(&other), None).await;
+    assert_eq!(stolen.status, StatusCode::NOT_FOUND);
+    let ack = app.call(Method::POST, &format!("/api/supplier/alerts/{alert_id}/ack"), Some(&acme), None).await;
+    assert_eq!(ack.body["acknowledged"], true, "{}", ack.text);
+    let products = app.call(Method::GET, "/api/supplier/products", Some(&acme), None).await;
+    assert_eq!(products.body["items"][0]["stock"]["available"], 2, "{}", products.text);
+    let none = app.call(Method::GET, "/api/supplier/products", Some(&other), None).await;
+    assert_eq!(none.body["items"], json!([]));
+    assert_eq!(app.call(Method::GET, "/api/supplier/alerts", Some(&alice), None).await.status, StatusCode::FORBIDDEN);
+    app.stop().await;
+}
+
+on_both_backends!(
+    stock_changes_reach_subscribers,
+    slow_client_is_cut_off,
+    rules_and_limits,
+    own_orders_and_alerts_only,
+);
