@@ -232,6 +232,9 @@ struct Connection {
     caller: Option<Caller>,
     _slot: Option<Slot>,
     subs: BTreeMap<Topic, u64>,
+    /// The newest stock version this client has been sent, per product: a
+    /// change published after a snapshot that already showed it is dropped.
+    seen: HashMap<String, u64>,
 }
 
 enum Outcome {
@@ -246,6 +249,7 @@ impl Connection {
             caller,
             _slot: slot,
             subs: BTreeMap::new(),
+            seen: HashMap::new(),
         }
     }
 
@@ -411,15 +415,19 @@ impl Connection {
         }
     }
 
-    async fn snapshot(&self, topic: &Topic) -> Result<Value, ApiError> {
+    async fn snapshot(&mut self, topic: &Topic) -> Result<Value, ApiError> {
         let store = self.state.store.as_ref();
         Ok(match topic {
             Topic::Stock(Some(id)) => {
                 let s = read::stock(store, id).await?.unwrap_or_default();
+                self.saw(id, s.version);
                 stock_json(id, s.on_hand, s.reserved, s.available, s.backorder)
             }
             Topic::Stock(None) => {
                 let (items, _) = read::stock_page(store, 1000, None, false).await?;
+                for (id, s) in &items {
+                    self.saw(id, s.version);
+                }
                 Value::Array(
                     items
                         .into_iter()
@@ -469,7 +477,29 @@ impl Connection {
         })
     }
 
+    fn saw(&mut self, product_id: &str, version: u64) {
+        let v = self.seen.entry(product_id.to_owned()).or_default();
+        *v = (*v).max(version);
+    }
+
     fn on_change(&mut self, change: &Change, out: &mpsc::Sender<Message>) -> Outcome {
+        if let Change::StockLevel {
+            product_id,
+            version,
+            ..
+        } = change
+        {
+            let subscribed = self.subs.keys().any(|t| {
+                matches!(t, Topic::Stock(None)) || matches!(t, Topic::Stock(Some(id)) if id == product_id)
+            });
+            if !subscribed {
+                return Outcome::Open;
+            }
+            if self.seen.get(product_id).is_some_and(|v| v >= version) {
+                return Outcome::Open;
+            }
+            self.saw(product_id, *version);
+        }
         let caller = self.caller.clone();
         let admin = caller.as_ref().is_some_and(|c| c.role == Role::Admin);
         let mut sends = Vec::new();
@@ -483,6 +513,7 @@ impl Connection {
                         reserved,
                         available,
                         backorder,
+                        ..
                     },
                 ) if which.as_ref().is_none_or(|w| w == product_id) => {
                     stock_json(product_id, *on_hand, *reserved, *available, *backorder)

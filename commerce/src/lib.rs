@@ -1016,13 +1016,7 @@ impl Shop {
         for id in ids {
             match self.stock(id).await {
                 Ok(s) => {
-                    self.bus.publish(Change::StockLevel {
-                        product_id: id.to_owned(),
-                        on_hand: s.on_hand,
-                        reserved: s.reserved,
-                        available: s.available,
-                        backorder: s.backorder,
-                    });
+                    self.bus.publish(Change::stock(id, &s));
                     if let Err(e) = check_alert(self.store.as_ref(), &self.bus, id, &s).await {
                         tracing::warn!(error = %e, product_id = id, "low-stock check failed; the sweeper retries it");
                     }

@@ -14,6 +14,9 @@ pub enum Change {
         reserved: i64,
         available: i64,
         backorder: i64,
+        /// The stock item's version: a change with a version a client has
+        /// already seen is stale.
+        version: u64,
     },
     /// A product's available stock fell below its threshold.
     LowStockAlert(crate::state::Alert),
@@ -33,6 +36,20 @@ pub enum Change {
         status: String,
         version: u64,
     },
+}
+
+impl Change {
+    /// A product's stock level as read from the store.
+    pub fn stock(product_id: &str, s: &crate::state::Stock) -> Self {
+        Change::StockLevel {
+            product_id: product_id.to_owned(),
+            on_hand: s.on_hand,
+            reserved: s.reserved,
+            available: s.available,
+            backorder: s.backorder,
+            version: s.version,
+        }
+    }
 }
 
 /// A broadcast bus. Slow subscribers lose the oldest changes (they are told

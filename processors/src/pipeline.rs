@@ -263,13 +263,7 @@ impl Pipeline {
             match self.store.get(Table::Inventory, &stock_key(id)).await {
                 Ok(Some(item)) => {
                     if let Ok(stock) = from_item::<Stock>(item) {
-                        self.bus.publish(Change::StockLevel {
-                            product_id: id.clone(),
-                            on_hand: stock.on_hand,
-                            reserved: stock.reserved,
-                            available: stock.available,
-                            backorder: stock.backorder,
-                        });
+                        self.bus.publish(Change::stock(id, &stock));
                         if let Err(e) =
                             check_alert(self.store.as_ref(), &self.bus, id, &stock).await
                         {
