@@ -19,4 +19,8 @@ for table in users products meta log leases inventory analytics behaviour dead_l
     --key-schema AttributeName=pk,KeyType=HASH AttributeName=sk,KeyType=RANGE \
     >/dev/null 2>&1 || echo "table ${PREFIX}${table} exists"
 done
+for table in meta baskets; do
+  awslocal dynamodb update-time-to-live --table-name "${PREFIX}${table}" \
+    --time-to-live-specification Enabled=true,AttributeName=ttl >/dev/null 2>&1 || true
+done
 echo "shopstream: stream $STREAM ($SHARDS shards) and tables ${PREFIX}* ready"

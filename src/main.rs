@@ -288,9 +288,10 @@ async fn serve(settings: Settings) -> anyhow::Result<()> {
     // The pipeline: the stream's shards under leases, and the alert sweeper.
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let pipeline = Pipeline::new(store.clone(), bus.clone());
+    let instance = settings.instance_id()?;
     let leases = Leases::new(
         store.clone(),
-        settings.instance_id()?,
+        instance.clone(),
         Duration::from_secs(settings.lease_failover_secs),
     );
     tracing::info!(instance = leases.owner(), stream = ?settings.stream, "starting the consumer");
@@ -341,6 +342,18 @@ async fn serve(settings: Settings) -> anyhow::Result<()> {
             })
         }
     };
+    // Instances sharing a store see each other's changes through it.
+    let feed = (settings.backend == Backend::Aws).then(|| {
+        tokio::spawn(
+            processors::feed::Feed {
+                store: store.clone(),
+                instance,
+                bus: bus.clone(),
+                poll: Duration::from_millis(250),
+            }
+            .run(stopped.clone()),
+        )
+    });
     let sweeper = tokio::spawn(sweep_alerts_periodically(
         store.clone(),
         bus,
@@ -373,6 +386,9 @@ async fn serve(settings: Settings) -> anyhow::Result<()> {
     let _ = sweeper.await;
     let _ = relay.await;
     let _ = reservations.await;
+    if let Some(feed) = feed {
+        let _ = feed.await;
+    }
     tracing::info!("shopstream stopped");
     Ok(())
 }

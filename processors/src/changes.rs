@@ -1,10 +1,12 @@
 //! The in-process bus: what changed after a commit.
 
-use serde::Serialize;
-use tokio::sync::broadcast;
+use std::sync::{Arc, OnceLock};
+
+use serde::{Deserialize, Serialize};
+use tokio::sync::{broadcast, mpsc};
 
 /// One change, published after the commit that made it.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum Change {
     /// A product's stock as it is now.
@@ -57,18 +59,41 @@ impl Change {
 #[derive(Clone, Debug)]
 pub struct Bus {
     tx: broadcast::Sender<Change>,
+    /// Where this instance's own changes also go, for the other instances
+    /// (see [`crate::feed`]).
+    feed: Arc<OnceLock<mpsc::Sender<Change>>>,
 }
 
 impl Bus {
     pub fn new(capacity: usize) -> Self {
         Self {
             tx: broadcast::channel(capacity).0,
+            feed: Arc::default(),
         }
     }
 
+    /// Publishes a change this instance made.
     pub fn publish(&self, change: Change) {
+        if let Some(feed) = self.feed.get()
+            && feed.try_send(change.clone()).is_err()
+        {
+            metrics::counter!("shopstream_feed_dropped_total").increment(1);
+        }
         // No subscriber is not an error.
         let _ = self.tx.send(change);
+    }
+
+    /// Publishes a change another instance made (it is not fed back).
+    pub fn publish_remote(&self, change: Change) {
+        let _ = self.tx.send(change);
+    }
+
+    /// From now on, this instance's changes are also sent to the returned
+    /// receiver (once per bus).
+    pub fn attach_feed(&self, capacity: usize) -> mpsc::Receiver<Change> {
+        let (tx, rx) = mpsc::channel(capacity);
+        let _ = self.feed.set(tx);
+        rx
     }
 
     pub fn subscribe(&self) -> broadcast::Receiver<Change> {

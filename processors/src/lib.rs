@@ -13,8 +13,11 @@
 //! - [`read`]: what the API reads of that state.
 //! - [`changes`]: the in-process bus the websocket hub and the recommender
 //!   listen to.
+//! - [`feed`]: the change feed in the store through which instances sharing
+//!   a store see each other's changes.
 
 pub mod changes;
+pub mod feed;
 pub mod fold;
 pub mod pipeline;
 pub mod read;

@@ -266,7 +266,30 @@ impl Store for Dynamo {
                 .send()
                 .await;
             match created {
-                Ok(_) => tracing::info!(table = %name, "created table"),
+                Ok(_) => {
+                    tracing::info!(table = %name, "created table");
+                    if matches!(t, Table::Meta | Table::Baskets) {
+                        self.wait_active(&name).await?;
+                        // Baskets and the change feed expire by their `ttl`
+                        // attribute (seconds since the epoch).
+                        if let Err(e) = self
+                            .client
+                            .update_time_to_live()
+                            .table_name(&name)
+                            .time_to_live_specification(
+                                aws_sdk_dynamodb::types::TimeToLiveSpecification::builder()
+                                    .attribute_name("ttl")
+                                    .enabled(true)
+                                    .build()
+                                    .map_err(|e| StoreError::Invalid(e.to_string()))?,
+                            )
+                            .send()
+                            .await
+                        {
+                            tracing::warn!(table = %name, error = %map_err(e), "cannot enable TTL");
+                        }
+                    }
+                }
                 Err(e) if e.code() == Some("ResourceInUseException") => {
                     tracing::debug!(table = %name, "table exists");
                 }

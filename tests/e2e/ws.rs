@@ -313,3 +313,34 @@ on_both_backends!(
     rules_and_limits,
     own_orders_and_alerts_only,
 );
+
+/// Two instances on one store: a change the first applies reaches the
+/// second's subscriber, through the change feed in the store.
+#[tokio::test]
+async fn another_instances_change_reaches_this_instances_subscriber() {
+    let env = Env::new(Backend::Aws);
+    let first = env.start().await;
+    // The first instance takes the log's four partitions before the second
+    // starts, so it applies every event and the second only hears of them.
+    let admin = first.admin_token().await;
+    eventually("the first instance to hold every partition", || async {
+        let r = first.call(Method::GET, "/api/admin/leases", Some(&admin), None).await;
+        let held = r.body.as_array().map_or(0, |a| {
+            a.iter().filter(|l| l["owner"].is_string() && l["expires_at"].as_i64().unwrap_or(0) > 0).count()
+        });
+        (held == 4).then_some(()).ok_or(r.text)
+    })
+    .await;
+    let second = env.start().await;
+    let id = create_product(&first, &admin, "FEED-1").await;
+    let mut ws = connect(&second, None).await;
+    send(&mut ws, json!({"op": "subscribe", "topic": format!("stock:{id}")})).await;
+    assert_eq!(next(&mut ws).await["type"], "snapshot");
+    post_events(&first, &admin, json!([adjust(&id, 7)])).await;
+    let change = next(&mut ws).await;
+    assert_eq!(change["data"]["available"], 7, "{change}");
+    assert!(metric(&second, "shopstream_feed_delivered_total").await >= 1.0);
+    assert_eq!(metric(&second, "shopstream_events_applied_total").await, 0.0, "the second instance applied nothing itself");
+    second.stop().await;
+    first.stop().await;
+}
