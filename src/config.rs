@@ -108,6 +108,8 @@ pub struct Settings {
     /// Messages a websocket may have waiting before it is cut off as too slow.
     pub ws_queue: usize,
     pub ws_ping_secs: u64,
+    /// The largest product image accepted, in bytes.
+    pub image_max_bytes: usize,
 }
 
 impl Default for Settings {
@@ -155,6 +157,7 @@ impl Default for Settings {
             ws_max_subscriptions: 20,
             ws_queue: 256,
             ws_ping_secs: 20,
+            image_max_bytes: 2 * 1024 * 1024,
         }
     }
 }

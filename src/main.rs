@@ -216,6 +216,8 @@ fn app_state(
             StreamKind::Kinesis => settings.kinesis_stream.clone(),
             StreamKind::Kafka => settings.kafka_topic.clone(),
         },
+        data_dir: settings.data_dir.clone(),
+        image_max_bytes: settings.image_max_bytes,
         ws: api::ws::WsConfig {
             allowed_origins: settings
                 .ws_allowed_origins

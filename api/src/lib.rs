@@ -53,6 +53,10 @@ pub struct ApiConfig {
     pub lease_stream: String,
     /// The websocket hub's limits.
     pub ws: ws::WsConfig,
+    /// Where product images are kept.
+    pub data_dir: std::path::PathBuf,
+    /// The largest product image accepted.
+    pub image_max_bytes: usize,
 }
 
 /// What every handler can reach.
@@ -110,7 +114,9 @@ pub fn router(state: AppState) -> Router {
             .unwrap_or("-");
         tracing::info_span!("request", method = %req.method(), uri = %req.uri(), request_id = %id)
     });
+    let images = routes::images::router(state.config.image_max_bytes);
     Router::new()
+        .merge(images)
         .merge(routes::auth::router())
         .merge(routes::me::router())
         .merge(routes::products::router())

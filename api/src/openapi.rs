@@ -5,7 +5,9 @@ use utoipa::{
     openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme},
 };
 
-use crate::routes::{analytics, auth, basket, events, inventory, me, ops, orders, products, supplier};
+use crate::routes::{
+    analytics, auth, basket, events, images, inventory, me, ops, orders, products, supplier,
+};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -19,6 +21,7 @@ use crate::routes::{analytics, auth, basket, events, inventory, me, ops, orders,
         events::collect,
         inventory::get_inventory, inventory::list_inventory,
         analytics::summary, analytics::product, analytics::trending, analytics::dead_letters, analytics::replay_dead_letter, analytics::leases,
+        images::put_image, images::get_image,
         basket::get_basket, basket::add_item, basket::set_item, basket::remove_item, basket::clear_basket,
         orders::checkout, orders::list_orders, orders::get_order, orders::cancel_order, orders::set_status, orders::admin_orders,
         supplier::list_alerts, supplier::ack_alert, supplier::list_products,

@@ -462,4 +462,48 @@ on_both_backends!(
     order_state_machine_and_ownership,
     baskets,
     one_confirmation_across_a_crash,
+    product_images,
 );
+
+/// Product images: checked by content, size-limited, served with caching.
+async fn product_images(backend: Backend) {
+    let app = Env::new(backend).set("SHOPSTREAM_IMAGE_MAX_BYTES", "100000").start().await;
+    let admin = app.admin_token().await;
+    let id = stocked(&app, &admin, "IMG-1", 0).await;
+    let put = |body: Vec<u8>, token: String| {
+        let req = app
+            .http
+            .put(app.url(&format!("/api/products/{id}/image")))
+            .bearer_auth(token)
+            .header("content-type", "image/png")
+            .body(body);
+        app.send(req)
+    };
+    let mut png = b"\x89PNG\r\n\x1a\n".to_vec();
+    png.extend(std::iter::repeat_n(7u8, 70_000));
+    let r = put(png.clone(), admin.clone()).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    let url = r.body["image_url"].as_str().unwrap().to_owned();
+    let got = app.http.get(app.url(&url)).send().await.unwrap();
+    assert_eq!(got.status(), StatusCode::OK);
+    assert_eq!(got.headers()["content-type"], "image/png");
+    assert!(got.headers()["cache-control"].to_str().unwrap().contains("max-age"));
+    let etag = got.headers()["etag"].to_str().unwrap().to_owned();
+    assert_eq!(got.bytes().await.unwrap().len(), png.len());
+    let again = app.http.get(app.url(&url)).header("if-none-match", &etag).send().await.unwrap();
+    assert_eq!(again.status(), StatusCode::NOT_MODIFIED);
+    // A GIF named PNG, a script, an empty body: 415. Too big: 413.
+    for bad in [b"GIF89a....".to_vec(), b"<script>alert(1)</script>".to_vec(), Vec::new()] {
+        let r = put(bad, admin.clone()).await;
+        assert_eq!(r.status, StatusCode::UNSUPPORTED_MEDIA_TYPE, "{}", r.text);
+        assert_eq!(r.header("content-type"), Some("application/problem+json"));
+    }
+    let mut big = b"\xFF\xD8\xFF".to_vec();
+    big.extend(std::iter::repeat_n(0u8, 100_001));
+    assert_eq!(put(big, admin.clone()).await.status, StatusCode::PAYLOAD_TOO_LARGE);
+    let (customer, _, _) = app.customer("img@example.com").await;
+    assert_eq!(put(png, customer).await.status, StatusCode::FORBIDDEN);
+    assert_eq!(app.get(&format!("/api/products/{}/image", uuid::Uuid::now_v7())).await.status, StatusCode::NOT_FOUND);
+    app.stop().await;
+}
+

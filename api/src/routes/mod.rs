@@ -2,6 +2,7 @@ pub mod analytics;
 pub mod auth;
 pub mod basket;
 pub mod events;
+pub mod images;
 pub mod inventory;
 pub mod me;
 pub mod ops;

@@ -197,7 +197,7 @@ pub async fn get_product(
     Ok(with_etag(StatusCode::OK, p))
 }
 
-async fn write(
+pub(crate) async fn write(
     state: &AppState,
     id: &str,
     headers: &HeaderMap,
