@@ -16,8 +16,11 @@ async fn main() {
         eprintln!("usage: checkout_load BASE_URL ADMIN_EMAIL ADMIN_PASSWORD PRODUCTS CLIENTS SECS");
         std::process::exit(2);
     };
-    let (products, clients, secs): (usize, usize, u64) =
-        (products.parse().unwrap(), clients.parse().unwrap(), secs.parse().unwrap());
+    let (products, clients, secs): (usize, usize, u64) = (
+        products.parse().unwrap(),
+        clients.parse().unwrap(),
+        secs.parse().unwrap(),
+    );
     let http = reqwest::Client::new();
     let login: Value = http
         .post(format!("{base}/api/auth/login"))
@@ -28,7 +31,10 @@ async fn main() {
         .json()
         .await
         .unwrap();
-    let admin = login["access_token"].as_str().expect("admin login").to_owned();
+    let admin = login["access_token"]
+        .as_str()
+        .expect("admin login")
+        .to_owned();
     let mut ids = Vec::new();
     for i in 0..products {
         let p: Value = http
@@ -61,7 +67,14 @@ async fn main() {
     }
     for id in &ids {
         loop {
-            let s: Value = http.get(format!("{base}/api/inventory/{id}")).send().await.unwrap().json().await.unwrap();
+            let s: Value = http
+                .get(format!("{base}/api/inventory/{id}"))
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
             if s["available"].as_i64() == Some(1_000_000) {
                 break;
             }
@@ -134,7 +147,8 @@ async fn main() {
     }
     let elapsed = started.elapsed().as_secs_f64();
     all.sort();
-    let pct = |p: f64| all[((all.len() as f64 * p) as usize).min(all.len() - 1)].as_secs_f64() * 1000.0;
+    let pct =
+        |p: f64| all[((all.len() as f64 * p) as usize).min(all.len() - 1)].as_secs_f64() * 1000.0;
     println!(
         "checkout: {} paid in {:.1} s = {:.0} checkouts/s ({} products, {} clients, {} failed); latency p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
         all.len(),

@@ -21,7 +21,9 @@ use tokio_tungstenite::{connect_async, tungstenite::Message};
 async fn main() {
     let args: Vec<String> = std::env::args().collect();
     let [_, base, email, password, clients, rate, secs, products] = &args[..] else {
-        eprintln!("usage: ws_fanout BASE_URL ADMIN_EMAIL ADMIN_PASSWORD CLIENTS RATE SECS PRODUCTS");
+        eprintln!(
+            "usage: ws_fanout BASE_URL ADMIN_EMAIL ADMIN_PASSWORD CLIENTS RATE SECS PRODUCTS"
+        );
         std::process::exit(2);
     };
     let (clients, rate, secs, products): (usize, u64, u64, usize) = (
@@ -40,17 +42,26 @@ async fn main() {
         .json()
         .await
         .unwrap();
-    let admin = login["access_token"].as_str().expect("admin login").to_owned();
-    let ids: Vec<String> = (0..products).map(|_| uuid::Uuid::now_v7().to_string()).collect();
+    let admin = login["access_token"]
+        .as_str()
+        .expect("admin login")
+        .to_owned();
+    let ids: Vec<String> = (0..products)
+        .map(|_| uuid::Uuid::now_v7().to_string())
+        .collect();
     // When each (product, level) was accepted.
     let sent: Arc<Mutex<HashMap<(String, i64), Instant>>> = Arc::default();
     let ws_base = base.replace("http://", "ws://");
     let mut sockets = Vec::new();
     for _ in 0..clients {
         let (mut ws, _) = connect_async(format!("{ws_base}/ws")).await.unwrap();
-        ws.send(Message::Text(json!({"op": "subscribe", "topic": "stock"}).to_string().into()))
-            .await
-            .unwrap();
+        ws.send(Message::Text(
+            json!({"op": "subscribe", "topic": "stock"})
+                .to_string()
+                .into(),
+        ))
+        .await
+        .unwrap();
         sockets.push(ws);
     }
     let delays: Arc<Mutex<Vec<Duration>>> = Arc::default();

@@ -110,6 +110,20 @@ pub struct Settings {
     pub ws_ping_secs: u64,
     /// The largest product image accepted, in bytes.
     pub image_max_bytes: usize,
+    /// Keep product images in this S3 bucket (unset: `data_dir/images`).
+    pub images_bucket: Option<String>,
+    /// Where order notifications go: `file` (a file per notification in
+    /// `data_dir/notifications` and a log line) or `ses` (e-mail).
+    pub notifier: NotifierKind,
+    /// The sender address of e-mailed notifications (verified in SES).
+    pub ses_from: Option<String>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum NotifierKind {
+    File,
+    Ses,
 }
 
 impl Default for Settings {
@@ -158,6 +172,9 @@ impl Default for Settings {
             ws_queue: 256,
             ws_ping_secs: 20,
             image_max_bytes: 2 * 1024 * 1024,
+            images_bucket: None,
+            notifier: NotifierKind::File,
+            ses_from: None,
         }
     }
 }

@@ -187,13 +187,14 @@ pub(crate) async fn event_sink(
     })
 }
 
-fn app_state(
+async fn app_state(
     settings: &Settings,
     store: Arc<dyn Store>,
     events: Arc<dyn EventSink>,
     bus: Bus,
     shop: commerce::Shop,
 ) -> anyhow::Result<AppState> {
+    let blobs = blobs(settings).await;
     let jwks = settings.jwks_url.clone().map(|url| JwksSettings {
         url,
         issuer: settings.jwks_issuer.clone(),
@@ -216,7 +217,6 @@ fn app_state(
             StreamKind::Kinesis => settings.kinesis_stream.clone(),
             StreamKind::Kafka => settings.kafka_topic.clone(),
         },
-        data_dir: settings.data_dir.clone(),
         image_max_bytes: settings.image_max_bytes,
         ws: api::ws::WsConfig {
             allowed_origins: settings
@@ -233,7 +233,7 @@ fn app_state(
         },
     };
     Ok(AppState::new(
-        store, events, bus, shop, tokens, metrics, config,
+        store, events, bus, shop, blobs, tokens, metrics, config,
     ))
 }
 
@@ -254,7 +254,8 @@ async fn serve(settings: Settings) -> anyhow::Result<()> {
         events.clone(),
         bus.clone(),
         shop.clone(),
-    )?;
+    )
+    .await?;
     match bootstrap::ensure_admin(
         &state,
         settings.admin_email.as_deref(),
@@ -365,9 +366,7 @@ async fn serve(settings: Settings) -> anyhow::Result<()> {
     let relay = commerce::outbox::Relay {
         store,
         events,
-        notifier: Arc::new(commerce::outbox::FileNotifier {
-            dir: settings.data_dir.join("notifications"),
-        }),
+        notifier: notifier(&settings).await?,
         payments: shop.payments().clone(),
         wake: shop.outbox_wake.clone(),
     };
@@ -397,6 +396,31 @@ async fn serve(settings: Settings) -> anyhow::Result<()> {
 
 /// Checks every product's low-stock state at start and then every minute, to
 /// raise alerts whose check a crash interrupted.
+/// Where product images are kept: S3 with `images_bucket`, else the data dir.
+async fn blobs(settings: &Settings) -> Arc<dyn storage::blobs::Blobs> {
+    match &settings.images_bucket {
+        Some(bucket) => Arc::new(storage::blobs::S3Blobs::from_env(bucket.clone()).await),
+        None => Arc::new(storage::blobs::DirBlobs {
+            dir: settings.data_dir.clone(),
+        }),
+    }
+}
+
+async fn notifier(settings: &Settings) -> anyhow::Result<Arc<dyn commerce::outbox::Notifier>> {
+    Ok(match settings.notifier {
+        config::NotifierKind::File => Arc::new(commerce::outbox::FileNotifier {
+            dir: settings.data_dir.join("notifications"),
+        }),
+        config::NotifierKind::Ses => {
+            let from = settings
+                .ses_from
+                .clone()
+                .context("notifier = \"ses\" needs `ses_from`, the sender address")?;
+            Arc::new(commerce::outbox::SesNotifier::from_env(from).await)
+        }
+    })
+}
+
 fn shop(settings: &Settings, store: &Arc<dyn Store>, bus: &Bus) -> commerce::Shop {
     let payments = Arc::new(commerce::payment::SimulatedProcessor::new(
         store.clone(),
@@ -503,7 +527,7 @@ async fn create_user(settings: &Settings, command: UserCommand) -> anyhow::Resul
     let events = event_sink(settings, &store).await?;
     let bus = Bus::default();
     let shop = shop(settings, &store, &bus);
-    let state = app_state(settings, store, events, bus, shop)?;
+    let state = app_state(settings, store, events, bus, shop).await?;
     let user = api::create_user(&state, email, password, name, role, supplier_id)
         .await
         .map_err(|e| anyhow::anyhow!("{e}"))?;
@@ -575,6 +599,11 @@ async fn main() -> std::process::ExitCode {
                         .await
                         .map_err(anyhow::Error::msg)?;
                     println!("kafka topic {:?} ready", settings.kafka_topic);
+                }
+                if settings.images_bucket.is_some() {
+                    let blobs = blobs(&settings).await;
+                    blobs.create().await?;
+                    println!("image storage {} ready", blobs.describe());
                 }
                 Ok(())
             }

@@ -53,8 +53,6 @@ pub struct ApiConfig {
     pub lease_stream: String,
     /// The websocket hub's limits.
     pub ws: ws::WsConfig,
-    /// Where product images are kept.
-    pub data_dir: std::path::PathBuf,
     /// The largest product image accepted.
     pub image_max_bytes: usize,
 }
@@ -75,6 +73,8 @@ pub struct AppState {
     pub config: Arc<ApiConfig>,
     /// Open websocket connections.
     pub hub: Arc<ws::Hub>,
+    /// Where product images are kept.
+    pub blobs: Arc<dyn storage::blobs::Blobs>,
 }
 
 impl AppState {
@@ -83,6 +83,7 @@ impl AppState {
         events: Arc<dyn EventSink>,
         bus: Bus,
         shop: commerce::Shop,
+        blobs: Arc<dyn storage::blobs::Blobs>,
         tokens: Tokens,
         metrics: PrometheusHandle,
         config: ApiConfig,
@@ -98,6 +99,7 @@ impl AppState {
             metrics,
             config: Arc::new(config),
             hub: Arc::default(),
+            blobs,
         }
     }
 }

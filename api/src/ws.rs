@@ -164,7 +164,8 @@ pub async fn upgrade(
                 .hub
                 .admit(&c.subject, config.max_connections_per_user)
                 .ok_or_else(|| {
-                    metrics::counter!("shopstream_ws_refused_total", "why" => "connections").increment(1);
+                    metrics::counter!("shopstream_ws_refused_total", "why" => "connections")
+                        .increment(1);
                     ApiError::TooManyRequests(format!(
                         "at most {} websocket connections per user",
                         config.max_connections_per_user
@@ -348,7 +349,14 @@ impl Connection {
             Topic::Analytics if role == Some(Role::Admin) => Ok(()),
             Topic::Analytics => Err("the analytics topic needs the admin role"),
             Topic::Alerts if role == Some(Role::Admin) => Ok(()),
-            Topic::Alerts if self.caller.as_ref().is_some_and(|c| c.supplier_id.is_some()) => Ok(()),
+            Topic::Alerts
+                if self
+                    .caller
+                    .as_ref()
+                    .is_some_and(|c| c.supplier_id.is_some()) =>
+            {
+                Ok(())
+            }
             Topic::Alerts => Err("the alerts topic needs a supplier or the admin role"),
             Topic::Orders if self.caller.is_some() => Ok(()),
             Topic::Orders => Err("the orders topic needs a logged-in user"),
@@ -359,14 +367,20 @@ impl Connection {
         let msg: ClientMessage = match serde_json::from_str(text) {
             Ok(m) => m,
             Err(e) => {
-                return send(out, json!({"type": "error", "message": format!("not a message this server understands: {e}")}));
+                return send(
+                    out,
+                    json!({"type": "error", "message": format!("not a message this server understands: {e}")}),
+                );
             }
         };
         match msg {
             ClientMessage::Ping => send(out, json!({"type": "pong"})),
             ClientMessage::Auth { token } => {
                 if self.caller.is_some() {
-                    return send(out, json!({"type": "error", "message": "already authenticated"}));
+                    return send(
+                        out,
+                        json!({"type": "error", "message": "already authenticated"}),
+                    );
                 }
                 match self.state.tokens.verify_access(&token).await {
                     Ok(c) => {
@@ -378,7 +392,10 @@ impl Connection {
                                 self.caller = Some(c);
                                 send(out, json!({"type": "authenticated", "role": role}))
                             }
-                            None => Outcome::Close(1008, format!("at most {max} websocket connections per user")),
+                            None => Outcome::Close(
+                                1008,
+                                format!("at most {max} websocket connections per user"),
+                            ),
                         }
                     }
                     Err(e) => send(out, json!({"type": "error", "message": e.to_string()})),
@@ -388,29 +405,44 @@ impl Connection {
                 let removed = Topic::parse(&topic).and_then(|t| self.subs.remove(&t));
                 match removed {
                     Some(_) => send(out, json!({"type": "unsubscribed", "topic": topic})),
-                    None => send(out, json!({"type": "error", "message": format!("not subscribed to {topic:?}")})),
+                    None => send(
+                        out,
+                        json!({"type": "error", "message": format!("not subscribed to {topic:?}")}),
+                    ),
                 }
             }
             ClientMessage::Subscribe { topic: name } => {
                 let Some(topic) = Topic::parse(&name) else {
-                    return send(out, json!({"type": "error", "message": format!("unknown topic {name:?}: stock, stock:{{product_id}}, analytics, alerts, orders")}));
+                    return send(
+                        out,
+                        json!({"type": "error", "message": format!("unknown topic {name:?}: stock, stock:{{product_id}}, analytics, alerts, orders")}),
+                    );
                 };
                 if let Err(why) = self.allowed(&topic) {
                     return send(out, json!({"type": "error", "topic": name, "message": why}));
                 }
                 let max = self.state.config.ws.max_subscriptions;
                 if !self.subs.contains_key(&topic) && self.subs.len() >= max {
-                    return send(out, json!({"type": "error", "topic": name, "message": format!("at most {max} subscriptions per connection")}));
+                    return send(
+                        out,
+                        json!({"type": "error", "topic": name, "message": format!("at most {max} subscriptions per connection")}),
+                    );
                 }
                 let data = match self.snapshot(&topic).await {
                     Ok(d) => d,
                     Err(e) => {
                         tracing::warn!(error = %e, topic = %name, "websocket snapshot failed");
-                        return send(out, json!({"type": "error", "topic": name, "message": "the snapshot could not be read; subscribe again"}));
+                        return send(
+                            out,
+                            json!({"type": "error", "topic": name, "message": "the snapshot could not be read; subscribe again"}),
+                        );
                     }
                 };
                 self.subs.insert(topic, 0);
-                send(out, json!({"type": "snapshot", "topic": name, "seq": 0, "data": data}))
+                send(
+                    out,
+                    json!({"type": "snapshot", "topic": name, "seq": 0, "data": data}),
+                )
             }
         }
     }
@@ -431,12 +463,15 @@ impl Connection {
                 Value::Array(
                     items
                         .into_iter()
-                        .map(|(id, s)| stock_json(&id, s.on_hand, s.reserved, s.available, s.backorder))
+                        .map(|(id, s)| {
+                            stock_json(&id, s.on_hand, s.reserved, s.available, s.backorder)
+                        })
                         .collect(),
                 )
             }
             Topic::Analytics => {
-                let minutes = read::minutes(store, None, time::OffsetDateTime::now_utc(), 60).await?;
+                let minutes =
+                    read::minutes(store, None, time::OffsetDateTime::now_utc(), 60).await?;
                 Value::Array(
                     minutes
                         .into_iter()
@@ -490,7 +525,8 @@ impl Connection {
         } = change
         {
             let subscribed = self.subs.keys().any(|t| {
-                matches!(t, Topic::Stock(None)) || matches!(t, Topic::Stock(Some(id)) if id == product_id)
+                matches!(t, Topic::Stock(None))
+                    || matches!(t, Topic::Stock(Some(id)) if id == product_id)
             });
             if !subscribed {
                 return Outcome::Open;

@@ -37,7 +37,11 @@ impl Basket {
 
     /// Sets a product's quantity; zero removes it.
     pub fn set(&mut self, product_id: &str, quantity: i64) {
-        match self.lines.iter_mut().position(|l| l.product_id == product_id) {
+        match self
+            .lines
+            .iter_mut()
+            .position(|l| l.product_id == product_id)
+        {
             Some(i) if quantity <= 0 => {
                 self.lines.remove(i);
             }
@@ -65,7 +69,12 @@ pub fn basket_key(owner: &str) -> Key {
 
 /// Reads a basket; one idle for longer than `idle_ms` counts as empty (its
 /// version is kept so the next write replaces it).
-pub async fn load(store: &dyn Store, owner: &str, idle_ms: i64, now_ms: i64) -> Result<Basket, StoreError> {
+pub async fn load(
+    store: &dyn Store,
+    owner: &str,
+    idle_ms: i64,
+    now_ms: i64,
+) -> Result<Basket, StoreError> {
     let Some(item) = store.get(Table::Baskets, &basket_key(owner)).await? else {
         return Ok(Basket::default());
     };

@@ -290,10 +290,16 @@ impl Shop {
     }
 
     async fn stock(&self, product_id: &str) -> Result<Stock, StoreError> {
-        Ok(match self.store.get(Table::Inventory, &stock_key(product_id)).await? {
-            Some(item) => from_item(item)?,
-            None => Stock::default(),
-        })
+        Ok(
+            match self
+                .store
+                .get(Table::Inventory, &stock_key(product_id))
+                .await?
+            {
+                Some(item) => from_item(item)?,
+                None => Stock::default(),
+            },
+        )
     }
 
     async fn view(&self, b: &Basket) -> Result<BasketView, StoreError> {
@@ -328,8 +334,7 @@ impl Shop {
             lines,
             total: Price::from_decimal(total).unwrap_or_else(|_| Price::parse("0").expect("zero")),
             currency,
-            expires_at: (!b.lines.is_empty())
-                .then(|| ms_to_time(b.updated_ms + self.idle_ms())),
+            expires_at: (!b.lines.is_empty()).then(|| ms_to_time(b.updated_ms + self.idle_ms())),
         })
     }
 
@@ -397,17 +402,21 @@ impl Shop {
                 product: product.currency.to_string(),
             });
         }
-        self.modify_basket(owner, |b| {
-            let q = b.quantity_of(&id) + quantity;
-            if q > max {
-                return Err(BasketError::Quantity { max });
-            }
-            if b.quantity_of(&id) == 0 && b.lines.len() >= max_lines {
-                return Err(BasketError::TooManyLines(max_lines));
-            }
-            b.set(&id, q);
-            Ok(())
-        }, then)
+        self.modify_basket(
+            owner,
+            |b| {
+                let q = b.quantity_of(&id) + quantity;
+                if q > max {
+                    return Err(BasketError::Quantity { max });
+                }
+                if b.quantity_of(&id) == 0 && b.lines.len() >= max_lines {
+                    return Err(BasketError::TooManyLines(max_lines));
+                }
+                b.set(&id, q);
+                Ok(())
+            },
+            then,
+        )
         .await
     }
 
@@ -422,13 +431,17 @@ impl Shop {
         if !(1..=max).contains(&quantity) {
             return Err(BasketError::Quantity { max });
         }
-        self.modify_basket(owner, |b| {
-            if b.quantity_of(product_id) == 0 {
-                return Err(BasketError::NotInBasket(product_id.to_owned()));
-            }
-            b.set(product_id, quantity);
-            Ok(())
-        }, Vec::new())
+        self.modify_basket(
+            owner,
+            |b| {
+                if b.quantity_of(product_id) == 0 {
+                    return Err(BasketError::NotInBasket(product_id.to_owned()));
+                }
+                b.set(product_id, quantity);
+                Ok(())
+            },
+            Vec::new(),
+        )
         .await
     }
 
@@ -437,13 +450,17 @@ impl Shop {
         owner: &str,
         product_id: &str,
     ) -> Result<BasketView, BasketError> {
-        self.modify_basket(owner, |b| {
-            if b.quantity_of(product_id) == 0 {
-                return Err(BasketError::NotInBasket(product_id.to_owned()));
-            }
-            b.set(product_id, 0);
-            Ok(())
-        }, Vec::new())
+        self.modify_basket(
+            owner,
+            |b| {
+                if b.quantity_of(product_id) == 0 {
+                    return Err(BasketError::NotInBasket(product_id.to_owned()));
+                }
+                b.set(product_id, 0);
+                Ok(())
+            },
+            Vec::new(),
+        )
         .await
     }
 
@@ -530,9 +547,14 @@ impl Shop {
         request_hash: &str,
     ) -> Result<Order, Reserve> {
         let now = OffsetDateTime::now_utc();
-        let b = basket::load(self.store.as_ref(), &owner_of(customer), self.idle_ms(), now_ms())
-            .await
-            .map_err(|e| Reserve::Failed(e.into()))?;
+        let b = basket::load(
+            self.store.as_ref(),
+            &owner_of(customer),
+            self.idle_ms(),
+            now_ms(),
+        )
+        .await
+        .map_err(|e| Reserve::Failed(e.into()))?;
         if b.lines.is_empty() {
             return Err(Reserve::Failed(CheckoutError::EmptyBasket));
         }
@@ -717,7 +739,11 @@ impl Shop {
             Ok(Ok(ChargeOutcome::Declined { reason })) => {
                 info.outcome = "declined".into();
                 info.message = Some(reason.clone());
-                (Status::PaymentFailed, Some(format!("card declined: {reason}")), Vec::new())
+                (
+                    Status::PaymentFailed,
+                    Some(format!("card declined: {reason}")),
+                    Vec::new(),
+                )
             }
             Ok(Err(e)) => {
                 info.outcome = "processor_error".into();
@@ -753,7 +779,16 @@ impl Shop {
         let id = order.id.clone();
         let approved = to == Status::Paid;
         match self
-            .apply(order, to, By::System, "system", note, Some(info), None, extra)
+            .apply(
+                order,
+                to,
+                By::System,
+                "system",
+                note,
+                Some(info),
+                None,
+                extra,
+            )
             .await
         {
             Ok(o) => Ok(o),
@@ -762,9 +797,10 @@ impl Shop {
                 // Someone else settled or cancelled it first (a concurrent
                 // retry, the sweeper, the customer). If it was cancelled and
                 // we were approved, the charge must not stand.
-                let now = self.order(&id).await?.ok_or(StoreError::Corrupt(format!(
-                    "order {id} vanished"
-                )))?;
+                let now = self
+                    .order(&id)
+                    .await?
+                    .ok_or(StoreError::Corrupt(format!("order {id} vanished")))?;
                 if approved && matches!(now.status, Status::Cancelled | Status::PaymentFailed) {
                     self.store
                         .transact(vec![outbox::put(Work::Refund {
@@ -845,7 +881,16 @@ impl Shop {
         for _ in 0..8 {
             let order = self.order(id).await?.ok_or(ChangeError::NotFound)?;
             match self
-                .apply(order, to, by, actor, note.clone(), None, shipment.clone(), Vec::new())
+                .apply(
+                    order,
+                    to,
+                    by,
+                    actor,
+                    note.clone(),
+                    None,
+                    shipment.clone(),
+                    Vec::new(),
+                )
                 .await
             {
                 Err(ChangeError::Busy) => continue,
@@ -896,7 +941,11 @@ impl Shop {
             item: to_item(&order_key(&next.id), &next)?,
             cond: Some(Cond::eq("version", order.version)),
         }];
-        for key in [owner_key(&next.user_id, &sk), status_key(to, &sk), all_key(&sk)] {
+        for key in [
+            owner_key(&next.user_id, &sk),
+            status_key(to, &sk),
+            all_key(&sk),
+        ] {
             ops.push(TxOp::Put {
                 table: Table::Orders,
                 item: to_item(&key, &summary)?,
@@ -908,7 +957,10 @@ impl Shop {
             key: status_key(order.status, &sk),
             cond: None,
         });
-        if let Some(until) = order.reserved_until.filter(|_| order.status == Status::PendingPayment) {
+        if let Some(until) = order
+            .reserved_until
+            .filter(|_| order.status == Status::PendingPayment)
+        {
             ops.push(TxOp::Delete {
                 table: Table::Orders,
                 key: reservation_key(until, &order.id),
@@ -924,7 +976,11 @@ impl Shop {
         if (on_hand, reserved, available) != (0, 0, 0) {
             for l in &next.lines {
                 let mut updates = vec![Update::add("version", 1)];
-                for (attr, sign) in [("on_hand", on_hand), ("reserved", reserved), ("available", available)] {
+                for (attr, sign) in [
+                    ("on_hand", on_hand),
+                    ("reserved", reserved),
+                    ("available", available),
+                ] {
                     if sign != 0 {
                         updates.push(Update::add(attr, sign * l.quantity));
                     }
@@ -1021,7 +1077,9 @@ impl Shop {
                         tracing::warn!(error = %e, product_id = id, "low-stock check failed; the sweeper retries it");
                     }
                 }
-                Err(e) => tracing::warn!(error = %e, product_id = id, "cannot read stock after a change"),
+                Err(e) => {
+                    tracing::warn!(error = %e, product_id = id, "cannot read stock after a change")
+                }
             }
         }
     }
@@ -1065,7 +1123,9 @@ impl Shop {
                         Ok(_) => released += 1,
                         Err(ChangeError::Transition(_)) => {}
                         Err(ChangeError::Store(e)) => return Err(e),
-                        Err(e) => tracing::warn!(error = %e, order_id = id, "cannot release an expired reservation yet"),
+                        Err(e) => {
+                            tracing::warn!(error = %e, order_id = id, "cannot release an expired reservation yet")
+                        }
                     }
                 }
                 // Settled meanwhile: the index entry is stale.
@@ -1120,7 +1180,11 @@ fn notification(o: &Order) -> Notification {
         ),
         s => (
             "order_status",
-            format!("Your order {} is now {}", o.id, s.as_str().replace('_', " ")),
+            format!(
+                "Your order {} is now {}",
+                o.id,
+                s.as_str().replace('_', " ")
+            ),
             match &o.shipment {
                 Some(sh) if s == Status::Shipped => format!(
                     "Your order is on its way with {} (tracking number {}).",

@@ -6,7 +6,17 @@ use time::OffsetDateTime;
 
 /// Where an order is in its life.
 #[derive(
-    Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, utoipa::ToSchema,
+    Clone,
+    Copy,
+    Debug,
+    PartialEq,
+    Eq,
+    Hash,
+    PartialOrd,
+    Ord,
+    Serialize,
+    Deserialize,
+    utoipa::ToSchema,
 )]
 #[serde(rename_all = "snake_case")]
 pub enum Status {
@@ -254,7 +264,10 @@ mod tests {
 
     #[test]
     fn the_happy_path_is_allowed_step_by_step() {
-        assert_eq!(transition(PendingPayment, Paid, By::System), Ok(Effect::Sell));
+        assert_eq!(
+            transition(PendingPayment, Paid, By::System),
+            Ok(Effect::Sell)
+        );
         assert_eq!(transition(Paid, Packed, By::Admin), Ok(Effect::None));
         assert_eq!(transition(Packed, Shipped, By::Admin), Ok(Effect::None));
         assert_eq!(transition(Shipped, Delivered, By::Admin), Ok(Effect::None));
@@ -332,7 +345,10 @@ mod tests {
             Ok(Effect::RestockAndRefund)
         );
         assert_eq!(transition(Shipped, Refunded, By::Admin), Ok(Effect::Refund));
-        assert_eq!(transition(Delivered, Refunded, By::Admin), Ok(Effect::Refund));
+        assert_eq!(
+            transition(Delivered, Refunded, By::Admin),
+            Ok(Effect::Refund)
+        );
     }
 
     #[test]

@@ -59,10 +59,7 @@ fn now_ms() -> i64 {
 
 /// The transaction operation that puts `work` in the outbox.
 pub fn put(work: Work) -> Result<TxOp, StoreError> {
-    let key = Key::new(
-        PK,
-        format!("{:013}#{}", now_ms(), uuid::Uuid::now_v7()),
-    );
+    let key = Key::new(PK, format!("{:013}#{}", now_ms(), uuid::Uuid::now_v7()));
     Ok(TxOp::Put {
         table: Table::Outbox,
         item: to_item(
@@ -244,5 +241,60 @@ fn work_name(w: &Work) -> &'static str {
         Work::Publish { .. } => "publish",
         Work::Notify { .. } => "notify",
         Work::Refund { .. } => "refund",
+    }
+}
+
+/// Sends each notification as an e-mail through Amazon SES (API v2), from
+/// `from` (an identity verified in SES). A notification without an address
+/// is logged and counted as delivered.
+#[derive(Debug)]
+pub struct SesNotifier {
+    client: aws_sdk_sesv2::Client,
+    pub from: String,
+}
+
+impl SesNotifier {
+    pub async fn from_env(from: String) -> Self {
+        let config = aws_config::load_from_env().await;
+        Self {
+            client: aws_sdk_sesv2::Client::new(&config),
+            from,
+        }
+    }
+}
+
+#[async_trait]
+impl Notifier for SesNotifier {
+    fn name(&self) -> &'static str {
+        "ses"
+    }
+
+    async fn deliver(&self, n: &Notification) -> Result<(), String> {
+        use aws_sdk_sesv2::types::{Body, Content, Destination, EmailContent, Message};
+        let Some(to) = &n.to else {
+            tracing::info!(order_id = %n.order_id, kind = %n.kind, "notification without an address; not e-mailed");
+            return Ok(());
+        };
+        let content = |s: &str| {
+            Content::builder()
+                .data(s)
+                .charset("UTF-8")
+                .build()
+                .map_err(|e| e.to_string())
+        };
+        let message = Message::builder()
+            .subject(content(&n.subject)?)
+            .body(Body::builder().text(content(&n.body)?).build())
+            .build();
+        self.client
+            .send_email()
+            .from_email_address(&self.from)
+            .destination(Destination::builder().to_addresses(to).build())
+            .content(EmailContent::builder().simple(message).build())
+            .send()
+            .await
+            .map_err(|e| aws_sdk_sesv2::error::DisplayErrorContext(e).to_string())?;
+        tracing::info!(order_id = %n.order_id, kind = %n.kind, %to, "notification e-mailed");
+        Ok(())
     }
 }

@@ -119,7 +119,11 @@ impl SimulatedProcessor {
         Self { store, slow }
     }
 
-    async fn record(&self, charge: &Charge, outcome: ChargeOutcome) -> Result<ChargeOutcome, PaymentError> {
+    async fn record(
+        &self,
+        charge: &Charge,
+        outcome: ChargeOutcome,
+    ) -> Result<ChargeOutcome, PaymentError> {
         let key = ledger_key(&charge.order_id);
         let entry = LedgerEntry {
             outcome: outcome.clone(),
@@ -128,7 +132,11 @@ impl SimulatedProcessor {
             refunded: false,
         };
         let item = to_item(&key, &entry).map_err(store_err)?;
-        match self.store.put(Table::Meta, item, Some(Cond::NotExists)).await {
+        match self
+            .store
+            .put(Table::Meta, item, Some(Cond::NotExists))
+            .await
+        {
             Ok(()) => {
                 let o = match outcome {
                     ChargeOutcome::Approved { .. } => "approved",

@@ -9,11 +9,7 @@
 //! delivered, so a change written late (clock skew, a slow write) is still
 //! delivered once. Delay: the poll interval plus one store round trip.
 
-use std::{
-    collections::HashMap,
-    sync::Arc,
-    time::Duration,
-};
+use std::{collections::HashMap, sync::Arc, time::Duration};
 
 use serde::{Deserialize, Serialize};
 use storage::{Key, Query, SortRange, Store, StoreError, Table, TxOp, from_item, to_item};

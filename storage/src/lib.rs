@@ -14,6 +14,7 @@
 //!
 //! Nothing outside this crate knows which database is underneath.
 
+pub mod blobs;
 pub mod dynamo;
 pub mod embedded;
 mod error;

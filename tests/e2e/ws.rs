@@ -73,7 +73,12 @@ fn adjust(id: &str, delta: i64) -> Value {
 
 async fn create_product(app: &App, admin: &str, sku: &str) -> String {
     let r = app
-        .call(Method::POST, "/api/products", Some(admin), Some(product(sku)))
+        .call(
+            Method::POST,
+            "/api/products",
+            Some(admin),
+            Some(product(sku)),
+        )
         .await;
     assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
     r.body["id"].as_str().unwrap().to_owned()
@@ -102,7 +107,11 @@ async fn stock_changes_reach_subscribers(backend: Backend) {
     })
     .await;
     let mut ws = connect(&app, None).await;
-    send(&mut ws, json!({"op": "subscribe", "topic": format!("stock:{id}")})).await;
+    send(
+        &mut ws,
+        json!({"op": "subscribe", "topic": format!("stock:{id}")}),
+    )
+    .await;
     let snap = next(&mut ws).await;
     assert_eq!(snap["type"], "snapshot", "{snap}");
     assert_eq!(snap["seq"], 0);
@@ -116,16 +125,41 @@ async fn stock_changes_reach_subscribers(backend: Backend) {
     assert_eq!(change["data"]["on_hand"], 8);
     // A checkout's reservation is pushed too.
     let (t, _, _) = app.customer("ws@example.com").await;
-    app.call(Method::POST, "/api/basket/items", Some(&t), Some(json!({"product_id": id, "quantity": 2}))).await;
+    app.call(
+        Method::POST,
+        "/api/basket/items",
+        Some(&t),
+        Some(json!({"product_id": id, "quantity": 2})),
+    )
+    .await;
     let r = app
-        .send(app.http.post(app.url("/api/checkout")).bearer_auth(&t).header("Idempotency-Key", "ws")
-            .json(&json!({"card_number": "4000000000000002"})))
+        .send(
+            app.http
+                .post(app.url("/api/checkout"))
+                .bearer_auth(&t)
+                .header("Idempotency-Key", "ws")
+                .json(&json!({"card_number": "4000000000000002"})),
+        )
         .await;
     assert_eq!(r.status, StatusCode::PAYMENT_REQUIRED);
     let reserved = next(&mut ws).await;
-    assert_eq!((reserved["seq"].as_i64(), reserved["data"]["reserved"].as_i64(), reserved["data"]["available"].as_i64()), (Some(2), Some(2), Some(6)));
+    assert_eq!(
+        (
+            reserved["seq"].as_i64(),
+            reserved["data"]["reserved"].as_i64(),
+            reserved["data"]["available"].as_i64()
+        ),
+        (Some(2), Some(2), Some(6))
+    );
     let released = next(&mut ws).await;
-    assert_eq!((released["seq"].as_i64(), released["data"]["reserved"].as_i64(), released["data"]["available"].as_i64()), (Some(3), Some(0), Some(8)));
+    assert_eq!(
+        (
+            released["seq"].as_i64(),
+            released["data"]["reserved"].as_i64(),
+            released["data"]["available"].as_i64()
+        ),
+        (Some(3), Some(0), Some(8))
+    );
     // Other products' changes do not reach a `stock:{id}` subscriber.
     let other = create_product(&app, &admin, "WS-2").await;
     post_events(&app, &admin, json!([adjust(&other, 1)])).await;
@@ -136,17 +170,29 @@ async fn stock_changes_reach_subscribers(backend: Backend) {
 /// A client that does not read is cut off with 1013; a fast one keeps
 /// receiving.
 async fn slow_client_is_cut_off(backend: Backend) {
-    let app = Env::new(backend).set("SHOPSTREAM_WS_QUEUE", "8").start().await;
+    let app = Env::new(backend)
+        .set("SHOPSTREAM_WS_QUEUE", "8")
+        .start()
+        .await;
     let admin = app.admin_token().await;
     let ids: Vec<String> = (0..300).map(|_| uuid::Uuid::now_v7().to_string()).collect();
-    post_events(&app, &admin, Value::Array(ids.iter().map(|id| adjust(id, 1)).collect())).await;
+    post_events(
+        &app,
+        &admin,
+        Value::Array(ids.iter().map(|id| adjust(id, 1)).collect()),
+    )
+    .await;
     eventually("the stock of 300 products", || async {
         let r = app.get(&format!("/api/inventory/{}", ids[299])).await;
         (r.body["available"] == 1).then_some(()).ok_or(r.text)
     })
     .await;
     let mut fast = connect(&app, None).await;
-    send(&mut fast, json!({"op": "subscribe", "topic": format!("stock:{}", ids[0])})).await;
+    send(
+        &mut fast,
+        json!({"op": "subscribe", "topic": format!("stock:{}", ids[0])}),
+    )
+    .await;
     assert_eq!(next(&mut fast).await["type"], "snapshot");
     let mut slow = connect(&app, None).await;
     // Each subscribe to `stock` answers with a snapshot of every product;
@@ -189,23 +235,37 @@ async fn rules_and_limits(backend: Backend) {
     // A foreign origin is refused; the server's own is fine.
     let base = app.base.replace("http://", "ws://");
     let mut req = format!("{base}/ws").into_client_request().unwrap();
-    req.headers_mut().insert("origin", HeaderValue::from_static("https://evil.example"));
-    let err = connect_async(req).await.expect_err("foreign origin accepted");
+    req.headers_mut()
+        .insert("origin", HeaderValue::from_static("https://evil.example"));
+    let err = connect_async(req)
+        .await
+        .expect_err("foreign origin accepted");
     match err {
         tokio_tungstenite::tungstenite::Error::Http(r) => assert_eq!(r.status(), 403),
         e => panic!("{e}"),
     }
     let mut req = format!("{base}/ws").into_client_request().unwrap();
     let own = app.base.clone();
-    req.headers_mut().insert("origin", HeaderValue::from_str(&own).unwrap());
+    req.headers_mut()
+        .insert("origin", HeaderValue::from_str(&own).unwrap());
     connect_async(req).await.expect("own origin refused");
 
     let mut ws = connect(&app, None).await;
-    for bad in [json!("hello").to_string(), "{not json".to_owned(), json!({"op": "dance"}).to_string()] {
+    for bad in [
+        json!("hello").to_string(),
+        "{not json".to_owned(),
+        json!({"op": "dance"}).to_string(),
+    ] {
         ws.send(Message::Text(bad.into())).await.unwrap();
         assert_eq!(next(&mut ws).await["type"], "error");
     }
-    for topic in ["analytics", "alerts", "orders", "stock:not-a-uuid", "weather"] {
+    for topic in [
+        "analytics",
+        "alerts",
+        "orders",
+        "stock:not-a-uuid",
+        "weather",
+    ] {
         send(&mut ws, json!({"op": "subscribe", "topic": topic})).await;
         let m = next(&mut ws).await;
         assert_eq!(m["type"], "error", "{topic}: {m}");
@@ -225,12 +285,16 @@ async fn rules_and_limits(backend: Backend) {
     send(&mut ws, json!({"op": "ping"})).await;
     assert_eq!(next(&mut ws).await["type"], "pong");
     // One connection per user here: a second one is refused.
-    let err = connect_async(format!("{base}/ws?token={admin}")).await.expect_err("second connection accepted");
+    let err = connect_async(format!("{base}/ws?token={admin}"))
+        .await
+        .expect_err("second connection accepted");
     match err {
         tokio_tungstenite::tungstenite::Error::Http(r) => assert_eq!(r.status(), 429),
         e => panic!("{e}"),
     }
-    let err = connect_async(format!("{base}/ws?token=garbage")).await.expect_err("bad token accepted");
+    let err = connect_async(format!("{base}/ws?token=garbage"))
+        .await
+        .expect_err("bad token accepted");
     match err {
         tokio_tungstenite::tungstenite::Error::Http(r) => assert_eq!(r.status(), 401),
         e => panic!("{e}"),
@@ -247,14 +311,37 @@ async fn own_orders_and_alerts_only(backend: Backend) {
     }
     for (email, supplier) in [("acme@example.com", "acme"), ("other@example.com", "other")] {
         let (code, out, err) = env
-            .run(&["user", "create", "--email", email, "--password", "supplier password 1", "--role", "supplier", "--supplier-id", supplier])
+            .run(&[
+                "user",
+                "create",
+                "--email",
+                email,
+                "--password",
+                "supplier password 1",
+                "--role",
+                "supplier",
+                "--supplier-id",
+                supplier,
+            ])
             .await;
         assert_eq!(code, 0, "{out}{err}");
     }
     let app = env.start().await;
     let admin = app.admin_token().await;
-    let acme = app.login("acme@example.com", "supplier password 1").await.body["access_token"].as_str().unwrap().to_owned();
-    let other = app.login("other@example.com", "supplier password 1").await.body["access_token"].as_str().unwrap().to_owned();
+    let acme = app
+        .login("acme@example.com", "supplier password 1")
+        .await
+        .body["access_token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let other = app
+        .login("other@example.com", "supplier password 1")
+        .await
+        .body["access_token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
     // The product's supplier is acme; its threshold is 3.
     let id = create_product(&app, &admin, "ALERT-1").await;
     post_events(&app, &admin, json!([adjust(&id, 5)])).await;
@@ -266,23 +353,45 @@ async fn own_orders_and_alerts_only(backend: Backend) {
     let (alice, _, _) = app.customer("alice.ws@example.com").await;
     let (bob, _, _) = app.customer("bob.ws@example.com").await;
     let mut socks = Vec::new();
-    for (token, topic) in [(&alice, "orders"), (&bob, "orders"), (&acme, "alerts"), (&other, "alerts")] {
+    for (token, topic) in [
+        (&alice, "orders"),
+        (&bob, "orders"),
+        (&acme, "alerts"),
+        (&other, "alerts"),
+    ] {
         let mut ws = connect(&app, Some(token)).await;
         send(&mut ws, json!({"op": "subscribe", "topic": topic})).await;
         let snap = next(&mut ws).await;
         assert_eq!(snap["data"], json!([]), "{snap}");
         socks.push(ws);
     }
-    let [a_ws, b_ws, acme_ws, other_ws] = &mut socks[..] else { unreachable!() };
-    app.call(Method::POST, "/api/basket/items", Some(&alice), Some(json!({"product_id": id, "quantity": 3}))).await;
+    let [a_ws, b_ws, acme_ws, other_ws] = &mut socks[..] else {
+        unreachable!()
+    };
+    app.call(
+        Method::POST,
+        "/api/basket/items",
+        Some(&alice),
+        Some(json!({"product_id": id, "quantity": 3})),
+    )
+    .await;
     let r = app
-        .send(app.http.post(app.url("/api/checkout")).bearer_auth(&alice).header("Idempotency-Key", "a")
-            .json(&json!({"card_number": "4242424242424242"})))
+        .send(
+            app.http
+                .post(app.url("/api/checkout"))
+                .bearer_auth(&alice)
+                .header("Idempotency-Key", "a")
+                .json(&json!({"card_number": "4242424242424242"})),
+        )
         .await;
     assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
     let order = r.body["id"].as_str().unwrap();
     let m = next(a_ws).await;
-    assert_eq!((m["data"]["order_id"].as_str(), m["data"]["status"].as_str()), (Some(order), Some("paid")), "{m}");
+    assert_eq!(
+        (m["data"]["order_id"].as_str(), m["data"]["status"].as_str()),
+        (Some(order), Some("paid")),
+        "{m}"
+    );
     let alert = next(acme_ws).await;
     assert_eq!(alert["topic"], "alerts");
     assert_eq!(alert["data"]["product_id"], id.as_str());
@@ -290,20 +399,56 @@ async fn own_orders_and_alerts_only(backend: Backend) {
     silent(b_ws, Duration::from_secs(1)).await;
     silent(other_ws, Duration::from_secs(1)).await;
     // The same through the API, with acknowledgement.
-    let mine = app.call(Method::GET, "/api/supplier/alerts", Some(&acme), None).await;
-    assert_eq!(mine.body["items"].as_array().unwrap().len(), 1, "{}", mine.text);
+    let mine = app
+        .call(Method::GET, "/api/supplier/alerts", Some(&acme), None)
+        .await;
+    assert_eq!(
+        mine.body["items"].as_array().unwrap().len(),
+        1,
+        "{}",
+        mine.text
+    );
     let alert_id = mine.body["items"][0]["id"].as_str().unwrap().to_owned();
-    let theirs = app.call(Method::GET, "/api/supplier/alerts", Some(&other), None).await;
+    let theirs = app
+        .call(Method::GET, "/api/supplier/alerts", Some(&other), None)
+        .await;
     assert_eq!(theirs.body["items"], json!([]));
-    let stolen = app.call(Method::POST, &format!("/api/supplier/alerts/{alert_id}/ack"), Some(&other), None).await;
+    let stolen = app
+        .call(
+            Method::POST,
+            &format!("/api/supplier/alerts/{alert_id}/ack"),
+            Some(&other),
+            None,
+        )
+        .await;
     assert_eq!(stolen.status, StatusCode::NOT_FOUND);
-    let ack = app.call(Method::POST, &format!("/api/supplier/alerts/{alert_id}/ack"), Some(&acme), None).await;
+    let ack = app
+        .call(
+            Method::POST,
+            &format!("/api/supplier/alerts/{alert_id}/ack"),
+            Some(&acme),
+            None,
+        )
+        .await;
     assert_eq!(ack.body["acknowledged"], true, "{}", ack.text);
-    let products = app.call(Method::GET, "/api/supplier/products", Some(&acme), None).await;
-    assert_eq!(products.body["items"][0]["stock"]["available"], 2, "{}", products.text);
-    let none = app.call(Method::GET, "/api/supplier/products", Some(&other), None).await;
+    let products = app
+        .call(Method::GET, "/api/supplier/products", Some(&acme), None)
+        .await;
+    assert_eq!(
+        products.body["items"][0]["stock"]["available"], 2,
+        "{}",
+        products.text
+    );
+    let none = app
+        .call(Method::GET, "/api/supplier/products", Some(&other), None)
+        .await;
     assert_eq!(none.body["items"], json!([]));
-    assert_eq!(app.call(Method::GET, "/api/supplier/alerts", Some(&alice), None).await.status, StatusCode::FORBIDDEN);
+    assert_eq!(
+        app.call(Method::GET, "/api/supplier/alerts", Some(&alice), None)
+            .await
+            .status,
+        StatusCode::FORBIDDEN
+    );
     app.stop().await;
 }
 
@@ -324,9 +469,13 @@ async fn another_instances_change_reaches_this_instances_subscriber() {
     // starts, so it applies every event and the second only hears of them.
     let admin = first.admin_token().await;
     eventually("the first instance to hold every partition", || async {
-        let r = first.call(Method::GET, "/api/admin/leases", Some(&admin), None).await;
+        let r = first
+            .call(Method::GET, "/api/admin/leases", Some(&admin), None)
+            .await;
         let held = r.body.as_array().map_or(0, |a| {
-            a.iter().filter(|l| l["owner"].is_string() && l["expires_at"].as_i64().unwrap_or(0) > 0).count()
+            a.iter()
+                .filter(|l| l["owner"].is_string() && l["expires_at"].as_i64().unwrap_or(0) > 0)
+                .count()
         });
         (held == 4).then_some(()).ok_or(r.text)
     })
@@ -334,13 +483,21 @@ async fn another_instances_change_reaches_this_instances_subscriber() {
     let second = env.start().await;
     let id = create_product(&first, &admin, "FEED-1").await;
     let mut ws = connect(&second, None).await;
-    send(&mut ws, json!({"op": "subscribe", "topic": format!("stock:{id}")})).await;
+    send(
+        &mut ws,
+        json!({"op": "subscribe", "topic": format!("stock:{id}")}),
+    )
+    .await;
     assert_eq!(next(&mut ws).await["type"], "snapshot");
     post_events(&first, &admin, json!([adjust(&id, 7)])).await;
     let change = next(&mut ws).await;
     assert_eq!(change["data"]["available"], 7, "{change}");
     assert!(metric(&second, "shopstream_feed_delivered_total").await >= 1.0);
-    assert_eq!(metric(&second, "shopstream_events_applied_total").await, 0.0, "the second instance applied nothing itself");
+    assert_eq!(
+        metric(&second, "shopstream_events_applied_total").await,
+        0.0,
+        "the second instance applied nothing itself"
+    );
     second.stop().await;
     first.stop().await;
 }

@@ -191,7 +191,10 @@ pub async fn add_item(
     };
     let owner = owner(&caller, &headers, true)?.expect("issued");
     let id: ProductId = body.product_id.parse().map_err(|_| {
-        ApiError::field("product_id", format!("no product {} in the catalogue", body.product_id))
+        ApiError::field(
+            "product_id",
+            format!("no product {} in the catalogue", body.product_id),
+        )
     })?;
     let event = Event::new(
         "api",

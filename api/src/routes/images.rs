@@ -1,5 +1,6 @@
 //! Product images: uploaded by an admin, checked by their content, kept in
-//! the data directory and served with caching headers.
+//! the blob storage (the data directory, or S3 with `images_bucket`) and
+//! served with caching headers.
 
 use axum::{
     Router,
@@ -41,8 +42,8 @@ pub fn sniff(bytes: &[u8]) -> Option<&'static str> {
     }
 }
 
-fn path_of(state: &AppState, id: ProductId) -> std::path::PathBuf {
-    state.config.data_dir.join("images").join(id.to_string())
+fn key_of(id: ProductId) -> String {
+    format!("images/{id}")
 }
 
 /// Uploads a product's image (admin): JPEG, PNG or WebP, checked by
@@ -73,28 +74,25 @@ pub async fn put_image(
         return Err(ApiError::NotFound("product"));
     }
     if bytes.is_empty() {
-        return Err(ApiError::UnsupportedMedia("the body is empty; send a JPEG, PNG or WebP image".into()));
+        return Err(ApiError::UnsupportedMedia(
+            "the body is empty; send a JPEG, PNG or WebP image".into(),
+        ));
     }
-    if sniff(&bytes).is_none() {
+    let Some(kind) = sniff(&bytes) else {
         return Err(ApiError::UnsupportedMedia(
             "the body is not a JPEG, PNG or WebP image (checked by its content)".into(),
         ));
-    }
-    let path = path_of(&state, pid);
-    let dir = path.parent().expect("images dir").to_owned();
-    let tag: String = Sha256::digest(&bytes)[..8].iter().map(|b| format!("{b:02x}")).collect();
-    let tmp = dir.join(format!(".{pid}.{tag}.tmp"));
-    tokio::fs::create_dir_all(&dir)
-        .await
-        .map_err(|e| ApiError::Internal(format!("cannot create {}: {e}", dir.display())))?;
-    tokio::fs::write(&tmp, &bytes)
-        .await
-        .map_err(|e| ApiError::Internal(format!("cannot write {}: {e}", tmp.display())))?;
-    tokio::fs::rename(&tmp, &path)
-        .await
-        .map_err(|e| ApiError::Internal(format!("cannot store the image: {e}")))?;
+    };
+    let tag: String = Sha256::digest(&bytes)[..8]
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    state.blobs.put(&key_of(pid), bytes.to_vec(), kind).await?;
     let url = format!("/api/products/{pid}/image?v={tag}");
-    write(&state, &id, &headers, move |p| p.image_url = Some(url.clone())).await
+    write(&state, &id, &headers, move |p| {
+        p.image_url = Some(url.clone())
+    })
+    .await
 }
 
 /// Serves a product's image, cacheable (`ETag`, `Cache-Control`).
@@ -107,14 +105,16 @@ pub async fn get_image(
     headers: HeaderMap,
 ) -> ApiResult<Response> {
     let pid: ProductId = id.parse().map_err(|_| ApiError::NotFound("image"))?;
-    let path = path_of(&state, pid);
-    let bytes = match tokio::fs::read(&path).await {
-        Ok(b) => b,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err(ApiError::NotFound("image")),
-        Err(e) => return Err(ApiError::Internal(format!("cannot read {}: {e}", path.display()))),
-    };
+    let bytes = state
+        .blobs
+        .get(&key_of(pid))
+        .await?
+        .ok_or(ApiError::NotFound("image"))?;
     let kind = sniff(&bytes).unwrap_or("application/octet-stream");
-    let tag: String = Sha256::digest(&bytes)[..8].iter().map(|b| format!("{b:02x}")).collect();
+    let tag: String = Sha256::digest(&bytes)[..8]
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
     let etag = format!("\"{tag}\"");
     let fresh = headers
         .get(header::IF_NONE_MATCH)
@@ -127,8 +127,14 @@ pub async fn get_image(
     };
     let h = r.headers_mut();
     h.insert(header::CONTENT_TYPE, HeaderValue::from_static(kind));
-    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("public, max-age=300"));
-    h.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
+    h.insert(
+        header::CACHE_CONTROL,
+        HeaderValue::from_static("public, max-age=300"),
+    );
+    h.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
     if let Ok(v) = HeaderValue::from_str(&etag) {
         h.insert(header::ETAG, v);
     }

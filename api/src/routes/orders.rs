@@ -42,16 +42,16 @@ impl From<CheckoutError> for ApiError {
     fn from(e: CheckoutError) -> Self {
         match e {
             CheckoutError::EmptyBasket => ApiError::field("basket", e.to_string()),
-            CheckoutError::UnknownProducts(ids) => ApiError::Validation(
-                ids.iter()
-                    .fold(domain::ValidationErrors::default(), |mut v, id| {
-                        v.push(
-                            "basket",
-                            format!("product {id} is no longer in the catalogue; remove it"),
-                        );
-                        v
-                    }),
-            ),
+            CheckoutError::UnknownProducts(ids) => ApiError::Validation(ids.iter().fold(
+                domain::ValidationErrors::default(),
+                |mut v, id| {
+                    v.push(
+                        "basket",
+                        format!("product {id} is no longer in the catalogue; remove it"),
+                    );
+                    v
+                },
+            )),
             CheckoutError::OutOfStock(s) => ApiError::OutOfStock(s),
             CheckoutError::KeyReused => ApiError::field(
                 "Idempotency-Key",
@@ -102,9 +102,13 @@ fn order_response(order: Order, created: bool) -> ApiResult<Response> {
             status,
             order_id: order.id,
             message: match outcome {
-                "declined" => format!("the card was declined ({why}); nothing was charged and the basket is unchanged"),
+                "declined" => format!(
+                    "the card was declined ({why}); nothing was charged and the basket is unchanged"
+                ),
                 "timeout" => format!("{why}; nothing was charged and the basket is unchanged"),
-                _ => format!("the payment could not be processed ({why}); nothing was charged and the basket is unchanged"),
+                _ => format!(
+                    "the payment could not be processed ({why}); nothing was charged and the basket is unchanged"
+                ),
             },
         });
     }
@@ -177,7 +181,10 @@ pub async fn checkout(
     let hash = {
         let canonical = serde_json::to_vec(&body).map_err(|e| ApiError::Internal(e.to_string()))?;
         let digest = Sha256::digest(&canonical);
-        digest.iter().map(|b| format!("{b:02x}")).collect::<String>()
+        digest
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect::<String>()
     };
     let before = std::time::Instant::now();
     let order = state.shop.checkout(&customer, &key, &body, &hash).await?;
@@ -206,7 +213,10 @@ async fn visible_order(state: &AppState, caller: &Caller, id: &str) -> ApiResult
     }
 }
 
-fn page_params(q: Option<&str>, with_status: bool) -> ApiResult<(usize, Option<String>, Option<Status>)> {
+fn page_params(
+    q: Option<&str>,
+    with_status: bool,
+) -> ApiResult<(usize, Option<String>, Option<Status>)> {
     let mut p = Params::parse(q)?;
     let limit = p.limit();
     let cursor = p.cursor();
@@ -261,7 +271,9 @@ pub async fn admin_orders(
 ) -> ApiResult<Json<OrderPage>> {
     caller.require(Role::Admin)?;
     let (limit, cursor, status) = page_params(q.as_deref(), true)?;
-    Ok(Json(opaque(state.shop.orders(None, status, limit, cursor).await?)))
+    Ok(Json(opaque(
+        state.shop.orders(None, status, limit, cursor).await?,
+    )))
 }
 
 /// Cancels the caller's own order before it ships: releases the
@@ -284,7 +296,14 @@ pub async fn cancel_order(
     Ok(Json(
         state
             .shop
-            .change_status(&order.id, Status::Cancelled, by, &actor, Some("cancelled on request".into()), None)
+            .change_status(
+                &order.id,
+                Status::Cancelled,
+                by,
+                &actor,
+                Some("cancelled on request".into()),
+                None,
+            )
             .await?,
     ))
 }
