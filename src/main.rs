@@ -232,9 +232,14 @@ async fn app_state(
             ping_interval: Duration::from_secs(settings.ws_ping_secs.max(1)),
         },
     };
-    Ok(AppState::new(
-        store, events, bus, shop, blobs, tokens, metrics, config,
-    ))
+    let services = api::Services {
+        store,
+        events,
+        bus,
+        shop,
+        blobs,
+    };
+    Ok(AppState::new(services, tokens, metrics, config))
 }
 
 async fn serve(settings: Settings) -> anyhow::Result<()> {

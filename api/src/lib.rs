@@ -77,17 +77,30 @@ pub struct AppState {
     pub blobs: Arc<dyn storage::blobs::Blobs>,
 }
 
+/// The services the API runs on.
+#[derive(Debug)]
+pub struct Services {
+    pub store: Arc<dyn Store>,
+    pub events: Arc<dyn EventSink>,
+    pub bus: Bus,
+    pub shop: commerce::Shop,
+    pub blobs: Arc<dyn storage::blobs::Blobs>,
+}
+
 impl AppState {
     pub fn new(
-        store: Arc<dyn Store>,
-        events: Arc<dyn EventSink>,
-        bus: Bus,
-        shop: commerce::Shop,
-        blobs: Arc<dyn storage::blobs::Blobs>,
+        services: Services,
         tokens: Tokens,
         metrics: PrometheusHandle,
         config: ApiConfig,
     ) -> Self {
+        let Services {
+            store,
+            events,
+            bus,
+            shop,
+            blobs,
+        } = services;
         Self {
             shop,
             users: Users::new(store.clone()),

@@ -82,7 +82,7 @@ pub fn luhn_valid(number: &str) -> bool {
             }
         })
         .sum();
-    sum % 10 == 0
+    sum.is_multiple_of(10)
 }
 
 pub const CARD_APPROVE: &str = "4242424242424242";
