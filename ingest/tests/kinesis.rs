@@ -501,3 +501,131 @@ async fn events_published_through_the_sink_are_consumed() {
     stop.send(true).unwrap();
     task.await.unwrap();
 }
+
+/// Faults a proxy in front of kinesis-mock injects into `GetRecords`.
+#[derive(Debug, Default)]
+struct Faults {
+    throttle: std::sync::atomic::AtomicU32,
+    expire: std::sync::atomic::AtomicU32,
+    throttled: std::sync::atomic::AtomicU32,
+    expired: std::sync::atomic::AtomicU32,
+    iterators: std::sync::atomic::AtomicU32,
+}
+
+/// An HTTP proxy to kinesis-mock that answers the first `GetRecords` calls
+/// with the errors Kinesis sends (`ProvisionedThroughputExceededException`,
+/// then `ExpiredIteratorException`) and forwards everything else.
+async fn fault_proxy(upstream: String, faults: Arc<Faults>) -> String {
+    use std::sync::atomic::Ordering::SeqCst;
+
+    use axum::{body::Bytes, http::HeaderMap, response::IntoResponse};
+    let http = reqwest::Client::new();
+    let app = axum::Router::new().fallback(move |headers: HeaderMap, body: Bytes| {
+        let (http, upstream, faults) = (http.clone(), upstream.clone(), faults.clone());
+        async move {
+            let target = headers
+                .get("x-amz-target")
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("")
+                .to_owned();
+            let error = |kind: &str| {
+                (
+                    axum::http::StatusCode::BAD_REQUEST,
+                    [("content-type", "application/x-amz-json-1.1")],
+                    json!({"__type": kind, "message": "injected by the test proxy"}).to_string(),
+                )
+                    .into_response()
+            };
+            if target.ends_with(".GetShardIterator") {
+                faults.iterators.fetch_add(1, SeqCst);
+            }
+            if target.ends_with(".GetRecords") {
+                if faults.throttle.load(SeqCst) > 0 {
+                    faults.throttle.fetch_sub(1, SeqCst);
+                    faults.throttled.fetch_add(1, SeqCst);
+                    return error("ProvisionedThroughputExceededException");
+                }
+                if faults.expire.load(SeqCst) > 0 {
+                    faults.expire.fetch_sub(1, SeqCst);
+                    faults.expired.fetch_add(1, SeqCst);
+                    return error("ExpiredIteratorException");
+                }
+            }
+            let mut req = http.post(&upstream).body(body);
+            for (k, v) in &headers {
+                if k != "host" && k != "content-length" {
+                    req = req.header(k.as_str(), v.as_bytes());
+                }
+            }
+            let r = req.send().await.unwrap();
+            let status = r.status().as_u16();
+            let ct = r
+                .headers()
+                .get("content-type")
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("application/x-amz-json-1.1")
+                .to_owned();
+            let bytes = r.bytes().await.unwrap();
+            (
+                axum::http::StatusCode::from_u16(status).unwrap(),
+                [("content-type", ct)],
+                bytes,
+            )
+                .into_response()
+        }
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    format!("http://{addr}")
+}
+
+/// Throttled reads are retried and an expired iterator is got again from
+/// the checkpoint; nothing is lost or applied twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn throttling_and_expired_iterators_are_recovered_from() {
+    use std::sync::atomic::Ordering::SeqCst;
+
+    let f = fixture(1).await;
+    let p = products(1).remove(0);
+    let events: Vec<domain::Event> = (0..40)
+        .map(|_| serde_json::from_slice(&adjust(&p, 3).1).unwrap())
+        .collect();
+    f.sink().publish(&events[..20]).await.unwrap();
+    let faults = Arc::new(Faults::default());
+    faults.throttle.store(3, SeqCst);
+    let upstream = std::env::var("SHOPSTREAM_TEST_KINESIS_ENDPOINT").unwrap();
+    let proxy = fault_proxy(upstream, faults.clone()).await;
+    let config = aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .endpoint_url(proxy)
+        .region(aws_sdk_kinesis::config::Region::new("us-east-1"))
+        .credentials_provider(aws_sdk_kinesis::config::Credentials::new(
+            "test", "test", None, None, "t",
+        ))
+        // The consumer's own retry and backoff are under test, not the SDK's.
+        .retry_config(aws_config::retry::RetryConfig::disabled())
+        .load()
+        .await;
+    let mut consumer = f.consumer("solo", Duration::from_secs(10));
+    consumer.client = Client::new(&config);
+    let (stop, task) = run(consumer);
+    f.wait_totals(&HashMap::from([(p.clone(), 60)]), Duration::from_secs(30))
+        .await;
+    assert_eq!(faults.throttled.load(SeqCst), 3);
+    let iterators = faults.iterators.load(SeqCst);
+    // Now the iterator expires once, mid-stream.
+    faults.expire.store(1, SeqCst);
+    f.sink().publish(&events[20..]).await.unwrap();
+    f.wait_totals(&HashMap::from([(p.clone(), 120)]), Duration::from_secs(30))
+        .await;
+    assert_eq!(faults.expired.load(SeqCst), 1);
+    assert!(
+        faults.iterators.load(SeqCst) > iterators,
+        "a new iterator was got after the expiry"
+    );
+    // Nothing applied twice: the total stays exact.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(f.on_hand(&p).await, 120);
+    stop.send(true).unwrap();
+    task.await.unwrap();
+}
