@@ -1,6 +1,7 @@
 //! The `shopstream` binary: the command line and the wiring of the crates.
 
 mod config;
+mod evaluate;
 mod import;
 mod produce;
 
@@ -67,6 +68,24 @@ enum Command {
     User {
         #[command(subcommand)]
         command: UserCommand,
+    },
+    /// Evaluate recommenders offline on an interaction log, with the
+    /// chronological protocol of docs/evaluation.md: HR, MRR and NDCG at 10
+    /// and 20, catalogue coverage, latency. Needs no server or store.
+    Evaluate {
+        /// `movielens` (ratings.csv) or `groceries` (Groceries_dataset.csv).
+        #[arg(long)]
+        format: evaluate::Format,
+        file: PathBuf,
+        /// The share of interactions, by time, to train on.
+        #[arg(long, default_value_t = 0.8)]
+        train_fraction: f64,
+        /// Score at most this many test interactions (spread evenly).
+        #[arg(long)]
+        max_targets: Option<usize>,
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
     },
 }
 
@@ -615,6 +634,18 @@ async fn main() -> std::process::ExitCode {
             .await
         }
         Command::User { command } => create_user(&settings, command).await,
+        Command::Evaluate {
+            format,
+            file,
+            train_fraction,
+            max_targets,
+            json,
+        } => tokio::task::spawn_blocking(move || {
+            evaluate::run(format, &file, train_fraction, max_targets, json)
+        })
+        .await
+        .map_err(anyhow::Error::from)
+        .and_then(|r| r),
         Command::DeadLetters { command } => dead_letters(&settings, command).await,
         Command::Produce { file, send } => {
             produce::run(&settings, file, send.url, send.token, send.batch).await

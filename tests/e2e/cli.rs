@@ -180,3 +180,85 @@ async fn help_explains_each_command() {
         assert!(out.contains(flag), "{out}");
     }
 }
+
+/// `shopstream evaluate` on a small generated log in each format: the
+/// table has every model and metric, and every figure is in range.
+#[tokio::test]
+async fn evaluate_reports_every_model_and_metric_in_range() {
+    let env = Env::new(Backend::Embedded);
+    let dir = env.dir.path();
+    let mut ratings = String::from("userId,movieId,rating,timestamp\n");
+    let mut groceries = String::from("Member_number,Date,itemDescription\n");
+    // 40 users; user u likes items u%5.. in a cycle, so co-occurrence has
+    // something to find.
+    for u in 0..40 {
+        for k in 0..12 {
+            let item = (u % 5) * 3 + (k % 6);
+            ratings.push_str(&format!(
+                "{u},{item},{},{}\n",
+                3 + k % 3,
+                1_000_000 + u * 100 + k
+            ));
+            groceries.push_str(&format!(
+                "{u},2015-{:02}-{:02},item {item}\n",
+                1 + k % 12,
+                1 + u % 28
+            ));
+        }
+    }
+    std::fs::write(dir.join("ratings.csv"), ratings).unwrap();
+    std::fs::write(dir.join("groceries.csv"), groceries).unwrap();
+    for (format, file) in [("movielens", "ratings.csv"), ("groceries", "groceries.csv")] {
+        let path = dir.join(file);
+        let (code, out, err) = env
+            .run(&[
+                "evaluate",
+                "--format",
+                format,
+                path.to_str().unwrap(),
+                "--json",
+            ])
+            .await;
+        assert_eq!(code, 0, "{out}{err}");
+        let rows: serde_json::Value = serde_json::from_str(&out).unwrap();
+        let rows = rows.as_array().unwrap();
+        let models: Vec<&str> = rows.iter().map(|r| r["model"].as_str().unwrap()).collect();
+        assert_eq!(models, ["most-popular", "item-knn"], "{format}");
+        for r in rows {
+            assert!(r["targets"].as_u64().unwrap() > 0, "{format}: {r}");
+            for m in [
+                "hr@10",
+                "hr@20",
+                "mrr@10",
+                "mrr@20",
+                "ndcg@10",
+                "ndcg@20",
+                "coverage@10",
+                "coverage@20",
+            ] {
+                let v = r[m].as_f64().unwrap();
+                assert!((0.0..=1.0).contains(&v), "{format} {m} = {v}");
+            }
+            assert!(r["hr@20"].as_f64() >= r["hr@10"].as_f64());
+            assert!(r["mrr@10"].as_f64() <= r["hr@10"].as_f64());
+            assert!(r["latency_p99_ms"].as_f64().unwrap() >= 0.0);
+        }
+        let (code, table, _) = env
+            .run(&["evaluate", "--format", format, path.to_str().unwrap()])
+            .await;
+        assert_eq!(code, 0);
+        assert!(table.starts_with("| model | targets | HR@10 |"), "{table}");
+        assert_eq!(table.lines().count(), 4);
+    }
+    // Bad input is named.
+    let (code, _, err) = env
+        .run(&[
+            "evaluate",
+            "--format",
+            "groceries",
+            dir.join("ratings.csv").to_str().unwrap(),
+        ])
+        .await;
+    assert_ne!(code, 0);
+    assert!(err.contains("is not a Groceries file"), "{err}");
+}
