@@ -6,10 +6,13 @@ use std::{path::Path, time::Instant};
 use anyhow::Context;
 use recommender::{
     Recommender,
-    baselines::{ItemKnn, MostPopular},
+    baselines::{Ease, ItemKnn, MostPopular, SessionKnn},
     data::{self, Dataset},
     evaluate::{self, Protocol, Scores},
 };
+
+/// EASE's regularisation.
+const EASE_LAMBDA: f64 = 200.0;
 
 #[derive(Clone, Copy, Debug, clap::ValueEnum)]
 pub enum Format {
@@ -40,6 +43,7 @@ pub fn run(
     file: &Path,
     train_fraction: f64,
     max_targets: Option<usize>,
+    ease_items: usize,
     json: bool,
 ) -> anyhow::Result<()> {
     anyhow::ensure!(
@@ -64,11 +68,20 @@ pub fn run(
     let started = Instant::now();
     let popular = MostPopular::fit(&train, data.items.len());
     let knn = ItemKnn::fit(&train, data.items.len(), 200, 200);
+    let sknn = SessionKnn::fit(&train, data.items.len());
     eprintln!(
-        "trained the baselines in {:.2} s",
+        "trained most-popular, item-kNN and session-kNN in {:.2} s",
         started.elapsed().as_secs_f64()
     );
-    let models: Vec<&dyn Recommender> = vec![&popular, &knn];
+    let started = Instant::now();
+    let ease =
+        Ease::fit(&train, data.items.len(), ease_items, EASE_LAMBDA).map_err(anyhow::Error::msg)?;
+    eprintln!(
+        "trained EASE (the {} most popular items, lambda {EASE_LAMBDA}) in {:.2} s",
+        ease_items.min(data.items.len()),
+        started.elapsed().as_secs_f64()
+    );
+    let models: Vec<&dyn Recommender> = vec![&popular, &knn, &sknn, &ease];
     let scores = evaluate::run(&data, &protocol, &models);
     if json {
         println!("{}", serde_json::to_string_pretty(&to_json(&scores))?);

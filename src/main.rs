@@ -83,6 +83,10 @@ enum Command {
         /// Score at most this many test interactions (spread evenly).
         #[arg(long)]
         max_targets: Option<usize>,
+        /// EASE learns a dense item × item matrix: on this many of the most
+        /// popular items (its training time grows with the cube).
+        #[arg(long, default_value_t = 1000)]
+        ease_items: usize,
         /// Print JSON instead of a table.
         #[arg(long)]
         json: bool,
@@ -639,9 +643,10 @@ async fn main() -> std::process::ExitCode {
             file,
             train_fraction,
             max_targets,
+            ease_items,
             json,
         } => tokio::task::spawn_blocking(move || {
-            evaluate::run(format, &file, train_fraction, max_targets, json)
+            evaluate::run(format, &file, train_fraction, max_targets, ease_items, json)
         })
         .await
         .map_err(anyhow::Error::from)

@@ -6,7 +6,8 @@
 //!   in time order, with dense user and item ids.
 //! - [`metrics`]: HR@K, MRR@K, NDCG@K for one held-out target, and
 //!   catalogue coverage.
-//! - [`baselines`]: most-popular and item-kNN (co-occurrence) recommenders.
+//! - [`baselines`]: most-popular, item-kNN (co-occurrence), session-kNN and
+//!   EASE recommenders.
 //! - [`evaluate`]: the chronological protocol (see `docs/evaluation.md`).
 //!
 //! The learned model (linfa) and the serving path come in the next steps of

@@ -223,7 +223,11 @@ async fn evaluate_reports_every_model_and_metric_in_range() {
         let rows: serde_json::Value = serde_json::from_str(&out).unwrap();
         let rows = rows.as_array().unwrap();
         let models: Vec<&str> = rows.iter().map(|r| r["model"].as_str().unwrap()).collect();
-        assert_eq!(models, ["most-popular", "item-knn"], "{format}");
+        assert_eq!(
+            models,
+            ["most-popular", "item-knn", "session-knn", "ease"],
+            "{format}"
+        );
         for r in rows {
             assert!(r["targets"].as_u64().unwrap() > 0, "{format}: {r}");
             for m in [
@@ -248,7 +252,7 @@ async fn evaluate_reports_every_model_and_metric_in_range() {
             .await;
         assert_eq!(code, 0);
         assert!(table.starts_with("| model | targets | HR@10 |"), "{table}");
-        assert_eq!(table.lines().count(), 4);
+        assert_eq!(table.lines().count(), 6);
     }
     // Bad input is named.
     let (code, _, err) = env
