@@ -25,6 +25,31 @@ impl MostPopular {
     }
 }
 
+impl MostPopular {
+    /// Tops `out` up to `k` with popular items (when a model had too little
+    /// to go on), never repeating one.
+    pub fn fill(
+        &self,
+        mut out: Vec<u32>,
+        history: &[u32],
+        k: usize,
+        exclude: &dyn Fn(u32) -> bool,
+    ) -> Vec<u32> {
+        if out.len() < k {
+            let more = self.recommend(history, k, &|i| exclude(i) || out.contains(&i));
+            out.extend(more.into_iter().take(k - out.len()));
+        }
+        out
+    }
+}
+
+/// The `k` best-scored items, ties by id.
+fn top_k(scores: HashMap<u32, f32>, k: usize) -> Vec<u32> {
+    let mut ranked: Vec<(u32, f32)> = scores.into_iter().collect();
+    ranked.sort_by(|x, y| y.1.total_cmp(&x.1).then(x.0.cmp(&y.0)));
+    ranked.into_iter().take(k).map(|(i, _)| i).collect()
+}
+
 impl Recommender for MostPopular {
     fn name(&self) -> &'static str {
         "most-popular"
@@ -118,17 +143,8 @@ impl Recommender for ItemKnn {
                 }
             }
         }
-        let mut ranked: Vec<(u32, f32)> = scores.into_iter().collect();
-        ranked.sort_by(|x, y| y.1.total_cmp(&x.1).then(x.0.cmp(&y.0)));
-        let mut out: Vec<u32> = ranked.into_iter().take(k).map(|(i, _)| i).collect();
-        if out.len() < k {
-            // Too little history: fill with what is popular.
-            let more = self
-                .fallback
-                .recommend(history, k, &|i| exclude(i) || out.contains(&i));
-            out.extend(more.into_iter().take(k - out.len()));
-        }
-        out
+        let out = top_k(scores, k);
+        self.fallback.fill(out, history, k, exclude)
     }
 }
 
@@ -249,13 +265,7 @@ impl Recommender for Ease {
                 .map(|(j, _)| self.items[j])
                 .collect();
         }
-        if out.len() < k {
-            let more = self
-                .fallback
-                .recommend(history, k, &|i| exclude(i) || out.contains(&i));
-            out.extend(more.into_iter().take(k - out.len()));
-        }
-        out
+        self.fallback.fill(out, history, k, exclude)
     }
 }
 
@@ -333,16 +343,8 @@ impl Recommender for SessionKnn {
                 }
             }
         }
-        let mut ranked: Vec<(u32, f32)> = scores.into_iter().collect();
-        ranked.sort_by(|x, y| y.1.total_cmp(&x.1).then(x.0.cmp(&y.0)));
-        let mut out: Vec<u32> = ranked.into_iter().take(k).map(|(i, _)| i).collect();
-        if out.len() < k {
-            let more = self
-                .fallback
-                .recommend(history, k, &|i| exclude(i) || out.contains(&i));
-            out.extend(more.into_iter().take(k - out.len()));
-        }
-        out
+        let out = top_k(scores, k);
+        self.fallback.fill(out, history, k, exclude)
     }
 }
 
