@@ -261,30 +261,26 @@ impl Connection {
         let (close_tx, mut close_rx) = oneshot::channel::<(u16, String)>();
         // The writer: the only task that waits on this client's socket.
         let writer = tokio::spawn(async move {
-            loop {
+            let close = loop {
                 tokio::select! {
                     biased;
-                    close = &mut close_rx => {
-                        if let Ok((code, reason)) = close {
-                            let frame = CloseFrame { code, reason: Utf8Bytes::from(reason) };
-                            let _ = tokio::time::timeout(Duration::from_secs(1), sink.send(Message::Close(Some(frame)))).await;
-                        }
-                        return;
-                    }
+                    close = &mut close_rx => break close.ok(),
                     m = queue.recv() => {
-                        let Some(m) = m else { return };
+                        let Some(m) = m else { break None };
                         tokio::select! {
-                            r = sink.send(m) => if r.is_err() { return },
-                            close = &mut close_rx => {
-                                if let Ok((code, reason)) = close {
-                                    let frame = CloseFrame { code, reason: Utf8Bytes::from(reason) };
-                                    let _ = tokio::time::timeout(Duration::from_secs(1), sink.send(Message::Close(Some(frame)))).await;
-                                }
-                                return;
-                            }
+                            r = sink.send(m) => if r.is_err() { break None },
+                            close = &mut close_rx => break close.ok(),
                         }
                     }
                 }
+            };
+            if let Some((code, reason)) = close {
+                let frame = CloseFrame {
+                    code,
+                    reason: Utf8Bytes::from(reason),
+                };
+                let close = sink.send(Message::Close(Some(frame)));
+                let _ = tokio::time::timeout(Duration::from_secs(1), close).await;
             }
         });
         let mut bus = self.state.bus.subscribe();
