@@ -148,20 +148,28 @@ impl Relay {
 
     /// Does every due entry once; returns how many were done.
     pub async fn drain(&self) -> Result<usize, StoreError> {
-        let page = self
-            .store
-            .query(
-                Table::Outbox,
-                PK,
-                &Query {
-                    limit: 100,
-                    ..Query::default()
-                },
-            )
-            .await?;
+        let mut done = 0;
+        let mut query = Query {
+            limit: 100,
+            ..Query::default()
+        };
+        // Entries waiting out a backoff stay at the front: read past them,
+        // a bounded number of pages a round.
+        for _ in 0..10 {
+            let page = self.store.query(Table::Outbox, PK, &query).await?;
+            done += self.perform_page(page.items).await?;
+            match page.cursor {
+                Some(c) if done < 100 => query.cursor = Some(c),
+                _ => break,
+            }
+        }
+        Ok(done)
+    }
+
+    async fn perform_page(&self, items: Vec<storage::Item>) -> Result<usize, StoreError> {
         let mut done = 0;
         let now = now_ms();
-        for item in page.items {
+        for item in items {
             let key = Key::of(&item)?;
             let entry: Entry = match from_item(item) {
                 Ok(e) => e,
