@@ -9,6 +9,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
+mod common;
+
 #[tokio::main]
 async fn main() {
     let args: Vec<String> = std::env::args().collect();
@@ -22,19 +24,7 @@ async fn main() {
         secs.parse().unwrap(),
     );
     let http = reqwest::Client::new();
-    let login: Value = http
-        .post(format!("{base}/api/auth/login"))
-        .json(&json!({"email": email, "password": password}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let admin = login["access_token"]
-        .as_str()
-        .expect("admin login")
-        .to_owned();
+    let admin = common::login(&http, base, email, password).await;
     let mut ids = Vec::new();
     for i in 0..products {
         let p: Value = http

@@ -17,6 +17,8 @@ use futures::{SinkExt, StreamExt};
 use serde_json::{Value, json};
 use tokio_tungstenite::{connect_async, tungstenite::Message};
 
+mod common;
+
 #[tokio::main]
 async fn main() {
     let args: Vec<String> = std::env::args().collect();
@@ -33,19 +35,7 @@ async fn main() {
         products.parse().unwrap(),
     );
     let http = reqwest::Client::new();
-    let login: Value = http
-        .post(format!("{base}/api/auth/login"))
-        .json(&json!({"email": email, "password": password}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let admin = login["access_token"]
-        .as_str()
-        .expect("admin login")
-        .to_owned();
+    let admin = common::login(&http, base, email, password).await;
     let ids: Vec<String> = (0..products)
         .map(|_| uuid::Uuid::now_v7().to_string())
         .collect();

@@ -59,6 +59,26 @@ impl Ids {
     }
 }
 
+/// Reads every non-blank line after the header with `row`, which gets the
+/// line and a maker of errors that name it.
+fn rows(
+    csv: &str,
+    mut row: impl FnMut(&str, &dyn Fn(&str) -> DataError) -> Result<Interaction, DataError>,
+) -> Result<Vec<Interaction>, DataError> {
+    let mut out = Vec::new();
+    for (n, line) in csv.lines().enumerate().skip(1) {
+        if line.trim().is_empty() {
+            continue;
+        }
+        let err = |message: &str| DataError {
+            line: n + 1,
+            message: message.to_owned(),
+        };
+        out.push(row(line, &err)?);
+    }
+    Ok(out)
+}
+
 fn finish(mut interactions: Vec<Interaction>, users: Ids, items: Ids, repeats: bool) -> Dataset {
     interactions.sort_by_key(|i| i.ts);
     Dataset {
@@ -74,15 +94,7 @@ fn finish(mut interactions: Vec<Interaction>, users: Ids, items: Ids, repeats: b
 /// kind `Purchase`, at the same time).
 pub fn movielens(csv: &str) -> Result<Dataset, DataError> {
     let (mut users, mut items) = (Ids::default(), Ids::default());
-    let mut out = Vec::new();
-    for (n, line) in csv.lines().enumerate().skip(1) {
-        let err = |message: &str| DataError {
-            line: n + 1,
-            message: message.to_owned(),
-        };
-        if line.trim().is_empty() {
-            continue;
-        }
+    let out = rows(csv, |line, err| {
         let f: Vec<&str> = line.split(',').collect();
         let [user, item, rating, ts] = f[..] else {
             return Err(err("expected userId,movieId,rating,timestamp"));
@@ -97,13 +109,13 @@ pub fn movielens(csv: &str) -> Result<Dataset, DataError> {
         } else {
             Kind::View
         };
-        out.push(Interaction {
+        Ok(Interaction {
             user: users.id(user),
             item: items.id(item),
             ts,
             kind,
-        });
-    }
+        })
+    })?;
     Ok(finish(out, users, items, false))
 }
 
@@ -132,27 +144,19 @@ fn days(date: &str) -> Option<i64> {
 /// purchase at noon of its date; a member's lines on one date are one basket.
 pub fn groceries(csv: &str) -> Result<Dataset, DataError> {
     let (mut users, mut items) = (Ids::default(), Ids::default());
-    let mut out = Vec::new();
-    for (n, line) in csv.lines().enumerate().skip(1) {
-        let err = |message: &str| DataError {
-            line: n + 1,
-            message: message.to_owned(),
-        };
-        if line.trim().is_empty() {
-            continue;
-        }
+    let out = rows(csv, |line, err| {
         let mut f = line.splitn(3, ',');
         let (Some(user), Some(date), Some(item)) = (f.next(), f.next(), f.next()) else {
             return Err(err("expected Member_number,Date,itemDescription"));
         };
         let day = days(date).ok_or_else(|| err("Date is not YYYY-MM-DD"))?;
-        out.push(Interaction {
+        Ok(Interaction {
             user: users.id(user.trim()),
             item: items.id(item.trim()),
             ts: day * 86_400 + 43_200,
             kind: Kind::Purchase,
-        });
-    }
+        })
+    })?;
     Ok(finish(out, users, items, true))
 }
 

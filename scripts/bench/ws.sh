@@ -10,15 +10,8 @@ SECS=${3:-10}
 PRODUCTS=${4:-1000}
 cargo build --release --quiet
 cargo build --release --quiet --example ws_fanout
-DATA=$(mktemp -d)
-trap 'kill $PID 2>/dev/null; wait $PID 2>/dev/null; rm -rf "$DATA"' EXIT
-PORT=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
-SHOPSTREAM_DATA_DIR="$DATA" SHOPSTREAM_LOG=warn SHOPSTREAM_LISTEN="127.0.0.1:$PORT" \
-  SHOPSTREAM_SEED_DEMO_CATALOGUE=false SHOPSTREAM_ADMIN_EMAIL=bench@example.com \
-  SHOPSTREAM_ADMIN_PASSWORD='bench password 1' SHOPSTREAM_CONSUMER_BATCH=200 \
-  ./target/release/shopstream serve >"$DATA/out.log" 2>"$DATA/err.log" &
-PID=$!
-until curl -sf "http://127.0.0.1:$PORT/healthz" >/dev/null; do sleep 0.1; done
+export SHOPSTREAM_CONSUMER_BATCH=200
+source scripts/bench/serve.sh
 before=$(ps -o rss= -p $PID)
 ./target/release/examples/ws_fanout "http://127.0.0.1:$PORT" bench@example.com 'bench password 1' "$CLIENTS" "$RATE" "$SECS" "$PRODUCTS" &
 LOAD=$!

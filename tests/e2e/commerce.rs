@@ -8,7 +8,7 @@ use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
 use crate::{
-    helpers::{App, Backend, Env, eventually, product},
+    helpers::{App, Backend, Env, adjust, create_product, eventually, metric, post_events},
     on_both_backends,
 };
 
@@ -20,23 +20,9 @@ const SLOW: &str = "4000000000000259";
 /// Creates a product with `stock` units available (through the stream, as
 /// a warehouse would) and returns its id.
 async fn stocked(app: &App, admin: &str, sku: &str, stock: i64) -> String {
-    let r = app
-        .call(
-            Method::POST,
-            "/api/products",
-            Some(admin),
-            Some(product(sku)),
-        )
-        .await;
-    assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
-    let id = r.body["id"].as_str().unwrap().to_owned();
+    let id = create_product(app, admin, sku).await;
     if stock != 0 {
-        let e = json!([{"type": "stock.adjusted", "source": "e2e",
-            "data": {"product_id": id, "delta": stock, "reason": "received"}}]);
-        let r = app
-            .call(Method::POST, "/api/events", Some(admin), Some(e))
-            .await;
-        assert_eq!(r.status, StatusCode::ACCEPTED, "{}", r.text);
+        post_events(app, admin, json!([adjust(&id, stock)])).await;
         eventually("the stock to arrive", || async {
             let s = stock_of(app, &id).await;
             (s.2 == stock).then_some(()).ok_or(format!("{s:?}"))
@@ -75,15 +61,6 @@ async fn checkout(app: &App, token: &str, key: &str, card: &str) -> crate::helpe
             .json(&json!({"card_number": card})),
     )
     .await
-}
-
-async fn metric(app: &App, name: &str) -> f64 {
-    let r = app.get("/metrics").await;
-    r.text
-        .lines()
-        .filter(|l| l.starts_with(name))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
 }
 
 /// 50 customers race for 10 units: exactly 10 paid orders, never a negative.

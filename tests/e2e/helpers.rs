@@ -424,3 +424,42 @@ where
     }
     panic!("{what} did not happen within 60 s: {last}");
 }
+
+/// Appends events through `POST /api/events` (admin), which must take them all.
+pub async fn post_events(app: &App, admin: &str, events: Value) {
+    let r = app
+        .call(Method::POST, "/api/events", Some(admin), Some(events))
+        .await;
+    assert_eq!(r.status, StatusCode::ACCEPTED, "{}", r.text);
+}
+
+/// A `stock.adjusted` event (id and time filled in by the collector).
+pub fn adjust(id: &str, delta: i64) -> Value {
+    json!({"type": "stock.adjusted", "source": "e2e", "data": {"product_id": id, "delta": delta, "reason": "received"}})
+}
+
+/// Creates [`product`]`(sku)` as the admin and returns its id.
+pub async fn create_product(app: &App, admin: &str, sku: &str) -> String {
+    let r = app
+        .call(
+            Method::POST,
+            "/api/products",
+            Some(admin),
+            Some(product(sku)),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
+    r.body["id"].as_str().unwrap().to_owned()
+}
+
+/// The sum of a metric's series whose line starts with `name` (a name, or a
+/// name with labels).
+pub async fn metric(app: &App, name: &str) -> f64 {
+    app.get("/metrics")
+        .await
+        .text
+        .lines()
+        .filter(|l| l.starts_with(name))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}

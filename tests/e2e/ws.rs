@@ -12,7 +12,7 @@ use tokio_tungstenite::{
 };
 
 use crate::{
-    helpers::{App, Backend, Env, eventually, product},
+    helpers::{App, Backend, Env, adjust, create_product, eventually, metric, post_events},
     on_both_backends,
 };
 
@@ -58,40 +58,6 @@ async fn silent(ws: &mut Ws, for_: Duration) {
     })
     .await;
     assert!(r.is_err(), "expected silence, got {r:?}");
-}
-
-async fn post_events(app: &App, admin: &str, events: Value) {
-    let r = app
-        .call(Method::POST, "/api/events", Some(admin), Some(events))
-        .await;
-    assert_eq!(r.status, StatusCode::ACCEPTED, "{}", r.text);
-}
-
-fn adjust(id: &str, delta: i64) -> Value {
-    json!({"type": "stock.adjusted", "source": "e2e", "data": {"product_id": id, "delta": delta, "reason": "received"}})
-}
-
-async fn create_product(app: &App, admin: &str, sku: &str) -> String {
-    let r = app
-        .call(
-            Method::POST,
-            "/api/products",
-            Some(admin),
-            Some(product(sku)),
-        )
-        .await;
-    assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
-    r.body["id"].as_str().unwrap().to_owned()
-}
-
-async fn metric(app: &App, name: &str) -> f64 {
-    app.get("/metrics")
-        .await
-        .text
-        .lines()
-        .filter(|l| l.starts_with(name))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
 }
 
 /// A subscriber gets a snapshot, then every committed change with a
