@@ -117,6 +117,16 @@ pub struct Settings {
     pub notifier: NotifierKind,
     /// The sender address of e-mailed notifications (verified in SES).
     pub ses_from: Option<String>,
+    /// Retrain the recommender this often, in seconds (0: only on
+    /// `POST /api/admin/model/train` or `shopstream train`).
+    pub recommender_train_secs: u64,
+    /// How many hours of the interaction log the recommender learns from.
+    pub recommender_history_hours: i64,
+    /// At most this many recommended items per category in one response.
+    pub recommend_per_category: usize,
+    /// Categories whose bought items may be recommended again,
+    /// comma-separated (e.g. `groceries,pet food`).
+    pub recommend_repeat_categories: String,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -175,6 +185,10 @@ impl Default for Settings {
             images_bucket: None,
             notifier: NotifierKind::File,
             ses_from: None,
+            recommender_train_secs: 600,
+            recommender_history_hours: 30 * 24,
+            recommend_per_category: 3,
+            recommend_repeat_categories: String::new(),
         }
     }
 }

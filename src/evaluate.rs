@@ -9,6 +9,7 @@ use recommender::{
     baselines::{Ease, ItemKnn, MostPopular, SessionKnn},
     data::{self, Dataset},
     evaluate::{self, Protocol, Scores},
+    model::{self, Hybrid},
 };
 
 /// EASE's regularisation.
@@ -81,7 +82,24 @@ pub fn run(
         ease_items.min(data.items.len()),
         started.elapsed().as_secs_f64()
     );
-    let models: Vec<&dyn Recommender> = vec![&popular, &knn, &sknn, &ease];
+    let started = Instant::now();
+    let cfg = model::Config {
+        repeats: data.repeats,
+        ..model::Config::default()
+    };
+    let (learned, report) = Hybrid::fit(&train, data.items.len(), cfg, &|phase| {
+        eprintln!("model: {phase}")
+    })
+    .map_err(anyhow::Error::msg)?;
+    eprintln!(
+        "trained the model in {:.2} s ({} ranker examples; the next item was a candidate for {} of {} training targets); weights: {:?}",
+        started.elapsed().as_secs_f64(),
+        report.rows,
+        report.targets_with_candidate,
+        report.targets,
+        report.weights
+    );
+    let models: Vec<&dyn Recommender> = vec![&learned, &popular, &knn, &sknn, &ease];
     let scores = evaluate::run(&data, &protocol, &models);
     if json {
         println!("{}", serde_json::to_string_pretty(&to_json(&scores))?);

@@ -241,6 +241,14 @@ async fn app_state(
             StreamKind::Kafka => settings.kafka_topic.clone(),
         },
         image_max_bytes: settings.image_max_bytes,
+        recommend_per_category: settings.recommend_per_category,
+        recommend_repeat_categories: settings
+            .recommend_repeat_categories
+            .split(',')
+            .map(str::trim)
+            .filter(|c| !c.is_empty())
+            .map(str::to_owned)
+            .collect(),
         ws: api::ws::WsConfig {
             allowed_origins: settings
                 .ws_allowed_origins
@@ -255,12 +263,18 @@ async fn app_state(
             ping_interval: Duration::from_secs(settings.ws_ping_secs.max(1)),
         },
     };
+    let recs = Arc::new(api::recs::Recs::new(
+        store.clone(),
+        blobs.clone(),
+        settings.recommender_history_hours,
+    ));
     let services = api::Services {
         store,
         events,
         bus,
         shop,
         blobs,
+        recs,
     };
     Ok(AppState::new(services, tokens, metrics, config))
 }
@@ -284,6 +298,7 @@ async fn serve(settings: Settings) -> anyhow::Result<()> {
         shop.clone(),
     )
     .await?;
+    let recs = state.recs.clone();
     match bootstrap::ensure_admin(
         &state,
         settings.admin_email.as_deref(),
@@ -405,6 +420,11 @@ async fn serve(settings: Settings) -> anyhow::Result<()> {
     let reservations = tokio::spawn(sweep_reservations_periodically(
         shop,
         Duration::from_secs(settings.reservation_sweep_secs.max(1)),
+        stopped.clone(),
+    ));
+    let trainer = tokio::spawn(train_periodically(
+        recs,
+        Duration::from_secs(settings.recommender_train_secs),
         stopped,
     ));
 
@@ -415,6 +435,7 @@ async fn serve(settings: Settings) -> anyhow::Result<()> {
     let _ = sweeper.await;
     let _ = relay.await;
     let _ = reservations.await;
+    let _ = trainer.await;
     if let Some(feed) = feed {
         let _ = feed.await;
     }
@@ -422,9 +443,7 @@ async fn serve(settings: Settings) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Checks every product's low-stock state at start and then every minute, to
-/// raise alerts whose check a crash interrupted.
-/// Where product images are kept: S3 with `images_bucket`, else the data dir.
+/// Where product images and the recommender's model are kept: S3 with `images_bucket`, else the data dir.
 async fn blobs(settings: &Settings) -> Arc<dyn storage::blobs::Blobs> {
     match &settings.images_bucket {
         Some(bucket) => Arc::new(storage::blobs::S3Blobs::from_env(bucket.clone()).await),
@@ -469,6 +488,41 @@ fn shop(settings: &Settings, store: &Arc<dyn Store>, bus: &Bus) -> commerce::Sho
 }
 
 /// Releases the stock of checkouts whose payment never settled.
+/// Serves the persisted model at once, trains one if there is none, then
+/// retrains on the schedule (0: never) — off the request path throughout.
+async fn train_periodically(
+    recs: Arc<api::recs::Recs>,
+    every: Duration,
+    mut stopped: tokio::sync::watch::Receiver<bool>,
+) {
+    let loaded = match recs.load().await {
+        Ok(loaded) => loaded,
+        Err(e) => {
+            tracing::warn!(error = %e, "recommender: the persisted model was not loaded");
+            false
+        }
+    };
+    let mut due = !loaded;
+    loop {
+        if due {
+            match recs.train(Arc::new(|_| ())).await {
+                Ok(_) => {}
+                Err(e) => {
+                    tracing::info!(error = %e, "recommender: no new model (popularity answers meanwhile)")
+                }
+            }
+        }
+        if every.is_zero() {
+            let _ = stopped.changed().await;
+            return;
+        }
+        tokio::select! {
+            () = tokio::time::sleep(every) => due = true,
+            _ = stopped.changed() => return,
+        }
+    }
+}
+
 async fn sweep_reservations_periodically(
     shop: commerce::Shop,
     every: Duration,
@@ -487,6 +541,8 @@ async fn sweep_reservations_periodically(
     }
 }
 
+/// Checks every product's low-stock state at start and then every minute, to
+/// raise alerts whose check a crash interrupted.
 async fn sweep_alerts_periodically(
     store: Arc<dyn Store>,
     bus: Bus,

@@ -19,6 +19,7 @@ mod error;
 mod extract;
 mod metrics;
 mod openapi;
+pub mod recs;
 mod routes;
 pub mod ws;
 
@@ -55,6 +56,10 @@ pub struct ApiConfig {
     pub ws: ws::WsConfig,
     /// The largest product image accepted.
     pub image_max_bytes: usize,
+    /// At most this many recommended items per category in one response.
+    pub recommend_per_category: usize,
+    /// Categories whose bought items may be recommended again (groceries).
+    pub recommend_repeat_categories: Vec<String>,
 }
 
 /// What every handler can reach.
@@ -75,6 +80,8 @@ pub struct AppState {
     pub hub: Arc<ws::Hub>,
     /// Where product images are kept.
     pub blobs: Arc<dyn storage::blobs::Blobs>,
+    /// The recommender being served.
+    pub recs: Arc<recs::Recs>,
 }
 
 /// The services the API runs on.
@@ -85,6 +92,7 @@ pub struct Services {
     pub bus: Bus,
     pub shop: commerce::Shop,
     pub blobs: Arc<dyn storage::blobs::Blobs>,
+    pub recs: Arc<recs::Recs>,
 }
 
 impl AppState {
@@ -100,6 +108,7 @@ impl AppState {
             bus,
             shop,
             blobs,
+            recs,
         } = services;
         Self {
             shop,
@@ -113,6 +122,7 @@ impl AppState {
             config: Arc::new(config),
             hub: Arc::default(),
             blobs,
+            recs,
         }
     }
 }
@@ -142,6 +152,7 @@ pub fn router(state: AppState) -> Router {
         .merge(routes::basket::router())
         .merge(routes::orders::router())
         .merge(routes::supplier::router())
+        .merge(routes::recs::router())
         .merge(ws::router())
         .layer(DefaultBodyLimit::max(state.config.max_body_bytes))
         .layer(middleware::from_fn(metrics::track))

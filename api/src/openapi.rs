@@ -6,7 +6,7 @@ use utoipa::{
 };
 
 use crate::routes::{
-    analytics, auth, basket, events, images, inventory, me, ops, orders, products, supplier,
+    analytics, auth, basket, events, images, inventory, me, ops, orders, products, recs, supplier,
 };
 
 #[derive(OpenApi)]
@@ -25,12 +25,13 @@ use crate::routes::{
         basket::get_basket, basket::add_item, basket::set_item, basket::remove_item, basket::clear_basket,
         orders::checkout, orders::list_orders, orders::get_order, orders::cancel_order, orders::set_status, orders::admin_orders,
         supplier::list_alerts, supplier::ack_alert, supplier::list_products,
+        recs::recommendations, recs::similar, recs::basket_suggestions, recs::trending, recs::model_info, recs::train,
         ops::healthz, ops::readyz, ops::metrics, ops::openapi,
     ),
     components(schemas(crate::Problem, domain::Product, domain::Role, domain::user::Address)),
     modifiers(&Bearer),
     tags((name = "auth"), (name = "me"), (name = "products"), (name = "events"), (name = "inventory"),
-        (name = "analytics"), (name = "basket"), (name = "orders"), (name = "supplier"), (name = "admin"), (name = "ops")),
+        (name = "analytics"), (name = "basket"), (name = "orders"), (name = "supplier"), (name = "recommendations"), (name = "admin"), (name = "ops")),
 )]
 pub struct ApiDoc;
 

@@ -12,7 +12,8 @@ use rust_decimal::Decimal;
 use storage::{Cond, Key, Table, TxOp, Update, Value, to_item};
 
 use crate::state::{
-    ALL, Counters, DeadLetter, Profile, Stock, dead_letter_key, minute_key, profile_key, stock_key,
+    ALL, Counters, DeadLetter, INTERACTIONS_PER_CHUNK, Interaction, InteractionChunk, Profile,
+    Stock, dead_letter_key, interaction, interactions_key, minute_key, profile_key, stock_key,
     trend_hour_key, trend_minute_key,
 };
 
@@ -258,6 +259,22 @@ pub fn fold(records: &[Decoded], snapshot: &Snapshot, origin: &Origin<'_>) -> Fo
     let mut counts = Counts::default();
     let mut dead_ops = Vec::new();
 
+    // The recommender's training log: per hour, with the event id of the
+    // hour's first row.
+    let mut log: BTreeMap<String, (String, Vec<Interaction>)> = BTreeMap::new();
+    let mut logged = |e: &Event, subject: String, product: String, kind: u8, at: i64| {
+        let hour = minute_name(e.occurred_at.unix_timestamp().div_euclid(60))[..13].to_owned();
+        log.entry(hour)
+            .or_insert_with(|| (e.id.to_string(), Vec::new()))
+            .1
+            .push(Interaction {
+                subject,
+                product_id: product,
+                kind,
+                at,
+            });
+    };
+
     for record in records {
         let e = match &record.outcome {
             Ok(e) => e,
@@ -328,6 +345,13 @@ pub fn fold(records: &[Decoded], snapshot: &Snapshot, origin: &Origin<'_>) -> Fo
                 counts.product(*product_id, minute, &c);
                 counts.shop(minute, &c);
                 if let Some(subject) = actor.subject() {
+                    logged(
+                        e,
+                        subject.key(),
+                        product_id.to_string(),
+                        interaction::VIEW,
+                        at,
+                    );
                     profile_of(&mut profiles, snapshot, subject.key())
                         .viewed(product_id.to_string(), at);
                 }
@@ -342,6 +366,13 @@ pub fn fold(records: &[Decoded], snapshot: &Snapshot, origin: &Origin<'_>) -> Fo
                 counts.product(*product_id, minute, &c);
                 counts.shop(minute, &c);
                 if let Some(subject) = actor.subject() {
+                    logged(
+                        e,
+                        subject.key(),
+                        product_id.to_string(),
+                        interaction::BASKET_ADD,
+                        at,
+                    );
                     profile_of(&mut profiles, snapshot, subject.key())
                         .added(product_id.to_string(), at);
                 }
@@ -378,6 +409,15 @@ pub fn fold(records: &[Decoded], snapshot: &Snapshot, origin: &Origin<'_>) -> Fo
                 }
                 counts.shop(minute, &order);
                 if let Some(subject) = actor.subject() {
+                    for line in lines {
+                        logged(
+                            e,
+                            subject.key(),
+                            line.product_id.to_string(),
+                            interaction::PURCHASE,
+                            at,
+                        );
+                    }
                     profile_of(&mut profiles, snapshot, subject.key())
                         .bought(lines.iter().map(|l| l.product_id.to_string()), at);
                 }
@@ -427,6 +467,21 @@ pub fn fold(records: &[Decoded], snapshot: &Snapshot, origin: &Origin<'_>) -> Fo
             });
         }
         out.subjects.insert(subject);
+    }
+    for (hour, (first_id, rows)) in log {
+        let first_at = rows.first().map_or(0, |r| r.at);
+        for (chunk, part) in rows.chunks(INTERACTIONS_PER_CHUNK).enumerate() {
+            let item = InteractionChunk {
+                rows: part.to_vec(),
+            };
+            if let Ok(item) = to_item(&interactions_key(&hour, first_at, &first_id, chunk), &item) {
+                out.ops.push(TxOp::Put {
+                    table: Table::Behaviour,
+                    item,
+                    cond: None,
+                });
+            }
+        }
     }
     out.ops.extend(dead_ops);
     out

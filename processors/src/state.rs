@@ -275,3 +275,52 @@ mod tests {
         assert_eq!(p.views, (RECENT + 5) as u64);
     }
 }
+
+/// What an interaction in the log was.
+pub mod interaction {
+    pub const VIEW: u8 = 0;
+    pub const BASKET_ADD: u8 = 1;
+    pub const PURCHASE: u8 = 2;
+}
+
+/// One behaviour event in the recommender's training log.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Interaction {
+    /// The subject's key (`user:{id}` or `session:{id}`).
+    #[serde(rename = "s")]
+    pub subject: String,
+    #[serde(rename = "p")]
+    pub product_id: String,
+    /// One of [`interaction`]'s kinds.
+    #[serde(rename = "k")]
+    pub kind: u8,
+    /// Milliseconds since the Unix epoch.
+    #[serde(rename = "t")]
+    pub at: i64,
+}
+
+/// A chunk of the training log: the behaviour events of one batch in one
+/// hour, in batch order. Written with the batch's effects (exactly once), so
+/// the recommender trains on what the processors applied.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InteractionChunk {
+    pub rows: Vec<Interaction>,
+}
+
+/// Interactions per chunk item (~100 bytes each: well under an item's size
+/// limit on any backend).
+pub const INTERACTIONS_PER_CHUNK: usize = 500;
+
+/// The training log's partition for an hour (`YYYY-MM-DDTHH`).
+pub fn interactions_pk(hour: &str) -> String {
+    format!("interactions#{hour}")
+}
+
+/// A chunk's key: the hour, then the first event's time and id, so the same
+/// batch folded again writes the same items.
+pub fn interactions_key(hour: &str, first_at: i64, first_id: &str, chunk: usize) -> Key {
+    Key::new(
+        interactions_pk(hour),
+        format!("{first_at:013}#{first_id}#{chunk:04}"),
+    )
+}

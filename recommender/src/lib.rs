@@ -8,15 +8,15 @@
 //!   catalogue coverage.
 //! - [`baselines`]: most-popular, item-kNN (co-occurrence), session-kNN and
 //!   EASE recommenders.
+//! - [`model`]: the learned model: candidate sources and a linfa-logistic
+//!   ranker over their features.
 //! - [`evaluate`]: the chronological protocol (see `docs/evaluation.md`).
-//!
-//! The learned model (linfa) and the serving path come in the next steps of
-//! the recommender work.
 
 pub mod baselines;
 pub mod data;
 pub mod evaluate;
 pub mod metrics;
+pub mod model;
 
 /// Something that ranks items for a history.
 pub trait Recommender {

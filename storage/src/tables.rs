@@ -24,7 +24,9 @@ pub enum Table {
     /// Per-minute counters (`minute#{scope}` / `{minute}`) and trending
     /// counters (`trend#{bucket}` / `{product id}`).
     Analytics,
-    /// What each user or session did (`subject#{key}` / `profile`).
+    /// What each user or session did (`subject#{key}` / `profile`), and the
+    /// recommender's training log of behaviour events per hour
+    /// (`interactions#{YYYY-MM-DDTHH}` / `{first time}#{first event id}#{chunk}`).
     Behaviour,
     /// Records that were not valid events (`dead` / `{time}#{position}`).
     DeadLetters,

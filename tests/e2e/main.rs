@@ -10,4 +10,5 @@ mod commerce;
 mod ops;
 mod pipeline;
 mod products;
+mod recs;
 mod ws;

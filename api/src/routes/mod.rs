@@ -9,4 +9,5 @@ pub mod ops;
 pub mod orders;
 pub mod params;
 pub mod products;
+pub mod recs;
 pub mod supplier;

@@ -1,0 +1,318 @@
+//! Live recommendations: the trained model (swapped in atomically, persisted
+//! so a restart serves at once), training from the store's interaction log
+//! off the async runtime, and serving with the shop's rules applied at
+//! request time.
+
+use std::{
+    collections::{HashMap, HashSet},
+    sync::{Arc, RwLock},
+    time::Instant,
+};
+
+use processors::state::{InteractionChunk, interaction, interactions_pk};
+use recommender::model::{self, Hybrid, Reason, TrainingReport};
+use serde::{Deserialize, Serialize};
+use storage::{Query, Store, Table, blobs::Blobs, from_item};
+use time::{Duration, OffsetDateTime, format_description::well_known::Rfc3339};
+
+/// Where the model is persisted in the blob store.
+pub const MODEL_KEY: &str = "models/recommender.json";
+
+/// A trained model with what it knows about its training.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Trained {
+    pub version: String,
+    pub trained_at: String,
+    pub training_ms: u64,
+    /// Interactions and distinct subjects (users and sessions) trained on.
+    pub interactions: usize,
+    pub subjects: usize,
+    /// Product id of each dense item id.
+    pub items: Vec<String>,
+    pub report: TrainingReport,
+    pub model: Hybrid,
+    #[serde(skip)]
+    index: HashMap<String, u32>,
+}
+
+impl Trained {
+    fn indexed(mut self) -> Self {
+        self.index = self
+            .items
+            .iter()
+            .enumerate()
+            .map(|(k, id)| (id.clone(), k as u32))
+            .collect();
+        self
+    }
+
+    pub fn item(&self, product_id: &str) -> Option<u32> {
+        self.index.get(product_id).copied()
+    }
+}
+
+/// Why training did not produce a model.
+#[derive(Debug, thiserror::Error)]
+pub enum TrainError {
+    #[error("reading the interaction log: {0}")]
+    Store(#[from] storage::StoreError),
+    #[error("{0}")]
+    Model(String),
+    #[error("a training run is already going on")]
+    Busy,
+}
+
+/// The recommender service.
+#[derive(Debug)]
+pub struct Recs {
+    store: Arc<dyn Store>,
+    blobs: Arc<dyn Blobs>,
+    current: RwLock<Option<Arc<Trained>>>,
+    training: tokio::sync::Mutex<()>,
+    /// How far back the training log is read.
+    pub history_hours: i64,
+}
+
+/// Progress of a training run, for the CLI's bar.
+pub type Progress = Arc<dyn Fn(&str) + Send + Sync>;
+
+impl Recs {
+    pub fn new(store: Arc<dyn Store>, blobs: Arc<dyn Blobs>, history_hours: i64) -> Self {
+        Self {
+            store,
+            blobs,
+            current: RwLock::new(None),
+            training: tokio::sync::Mutex::new(()),
+            history_hours: history_hours.max(1),
+        }
+    }
+
+    /// The model being served, if there is one.
+    pub fn current(&self) -> Option<Arc<Trained>> {
+        self.current.read().ok().and_then(|g| g.clone())
+    }
+
+    fn swap(&self, t: Arc<Trained>) {
+        if let Ok(mut g) = self.current.write() {
+            *g = Some(t.clone());
+        }
+        metrics::gauge!("shopstream_model_trained_timestamp_seconds")
+            .set(OffsetDateTime::now_utc().unix_timestamp() as f64);
+        metrics::gauge!("shopstream_model_training_seconds").set(t.training_ms as f64 / 1000.0);
+        metrics::gauge!("shopstream_model_items").set(t.items.len() as f64);
+        metrics::gauge!("shopstream_model_interactions").set(t.interactions as f64);
+    }
+
+    /// Loads the persisted model, if any; true when one was loaded.
+    pub async fn load(&self) -> Result<bool, TrainError> {
+        let Some(bytes) = self.blobs.get(MODEL_KEY).await? else {
+            return Ok(false);
+        };
+        let t = tokio::task::spawn_blocking(move || serde_json::from_slice::<Trained>(&bytes))
+            .await
+            .map_err(|e| TrainError::Model(e.to_string()))?
+            .map_err(|e| TrainError::Model(format!("the persisted model is unreadable: {e}")))?;
+        self.swap(Arc::new(t.indexed()));
+        Ok(true)
+    }
+
+    /// Reads the training log of the last `history_hours`, oldest first.
+    pub async fn read_log(
+        &self,
+        now: OffsetDateTime,
+    ) -> Result<Vec<processors::state::Interaction>, TrainError> {
+        let mut rows = Vec::new();
+        for h in (0..self.history_hours).rev() {
+            let hour = (now - Duration::hours(h))
+                .format(&Rfc3339)
+                .unwrap_or_default()
+                .chars()
+                .take(13)
+                .collect::<String>();
+            let pk = interactions_pk(&hour);
+            let mut q = Query {
+                limit: 1000,
+                ..Query::default()
+            };
+            loop {
+                let page = self.store.query(Table::Behaviour, &pk, &q).await?;
+                for item in page.items {
+                    let chunk: InteractionChunk = from_item(item)?;
+                    rows.extend(chunk.rows);
+                }
+                match page.cursor {
+                    Some(c) => q.cursor = Some(c),
+                    None => break,
+                }
+            }
+        }
+        rows.sort_by_key(|r| r.at);
+        Ok(rows)
+    }
+
+    /// Trains a model on the log, persists it and swaps it in. The fit runs
+    /// on a blocking thread; serving goes on with the old model meanwhile.
+    pub async fn train(&self, progress: Progress) -> Result<Arc<Trained>, TrainError> {
+        let Ok(_guard) = self.training.try_lock() else {
+            return Err(TrainError::Busy);
+        };
+        let started = Instant::now();
+        progress("reading the interaction log");
+        let log = self.read_log(OffsetDateTime::now_utc()).await?;
+        let p = progress.clone();
+        let t = tokio::task::spawn_blocking(move || fit(&log, &*p))
+            .await
+            .map_err(|e| TrainError::Model(e.to_string()))??;
+        let mut t = t;
+        t.training_ms = started.elapsed().as_millis() as u64;
+        progress("saving the model");
+        let bytes = serde_json::to_vec(&t).map_err(|e| TrainError::Model(e.to_string()))?;
+        self.blobs.put(MODEL_KEY, bytes, "application/json").await?;
+        let t = Arc::new(t.indexed());
+        self.swap(t.clone());
+        tracing::info!(
+            version = %t.version,
+            interactions = t.interactions,
+            items = t.items.len(),
+            ms = t.training_ms,
+            "recommender: new model"
+        );
+        Ok(t)
+    }
+}
+
+/// Fits a model on interactions (oldest first).
+pub fn fit(
+    log: &[processors::state::Interaction],
+    progress: &dyn Fn(&str),
+) -> Result<Trained, TrainError> {
+    let mut subjects: HashMap<&str, u32> = HashMap::new();
+    let mut items: Vec<String> = Vec::new();
+    let mut index: HashMap<&str, u32> = HashMap::new();
+    let mut rows = Vec::with_capacity(log.len());
+    for r in log {
+        let n = subjects.len() as u32;
+        let user = *subjects.entry(&r.subject).or_insert(n);
+        let item = *index.entry(&r.product_id).or_insert_with(|| {
+            items.push(r.product_id.clone());
+            items.len() as u32 - 1
+        });
+        rows.push(recommender::data::Interaction {
+            user,
+            item,
+            ts: r.at,
+            kind: if r.kind == interaction::PURCHASE {
+                recommender::data::Kind::Purchase
+            } else {
+                recommender::data::Kind::View
+            },
+        });
+    }
+    let (m, report) = Hybrid::fit(&rows, items.len(), model::Config::default(), progress)
+        .map_err(TrainError::Model)?;
+    let now = OffsetDateTime::now_utc();
+    Ok(Trained {
+        version: format!("m{}", now.unix_timestamp_nanos() / 1_000_000),
+        trained_at: now.format(&Rfc3339).unwrap_or_default(),
+        training_ms: 0,
+        interactions: rows.len(),
+        subjects: subjects.len(),
+        items,
+        report,
+        model: m,
+        index: HashMap::new(),
+    })
+}
+
+/// A candidate before the live rules: product id, score, reason.
+#[derive(Clone, Debug)]
+pub struct Candidate {
+    pub product_id: String,
+    pub score: f32,
+    pub reason: Why,
+}
+
+/// Why, with product ids still to be named.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Why {
+    After(String),
+    With(String),
+    Again,
+    Popular,
+    Category(String),
+}
+
+impl Why {
+    pub fn source(&self) -> &'static str {
+        match self {
+            Why::After(_) => "sequence",
+            Why::With(_) => "co-occurrence",
+            Why::Again => "repeat",
+            Why::Popular => "popularity",
+            Why::Category(_) => "category",
+        }
+    }
+}
+
+/// Ranked candidates from the model for a history of product ids (oldest
+/// first), never one for which `exclude` holds; `want` at most.
+pub fn rank(
+    t: &Trained,
+    history: &[String],
+    want: usize,
+    exclude: &dyn Fn(&str) -> bool,
+) -> Vec<Candidate> {
+    let h: Vec<u32> = history.iter().filter_map(|p| t.item(p)).collect();
+    t.model
+        .rank(&h, want, &|i| exclude(&t.items[i as usize]))
+        .into_iter()
+        .map(|s| Candidate {
+            product_id: t.items[s.item as usize].clone(),
+            score: s.score,
+            reason: match s.reason {
+                Reason::After(i) => Why::After(t.items[i as usize].clone()),
+                Reason::With(i) => Why::With(t.items[i as usize].clone()),
+                Reason::Again => Why::Again,
+                Reason::Popular => Why::Popular,
+            },
+        })
+        .collect()
+}
+
+/// Items like one product, from the model.
+pub fn similar(t: &Trained, product_id: &str) -> Vec<Candidate> {
+    let Some(i) = t.item(product_id) else {
+        return Vec::new();
+    };
+    t.model
+        .sources
+        .similar(i)
+        .into_iter()
+        .map(|(j, s)| Candidate {
+            product_id: t.items[j as usize].clone(),
+            score: s,
+            reason: Why::With(product_id.to_owned()),
+        })
+        .collect()
+}
+
+/// What the rules need to know about a subject.
+pub fn history_of(profile: &processors::state::Profile) -> (Vec<String>, HashSet<String>) {
+    let mut touches: Vec<(i64, &str)> = profile
+        .recent_views
+        .iter()
+        .chain(&profile.basket_adds)
+        .chain(&profile.purchases)
+        .map(|t| (t.at, t.product_id.as_str()))
+        .collect();
+    touches.sort();
+    let bought = profile
+        .purchases
+        .iter()
+        .map(|t| t.product_id.clone())
+        .collect();
+    (
+        touches.into_iter().map(|(_, p)| p.to_owned()).collect(),
+        bought,
+    )
+}

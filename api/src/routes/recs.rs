@@ -1,0 +1,611 @@
+//! Recommendations for the storefront, and the model's admin view. The
+//! shop's rules are applied at request time, on live state: no out-of-stock,
+//! deleted, in-basket or (outside repeat categories) bought items, at most a
+//! few items per category.
+
+use std::collections::{HashMap, HashSet};
+
+use axum::{
+    Json, Router,
+    extract::{Path, RawQuery, State},
+    http::HeaderMap,
+    routing::{get, post},
+};
+use domain::{ProductId, Role};
+use processors::{read, state::Profile};
+use serde::Serialize;
+use storage::from_item;
+use time::{Duration, OffsetDateTime};
+
+use crate::{
+    AppState,
+    auth::{Caller, MaybeCaller},
+    error::{ApiError, ApiResult},
+    recs::{self, Candidate, Why},
+    routes::{basket::owner, params::Params},
+};
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/api/recommendations", get(recommendations))
+        .route("/api/products/{id}/similar", get(similar))
+        .route("/api/basket/suggestions", get(basket_suggestions))
+        .route("/api/trending", get(trending))
+        .route("/api/admin/model", get(model_info))
+        .route("/api/admin/model/train", post(train))
+}
+
+/// One recommended product.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct RecommendedItem {
+    pub product_id: String,
+    pub name: String,
+    pub category: String,
+    /// Exact decimal, as a string.
+    pub price: String,
+    pub currency: String,
+    /// Units available now.
+    pub available: i64,
+    /// The model's probability that this is the caller's next item (for
+    /// popularity: the share of recent activity).
+    pub score: f32,
+    /// A short reason for a person.
+    pub reason: String,
+    /// The source behind it: `sequence`, `co-occurrence`, `repeat`,
+    /// `popularity` or `category`.
+    pub source: String,
+}
+
+/// A list of recommendations.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct Recommendations {
+    /// Send it back on the events that follow (`recommendation_id`).
+    pub recommendation_id: String,
+    /// The model that ranked them; null when none is trained yet.
+    pub model_version: Option<String>,
+    /// Set when there is no model and popularity answered instead.
+    pub fallback: Option<String>,
+    pub items: Vec<RecommendedItem>,
+}
+
+struct Rules {
+    exclude: HashSet<String>,
+    category: Option<String>,
+    per_category: usize,
+}
+
+/// The caller's behaviour profile (user or session), if any.
+async fn profile_of(state: &AppState, key: &str) -> ApiResult<Profile> {
+    Ok(
+        match state
+            .store
+            .get(
+                storage::Table::Behaviour,
+                &processors::state::profile_key(key),
+            )
+            .await?
+        {
+            Some(item) => from_item(item)?,
+            None => Profile::default(),
+        },
+    )
+}
+
+fn ratio(n: f64, d: f64) -> f32 {
+    if d > 0.0 { (n / d) as f32 } else { 0.0 }
+}
+
+/// Popular products now (1 h, then 24 h), as candidates.
+async fn popular(state: &AppState) -> ApiResult<Vec<Candidate>> {
+    let now = OffsetDateTime::now_utc();
+    let mut out: Vec<Candidate> = Vec::new();
+    for window in [Duration::hours(1), Duration::hours(24)] {
+        let ranked = read::trending(state.store.as_ref(), now, window, 200).await?;
+        let total: f64 = ranked
+            .iter()
+            .map(|(_, c)| (c.purchases * 10 + c.basket_adds * 3 + c.views) as f64)
+            .sum();
+        for (id, c) in ranked {
+            if !out.iter().any(|x| x.product_id == id) {
+                out.push(Candidate {
+                    product_id: id,
+                    score: ratio(
+                        (c.purchases * 10 + c.basket_adds * 3 + c.views) as f64,
+                        total,
+                    ),
+                    reason: Why::Popular,
+                });
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Products of a category, nearest in price first: how a product with no
+/// interactions yet is found.
+async fn in_category(
+    state: &AppState,
+    category: &str,
+    price: Option<rust_decimal::Decimal>,
+) -> ApiResult<Vec<Candidate>> {
+    let (mut list, _) = state
+        .products
+        .list(
+            &storage::products::ProductFilter {
+                category: Some(category.to_owned()),
+                supplier_id: None,
+            },
+            100,
+            None,
+        )
+        .await?;
+    if let Some(p) = price {
+        list.sort_by_key(|x| (x.price.amount() - p).abs());
+    } else {
+        list.sort_by_key(|x| std::cmp::Reverse(x.created_at));
+    }
+    Ok(list
+        .into_iter()
+        .map(|x| Candidate {
+            product_id: x.id.to_string(),
+            score: 0.0,
+            reason: Why::Category(category.to_owned()),
+        })
+        .collect())
+}
+
+/// Applies the live rules to candidates in order until `limit` are kept.
+async fn apply(
+    state: &AppState,
+    candidates: Vec<Candidate>,
+    rules: &Rules,
+    limit: usize,
+    names: &mut HashMap<String, String>,
+) -> ApiResult<Vec<RecommendedItem>> {
+    let mut out = Vec::new();
+    let mut per_category: HashMap<String, usize> = HashMap::new();
+    let mut seen = HashSet::new();
+    for c in candidates {
+        if out.len() >= limit {
+            break;
+        }
+        if rules.exclude.contains(&c.product_id) || !seen.insert(c.product_id.clone()) {
+            continue;
+        }
+        let Ok(id) = c.product_id.parse::<ProductId>() else {
+            continue;
+        };
+        // Deleted products are gone from the catalogue.
+        let Some(p) = state.products.get(id).await? else {
+            continue;
+        };
+        if rules.category.as_ref().is_some_and(|k| *k != p.category) {
+            continue;
+        }
+        let n = per_category.entry(p.category.clone()).or_default();
+        if *n >= rules.per_category {
+            continue;
+        }
+        let available = read::stock(state.store.as_ref(), &c.product_id)
+            .await?
+            .map_or(0, |s| s.available);
+        if available <= 0 {
+            continue;
+        }
+        *n += 1;
+        let reason = match &c.reason {
+            Why::After(x) => format!("viewed after {}", name(state, names, x).await),
+            Why::With(x) => format!("viewed together with {}", name(state, names, x).await),
+            Why::Again => "you bought it before".to_owned(),
+            Why::Popular => "popular right now".to_owned(),
+            Why::Category(k) => format!("new in {k}"),
+        };
+        names.insert(p.id.to_string(), p.name.clone());
+        out.push(RecommendedItem {
+            product_id: p.id.to_string(),
+            name: p.name,
+            category: p.category,
+            price: p.price.amount().to_string(),
+            currency: p.currency.to_string(),
+            available,
+            score: c.score,
+            reason,
+            source: c.reason.source().to_owned(),
+        });
+    }
+    Ok(out)
+}
+
+async fn name(state: &AppState, names: &mut HashMap<String, String>, id: &str) -> String {
+    if let Some(n) = names.get(id) {
+        return n.clone();
+    }
+    let n = match id.parse::<ProductId>() {
+        Ok(pid) => state
+            .products
+            .get(pid)
+            .await
+            .ok()
+            .flatten()
+            .map_or_else(|| "a product".to_owned(), |p| p.name),
+        Err(_) => "a product".to_owned(),
+    };
+    names.insert(id.to_owned(), n.clone());
+    n
+}
+
+/// Model candidates (asking for more when the rules drop many), then
+/// popularity, then the context's category, until `limit` are kept.
+async fn recommend(
+    state: &AppState,
+    history: &[String],
+    context: Option<&domain::Product>,
+    rules: Rules,
+    limit: usize,
+    endpoint: &'static str,
+) -> ApiResult<Recommendations> {
+    let model = state.recs.current();
+    let mut names = HashMap::new();
+    let mut items: Vec<RecommendedItem> = Vec::new();
+    let mut rules = rules;
+    if let Some(t) = &model {
+        let mut want = limit * 4 + 20;
+        loop {
+            let excluded = &rules.exclude;
+            let cands = recs::rank(t, history, want, &|p| excluded.contains(p));
+            let got = cands.len();
+            items = apply(state, cands, &rules, limit, &mut names).await?;
+            if items.len() >= limit || got < want || want >= 2000 {
+                break;
+            }
+            want *= 4;
+        }
+    }
+    for kept in &items {
+        rules.exclude.insert(kept.product_id.clone());
+    }
+    if items.len() < limit {
+        let more = apply(
+            state,
+            popular(state).await?,
+            &rules,
+            limit - items.len(),
+            &mut names,
+        )
+        .await?;
+        for kept in &more {
+            rules.exclude.insert(kept.product_id.clone());
+        }
+        items.extend(more);
+    }
+    let category = rules
+        .category
+        .clone()
+        .or_else(|| context.map(|p| p.category.clone()));
+    if items.len() < limit
+        && let Some(k) = category
+    {
+        let cands = in_category(state, &k, context.map(|p| p.price.amount())).await?;
+        items.extend(apply(state, cands, &rules, limit - items.len(), &mut names).await?);
+    }
+    let fallback = model.is_none().then(|| "popularity".to_owned());
+    metrics::counter!("shopstream_recommendations_served_total",
+        "endpoint" => endpoint,
+        "fallback" => if fallback.is_some() { "popularity" } else { "none" })
+    .increment(1);
+    metrics::counter!("shopstream_recommendation_items_total", "endpoint" => endpoint)
+        .increment(items.len() as u64);
+    Ok(Recommendations {
+        recommendation_id: uuid::Uuid::now_v7().to_string(),
+        model_version: model.map(|t| t.version.clone()),
+        fallback,
+        items,
+    })
+}
+
+fn per_category(state: &AppState) -> usize {
+    state.config.recommend_per_category.max(1)
+}
+
+async fn product_param(state: &AppState, field: &str, raw: &str) -> ApiResult<domain::Product> {
+    let id = raw
+        .parse::<ProductId>()
+        .map_err(|_| ApiError::field(field, "must be a product id (a UUID)"))?;
+    state
+        .products
+        .get(id)
+        .await?
+        .ok_or_else(|| ApiError::field(field, format!("no product {raw}")))
+}
+
+/// Personalised recommendations for the caller (user, or the anonymous
+/// session of `X-Session-Id` / the session cookie).
+#[utoipa::path(get, path = "/api/recommendations", tag = "recommendations",
+    params(("limit" = Option<usize>, Query, description = "1 to 100, default 20"),
+        ("context_product" = Option<String>, Query, description = "the product on screen"),
+        ("category" = Option<String>, Query, description = "only this category")),
+    responses((status = 200, body = Recommendations), (status = 422, body = crate::Problem)))]
+pub async fn recommendations(
+    State(state): State<AppState>,
+    caller: MaybeCaller,
+    headers: HeaderMap,
+    RawQuery(q): RawQuery,
+) -> ApiResult<Json<Recommendations>> {
+    let mut p = Params::parse(q.as_deref())?;
+    let limit = p.limit();
+    let context = p.take("context_product");
+    let category = p.take("category");
+    p.finish()?;
+    let context = match context {
+        Some(raw) => Some(product_param(&state, "context_product", &raw).await?),
+        None => None,
+    };
+    if let Some(k) = &category {
+        let (known, _) = state
+            .products
+            .list(
+                &storage::products::ProductFilter {
+                    category: Some(k.clone()),
+                    supplier_id: None,
+                },
+                1,
+                None,
+            )
+            .await?;
+        if known.is_empty() {
+            return Err(ApiError::field("category", format!("no category {k}")));
+        }
+    }
+    let who = owner(&caller, &headers, false)?;
+    let (mut history, bought, basket) = match &who {
+        Some(o) => {
+            let profile = profile_of(&state, &o.key).await?;
+            let (history, bought) = recs::history_of(&profile);
+            let basket = state.shop.basket(&o.key).await?;
+            (
+                history,
+                bought,
+                basket
+                    .lines
+                    .iter()
+                    .map(|l| l.product_id.clone())
+                    .collect::<Vec<_>>(),
+            )
+        }
+        None => (Vec::new(), HashSet::new(), Vec::new()),
+    };
+    let mut exclude: HashSet<String> = history.iter().cloned().collect();
+    exclude.extend(basket);
+    let repeat = &state.config.recommend_repeat_categories;
+    if repeat.is_empty() {
+        exclude.extend(bought);
+    } else {
+        // Bought items come back only in repeat categories (groceries).
+        for b in bought {
+            let keep = match b.parse::<ProductId>() {
+                Ok(id) => state
+                    .products
+                    .get(id)
+                    .await?
+                    .is_some_and(|p| repeat.contains(&p.category)),
+                Err(_) => false,
+            };
+            if keep {
+                exclude.remove(&b);
+            } else {
+                exclude.insert(b);
+            }
+        }
+    }
+    if let Some(c) = &context {
+        // The page on screen is the newest thing in the history.
+        history.push(c.id.to_string());
+        exclude.insert(c.id.to_string());
+    }
+    let rules = Rules {
+        exclude,
+        category,
+        per_category: per_category(&state),
+    };
+    Ok(Json(
+        recommend(&state, &history, context.as_ref(), rules, limit, "personal").await?,
+    ))
+}
+
+/// Products like this one.
+#[utoipa::path(get, path = "/api/products/{id}/similar", tag = "recommendations",
+    params(("id" = String, Path), ("limit" = Option<usize>, Query)),
+    responses((status = 200, body = Recommendations), (status = 404, body = crate::Problem), (status = 422, body = crate::Problem)))]
+pub async fn similar(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    RawQuery(q): RawQuery,
+) -> ApiResult<Json<Recommendations>> {
+    let mut p = Params::parse(q.as_deref())?;
+    let limit = p.limit();
+    p.finish()?;
+    let pid = id
+        .parse::<ProductId>()
+        .map_err(|_| ApiError::NotFound("product"))?;
+    let product = state
+        .products
+        .get(pid)
+        .await?
+        .ok_or(ApiError::NotFound("product"))?;
+    let model = state.recs.current();
+    let mut names = HashMap::new();
+    let rules = Rules {
+        exclude: HashSet::from([id.clone()]),
+        category: None,
+        per_category: limit,
+    };
+    let mut items = match &model {
+        Some(t) => apply(&state, recs::similar(t, &id), &rules, limit, &mut names).await?,
+        None => Vec::new(),
+    };
+    if items.len() < limit {
+        let mut rules = rules;
+        rules
+            .exclude
+            .extend(items.iter().map(|i| i.product_id.clone()));
+        let cands = in_category(&state, &product.category, Some(product.price.amount())).await?;
+        items.extend(apply(&state, cands, &rules, limit - items.len(), &mut names).await?);
+    }
+    metrics::counter!("shopstream_recommendations_served_total",
+        "endpoint" => "similar", "fallback" => if model.is_some() { "none" } else { "popularity" })
+    .increment(1);
+    Ok(Json(Recommendations {
+        recommendation_id: uuid::Uuid::now_v7().to_string(),
+        fallback: model.is_none().then(|| "category".to_owned()),
+        model_version: model.map(|t| t.version.clone()),
+        items,
+    }))
+}
+
+/// What goes with the basket: ranked from the basket's items, never one
+/// already in it.
+#[utoipa::path(get, path = "/api/basket/suggestions", tag = "recommendations",
+    params(("limit" = Option<usize>, Query)),
+    responses((status = 200, body = Recommendations), (status = 422, body = crate::Problem)))]
+pub async fn basket_suggestions(
+    State(state): State<AppState>,
+    caller: MaybeCaller,
+    headers: HeaderMap,
+    RawQuery(q): RawQuery,
+) -> ApiResult<Json<Recommendations>> {
+    let mut p = Params::parse(q.as_deref())?;
+    let limit = p.limit();
+    p.finish()?;
+    let basket: Vec<String> = match owner(&caller, &headers, false)? {
+        Some(o) => state
+            .shop
+            .basket(&o.key)
+            .await?
+            .lines
+            .iter()
+            .map(|l| l.product_id.clone())
+            .collect(),
+        None => Vec::new(),
+    };
+    let rules = Rules {
+        exclude: basket.iter().cloned().collect(),
+        category: None,
+        per_category: per_category(&state),
+    };
+    Ok(Json(
+        recommend(&state, &basket, None, rules, limit, "basket").await?,
+    ))
+}
+
+/// One trending product, for the storefront.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct Trending {
+    pub window: String,
+    pub items: Vec<RecommendedItem>,
+}
+
+/// What is hot now, in stock, optionally in one category.
+#[utoipa::path(get, path = "/api/trending", tag = "recommendations",
+    params(("window" = Option<String>, Query, description = "`1h` (default) or `24h`"),
+        ("category" = Option<String>, Query), ("limit" = Option<usize>, Query)),
+    responses((status = 200, body = Trending), (status = 422, body = crate::Problem)))]
+pub async fn trending(
+    State(state): State<AppState>,
+    RawQuery(q): RawQuery,
+) -> ApiResult<Json<Trending>> {
+    let mut p = Params::parse(q.as_deref())?;
+    let (window, name) = match p.take("window").as_deref() {
+        None | Some("1h") => (Duration::hours(1), "1h"),
+        Some("24h") => (Duration::hours(24), "24h"),
+        Some(_) => {
+            p.errors.push("window", "must be 1h or 24h");
+            (Duration::hours(1), "1h")
+        }
+    };
+    let category = p.take("category");
+    let limit = p.limit();
+    p.finish()?;
+    let ranked =
+        read::trending(state.store.as_ref(), OffsetDateTime::now_utc(), window, 500).await?;
+    let total: f64 = ranked
+        .iter()
+        .map(|(_, c)| (c.purchases * 10 + c.basket_adds * 3 + c.views) as f64)
+        .sum();
+    let cands = ranked
+        .into_iter()
+        .map(|(id, c)| Candidate {
+            product_id: id,
+            score: ratio(
+                (c.purchases * 10 + c.basket_adds * 3 + c.views) as f64,
+                total,
+            ),
+            reason: Why::Popular,
+        })
+        .collect();
+    let rules = Rules {
+        exclude: HashSet::new(),
+        category,
+        per_category: limit,
+    };
+    let items = apply(&state, cands, &rules, limit, &mut HashMap::new()).await?;
+    Ok(Json(Trending {
+        window: name.to_owned(),
+        items,
+    }))
+}
+
+/// The model being served.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct ModelInfo {
+    /// False until a model was trained (popularity answers meanwhile).
+    pub trained: bool,
+    pub version: Option<String>,
+    pub trained_at: Option<String>,
+    pub training_ms: Option<u64>,
+    pub interactions: Option<usize>,
+    pub subjects: Option<usize>,
+    pub items: Option<usize>,
+    /// The ranker's training: targets, candidate recall, feature weights.
+    #[schema(value_type = Object)]
+    pub report: Option<serde_json::Value>,
+}
+
+fn info(t: Option<&recs::Trained>) -> ModelInfo {
+    ModelInfo {
+        trained: t.is_some(),
+        version: t.map(|t| t.version.clone()),
+        trained_at: t.map(|t| t.trained_at.clone()),
+        training_ms: t.map(|t| t.training_ms),
+        interactions: t.map(|t| t.interactions),
+        subjects: t.map(|t| t.subjects),
+        items: t.map(|t| t.items.len()),
+        report: t.and_then(|t| serde_json::to_value(&t.report).ok()),
+    }
+}
+
+/// The model version, its training and its data (admin).
+#[utoipa::path(get, path = "/api/admin/model", tag = "recommendations", security(("bearer" = [])),
+    responses((status = 200, body = ModelInfo), (status = 403, body = crate::Problem)))]
+pub async fn model_info(
+    State(state): State<AppState>,
+    caller: Caller,
+) -> ApiResult<Json<ModelInfo>> {
+    caller.require(Role::Admin)?;
+    Ok(Json(info(state.recs.current().as_deref())))
+}
+
+/// Trains a model now on the interaction log and swaps it in (admin).
+#[utoipa::path(post, path = "/api/admin/model/train", tag = "recommendations", security(("bearer" = [])),
+    responses((status = 200, body = ModelInfo), (status = 409, body = crate::Problem),
+        (status = 422, body = crate::Problem)))]
+pub async fn train(State(state): State<AppState>, caller: Caller) -> ApiResult<Json<ModelInfo>> {
+    caller.require(Role::Admin)?;
+    match state.recs.train(std::sync::Arc::new(|_| ())).await {
+        Ok(t) => Ok(Json(info(Some(&t)))),
+        Err(recs::TrainError::Busy) => Err(ApiError::Conflict(
+            "a training run is already going on".into(),
+        )),
+        Err(recs::TrainError::Model(m)) => Err(ApiError::field("", m)),
+        Err(recs::TrainError::Store(e)) => Err(e.into()),
+    }
+}

@@ -1,0 +1,742 @@
+//! The learned model: several candidate sources, and a logistic-regression
+//! ranker (linfa-logistic) over their scores, trained chronologically to
+//! predict the next interaction.
+//!
+//! Candidate sources, all fitted from the interaction log:
+//! - **next**: what users took *after* an item, within a few steps, weighed
+//!   by how close it followed (order and recency, which EASE and plain
+//!   co-occurrence ignore);
+//! - **co**: item-to-item co-occurrence (cosine of the user sets);
+//! - **popular**: overall and in the newest tenth of the log (trending);
+//! - **again**: the user's own items, where repeats happen (groceries).
+//!
+//! Features of a candidate for a history: the decayed sum of its *next*
+//! scores from the newest history items, its *next* score from the newest
+//! item alone, the decayed *co* score, log popularity overall and recently,
+//! how often and how recently the user took it. The ranker learns their
+//! weights on the last fifth of the training log, with sources fitted on the
+//! four fifths before it; the sources are then refitted on everything.
+
+use std::collections::{HashMap, HashSet};
+
+use linfa::prelude::*;
+use linfa_logistic::LogisticRegression;
+use ndarray::{Array1, Array2};
+use serde::{Deserialize, Serialize};
+
+use crate::{Recommender, data::Interaction};
+
+/// The feature names, in the ranker's order.
+pub const FEATURES: [&str; 7] = [
+    "next",
+    "next_from_newest",
+    "co",
+    "popularity",
+    "recent_popularity",
+    "times_taken",
+    "taken_recency",
+];
+
+/// Weights used when there is nothing to learn them from: what follows and
+/// what goes with the history first, then popularity.
+const PRIOR: [f32; 7] = [1.0, 1.0, 1.0, 0.1, 0.2, 0.5, 0.5];
+
+/// Training knobs.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// How many steps ahead count as "after".
+    pub window: usize,
+    /// Neighbours kept per item and source.
+    pub keep: usize,
+    /// Newest items per user counted for co-occurrence (bounds the pairs).
+    pub co_per_user: usize,
+    /// Newest distinct history items a request looks at.
+    pub recent: usize,
+    /// Candidates taken from each source.
+    pub per_source: usize,
+    /// Training targets for the ranker (spread over the last fifth).
+    pub max_targets: usize,
+    /// Negative candidates kept per target.
+    pub negatives: usize,
+    /// Whether users take items again (then their own items are candidates).
+    pub repeats: bool,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            window: 5,
+            keep: 100,
+            co_per_user: 50,
+            recent: 20,
+            per_source: 100,
+            max_targets: 5_000,
+            negatives: 30,
+            repeats: false,
+        }
+    }
+}
+
+/// Why an item was recommended: the source that contributed most.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Reason {
+    /// Users took it after this item.
+    After(u32),
+    /// Users took it together with this item.
+    With(u32),
+    /// The user took it before.
+    Again,
+    /// It is popular (recently).
+    Popular,
+}
+
+/// One ranked item.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Scored {
+    pub item: u32,
+    /// The ranker's probability that this is the next item.
+    pub score: f32,
+    pub reason: Reason,
+}
+
+/// The fitted candidate sources.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct Sources {
+    next: Vec<Vec<(u32, f32)>>,
+    co: Vec<Vec<(u32, f32)>>,
+    popularity: Vec<f32>,
+    recent_popularity: Vec<f32>,
+    /// Items by recent popularity, then overall.
+    popular: Vec<u32>,
+}
+
+fn keep_top(m: HashMap<u32, f32>, keep: usize) -> Vec<(u32, f32)> {
+    let mut v: Vec<(u32, f32)> = m.into_iter().collect();
+    v.sort_by(|x, y| y.1.total_cmp(&x.1).then(x.0.cmp(&y.0)));
+    v.truncate(keep);
+    v
+}
+
+impl Sources {
+    pub fn fit(train: &[Interaction], items: usize, cfg: &Config) -> Self {
+        let mut by_user: HashMap<u32, Vec<u32>> = HashMap::new();
+        for i in train {
+            by_user.entry(i.user).or_default().push(i.item);
+        }
+        let mut users: Vec<(u32, Vec<u32>)> = by_user.into_iter().collect();
+        users.sort_by_key(|(u, _)| *u);
+
+        let mut count = vec![0f32; items];
+        for i in train {
+            count[i.item as usize] += 1.0;
+        }
+        let mut next: Vec<HashMap<u32, f32>> = vec![HashMap::new(); items];
+        let mut users_of = vec![0f32; items];
+        let mut pairs: Vec<HashMap<u32, f32>> = vec![HashMap::new(); items];
+        for (_, seq) in &users {
+            for (p, &a) in seq.iter().enumerate() {
+                for (gap, &b) in seq.iter().skip(p + 1).take(cfg.window).enumerate() {
+                    if a != b {
+                        *next[a as usize].entry(b).or_default() += 1.0 / (1.0 + gap as f32);
+                    }
+                }
+            }
+            let mut seen = HashSet::new();
+            let mut distinct: Vec<u32> = seq
+                .iter()
+                .rev()
+                .copied()
+                .filter(|i| seen.insert(*i))
+                .collect();
+            distinct.truncate(cfg.co_per_user);
+            for &a in &distinct {
+                users_of[a as usize] += 1.0;
+                for &b in &distinct {
+                    if a != b {
+                        *pairs[a as usize].entry(b).or_default() += 1.0;
+                    }
+                }
+            }
+        }
+        let next = next
+            .into_iter()
+            .enumerate()
+            .map(|(a, m)| {
+                let m = m
+                    .into_iter()
+                    .map(|(b, w)| (b, w / (count[a] * count[b as usize]).sqrt().max(1.0)))
+                    .collect();
+                keep_top(m, cfg.keep)
+            })
+            .collect();
+        let co = pairs
+            .into_iter()
+            .enumerate()
+            .map(|(a, m)| {
+                let m = m
+                    .into_iter()
+                    .map(|(b, c)| (b, c / (users_of[a] * users_of[b as usize]).sqrt()))
+                    .collect();
+                keep_top(m, cfg.keep)
+            })
+            .collect();
+
+        // Recent: the newest tenth of the log by time.
+        let mut recent = vec![0f32; items];
+        if let (Some(first), Some(last)) = (train.first(), train.last()) {
+            let since = last.ts - (last.ts - first.ts) / 10;
+            for i in train.iter().rev().take_while(|i| i.ts >= since) {
+                recent[i.item as usize] += 1.0;
+            }
+        }
+        let mut popular: Vec<u32> = (0..items as u32)
+            .filter(|&i| count[i as usize] > 0.0)
+            .collect();
+        popular.sort_by(|&a, &b| {
+            recent[b as usize]
+                .total_cmp(&recent[a as usize])
+                .then(count[b as usize].total_cmp(&count[a as usize]))
+                .then(a.cmp(&b))
+        });
+        Self {
+            next,
+            co,
+            popularity: count.iter().map(|c| c.ln_1p()).collect(),
+            recent_popularity: recent.iter().map(|c| c.ln_1p()).collect(),
+            popular,
+        }
+    }
+
+    pub fn items(&self) -> usize {
+        self.popularity.len()
+    }
+
+    /// Items most like `item` (co-occurrence, then what follows it).
+    pub fn similar(&self, item: u32) -> Vec<(u32, f32)> {
+        let mut out: Vec<(u32, f32)> = self.co.get(item as usize).cloned().unwrap_or_default();
+        for &(j, s) in self.next.get(item as usize).map_or(&[][..], |v| &v[..]) {
+            if !out.iter().any(|(i, _)| *i == j) {
+                out.push((j, s * 0.5));
+            }
+        }
+        out
+    }
+
+    /// Items by recent popularity.
+    pub fn popular(&self) -> &[u32] {
+        &self.popular
+    }
+
+    /// Every candidate for a history with its feature row, and the history
+    /// item that spoke most for it (for the reason).
+    fn candidates(
+        &self,
+        history: &[u32],
+        cfg: &Config,
+        exclude: &dyn Fn(u32) -> bool,
+    ) -> Vec<(u32, [f32; 7], Reason)> {
+        let mut seen = HashSet::new();
+        let recent: Vec<u32> = history
+            .iter()
+            .rev()
+            .copied()
+            .filter(|i| seen.insert(*i))
+            .take(cfg.recent)
+            .collect();
+        // Per candidate: features and the best single contribution.
+        let mut rows: HashMap<u32, ([f32; 7], Reason, f32)> = HashMap::new();
+        let n = self.items() as u32;
+        let add = |rows: &mut HashMap<u32, ([f32; 7], Reason, f32)>,
+                   c: u32,
+                   f: usize,
+                   v: f32,
+                   why: Reason| {
+            if c >= n || exclude(c) {
+                return;
+            }
+            let e = rows.entry(c).or_insert(([0.0; 7], Reason::Popular, 0.0));
+            e.0[f] += v;
+            if v > e.2 {
+                e.1 = why;
+                e.2 = v;
+            }
+        };
+        for (age, &h) in recent.iter().enumerate() {
+            let w = 1.0 / (1.0 + age as f32);
+            for &(c, s) in self
+                .next
+                .get(h as usize)
+                .map_or(&[][..], |v| &v[..])
+                .iter()
+                .take(cfg.per_source)
+            {
+                add(&mut rows, c, 0, w * s, Reason::After(h));
+                if age == 0 {
+                    add(&mut rows, c, 1, s, Reason::After(h));
+                }
+            }
+            for &(c, s) in self
+                .co
+                .get(h as usize)
+                .map_or(&[][..], |v| &v[..])
+                .iter()
+                .take(cfg.per_source)
+            {
+                add(&mut rows, c, 2, w * s, Reason::With(h));
+            }
+        }
+        for &c in self.popular.iter().take(cfg.per_source) {
+            add(&mut rows, c, 3, 0.0, Reason::Popular);
+        }
+        if cfg.repeats {
+            for (age, &h) in history.iter().rev().enumerate() {
+                add(&mut rows, h, 5, 1.0, Reason::Again);
+                let e = rows.get_mut(&h);
+                if let Some(e) = e
+                    && e.0[6] == 0.0
+                {
+                    e.0[6] = 1.0 / (1.0 + age as f32);
+                    e.1 = Reason::Again;
+                    e.2 = f32::INFINITY;
+                }
+            }
+        }
+        let mut out: Vec<(u32, [f32; 7], Reason)> = rows
+            .into_iter()
+            .map(|(c, (mut f, why, _))| {
+                f[3] = self.popularity[c as usize];
+                f[4] = self.recent_popularity[c as usize];
+                f[5] = f[5].ln_1p();
+                (c, f, why)
+            })
+            .collect();
+        out.sort_by_key(|(c, _, _)| *c);
+        out
+    }
+}
+
+/// The whole model: sources and the ranker's weights.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct Hybrid {
+    pub sources: Sources,
+    /// Feature scaling (mean, standard deviation), then weights.
+    mean: Vec<f32>,
+    scale: Vec<f32>,
+    weights: Vec<f32>,
+    intercept: f32,
+    repeats: bool,
+    #[serde(skip)]
+    cfg: Option<Config>,
+}
+
+/// How the ranker's training went.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct TrainingReport {
+    /// Training targets the ranker saw, and how many had the true item among
+    /// the candidates (candidate recall).
+    pub targets: usize,
+    pub targets_with_candidate: usize,
+    pub rows: usize,
+    /// False when the data had nothing to tell apart and prior weights rank.
+    pub learned: bool,
+    /// The learned weight of each feature (on standardised features).
+    pub weights: Vec<(String, f32)>,
+}
+
+/// The training log split at a time cut, never inside a group of
+/// interactions that share a time.
+/// When everything after the cut shares one time (a log written in one
+/// burst), the cut falls at the fraction itself.
+fn cut(train: &[Interaction], fraction: f64) -> usize {
+    let n = train.len();
+    let at = ((n as f64) * fraction) as usize;
+    let mut cut = at;
+    while cut > 0 && cut < n && train[cut].ts == train[cut - 1].ts {
+        cut += 1;
+    }
+    if cut >= n { at.min(n) } else { cut }
+}
+
+impl Hybrid {
+    /// Fits the sources and the ranker. `progress` hears each phase.
+    pub fn fit(
+        train: &[Interaction],
+        items: usize,
+        cfg: Config,
+        progress: &dyn Fn(&str),
+    ) -> Result<(Self, TrainingReport), String> {
+        progress("fitting candidate sources on the first four fifths");
+        let split = cut(train, 0.8);
+        let early = Sources::fit(&train[..split], items, &cfg);
+
+        progress("building ranker examples from the last fifth");
+        let mut history: HashMap<u32, Vec<u32>> = HashMap::new();
+        for i in &train[..split] {
+            history.entry(i.user).or_default().push(i.item);
+        }
+        let eligible: Vec<usize> = {
+            let mut h = history.clone();
+            let mut out = Vec::new();
+            for (k, i) in train[split..].iter().enumerate() {
+                let list = h.entry(i.user).or_default();
+                if !list.is_empty() && (cfg.repeats || !list.contains(&i.item)) {
+                    out.push(k);
+                }
+                list.push(i.item);
+            }
+            out
+        };
+        let step = (eligible.len() as f64 / cfg.max_targets.max(1) as f64).max(1.0);
+        let chosen: HashSet<usize> = (0..eligible.len().min(cfg.max_targets))
+            .map(|k| eligible[(k as f64 * step) as usize])
+            .collect();
+        let mut x: Vec<[f32; 7]> = Vec::new();
+        let mut y: Vec<u8> = Vec::new();
+        let (mut targets, mut found) = (0, 0);
+        let mut rng = 0x9E37_79B9_7F4A_7C15u64;
+        for (k, i) in train[split..].iter().enumerate() {
+            let list = history.entry(i.user).or_default();
+            if chosen.contains(&k) {
+                targets += 1;
+                let seen: HashSet<u32> = if cfg.repeats {
+                    HashSet::new()
+                } else {
+                    list.iter().copied().collect()
+                };
+                let cands = early.candidates(list, &cfg, &|c| seen.contains(&c));
+                if let Some(pos) = cands.iter().position(|(c, _, _)| *c == i.item) {
+                    found += 1;
+                    x.push(cands[pos].1);
+                    y.push(1);
+                    let others = cands.len() - 1;
+                    for _ in 0..cfg.negatives.min(others) {
+                        // xorshift: a fixed seed, so training is reproducible.
+                        rng ^= rng << 13;
+                        rng ^= rng >> 7;
+                        rng ^= rng << 17;
+                        let mut j = (rng % others as u64) as usize;
+                        if j >= pos {
+                            j += 1;
+                        }
+                        x.push(cands[j].1);
+                        y.push(0);
+                    }
+                }
+            }
+            list.push(i.item);
+        }
+        if found == 0 {
+            return Err(format!(
+                "too little data to train the ranker: {targets} targets, {found} with a candidate"
+            ));
+        }
+        if !y.contains(&0) {
+            // Every candidate was the right one (a tiny catalogue): nothing
+            // to tell apart, so the sources' scores rank with prior weights.
+            progress("one candidate per target: prior weights, no ranker fit");
+            let sources = Sources::fit(train, items, &cfg);
+            let weights = PRIOR.to_vec();
+            let report = TrainingReport {
+                targets,
+                targets_with_candidate: found,
+                rows: x.len(),
+                learned: false,
+                weights: FEATURES
+                    .iter()
+                    .zip(&weights)
+                    .map(|(n, w)| ((*n).to_owned(), *w))
+                    .collect(),
+            };
+            return Ok((
+                Self {
+                    sources,
+                    mean: vec![0.0; 7],
+                    scale: vec![1.0; 7],
+                    weights,
+                    intercept: 0.0,
+                    repeats: cfg.repeats,
+                    cfg: Some(cfg),
+                },
+                report,
+            ));
+        }
+
+        progress("fitting the ranker (linfa-logistic)");
+        let rows = x.len();
+        let mut mean = vec![0f32; 7];
+        let mut scale = vec![0f32; 7];
+        for r in &x {
+            for f in 0..7 {
+                mean[f] += r[f] / rows as f32;
+            }
+        }
+        for r in &x {
+            for f in 0..7 {
+                scale[f] += (r[f] - mean[f]).powi(2) / rows as f32;
+            }
+        }
+        for s in &mut scale {
+            *s = if *s > 1e-12 { s.sqrt() } else { 1.0 };
+        }
+        let records = Array2::from_shape_fn((rows, 7), |(r, f)| {
+            f64::from((x[r][f] - mean[f]) / scale[f])
+        });
+        let targets_arr = Array1::from(y);
+        let fitted = LogisticRegression::default()
+            .alpha(1.0)
+            .max_iterations(200)
+            .fit(&linfa::Dataset::new(records, targets_arr))
+            .map_err(|e| format!("the ranker did not fit: {e}"))?;
+        // linfa-logistic's "positive" class is the more frequent label (here
+        // the negatives): turn the weights to speak for the true next item.
+        let sign = if fitted.labels().pos.class == 1 {
+            1.0
+        } else {
+            -1.0
+        };
+        let weights: Vec<f32> = fitted.params().iter().map(|&w| (sign * w) as f32).collect();
+        let intercept = (sign * fitted.intercept()) as f32;
+
+        progress("refitting candidate sources on everything");
+        let sources = Sources::fit(train, items, &cfg);
+        let report = TrainingReport {
+            targets,
+            targets_with_candidate: found,
+            rows,
+            learned: true,
+            weights: FEATURES
+                .iter()
+                .zip(&weights)
+                .map(|(n, w)| ((*n).to_owned(), *w))
+                .collect(),
+        };
+        Ok((
+            Self {
+                sources,
+                mean,
+                scale,
+                weights,
+                intercept,
+                repeats: cfg.repeats,
+                cfg: Some(cfg),
+            },
+            report,
+        ))
+    }
+
+    fn cfg(&self) -> Config {
+        self.cfg.clone().unwrap_or(Config {
+            repeats: self.repeats,
+            ..Config::default()
+        })
+    }
+
+    /// The ranker's log-odds for a feature row (ranked on, as the
+    /// probability saturates).
+    fn logit(&self, f: &[f32; 7]) -> f32 {
+        (0..7)
+            .map(|k| self.weights[k] * (f[k] - self.mean[k]) / self.scale[k])
+            .sum::<f32>()
+            + self.intercept
+    }
+
+    /// Up to `k` items for a history (oldest first), best first, with their
+    /// scores and reasons; never an excluded item.
+    pub fn rank(&self, history: &[u32], k: usize, exclude: &dyn Fn(u32) -> bool) -> Vec<Scored> {
+        let cfg = self.cfg();
+        let mut ranked: Vec<(f32, Scored)> = self
+            .sources
+            .candidates(history, &cfg, exclude)
+            .into_iter()
+            .map(|(item, f, reason)| {
+                let z = self.logit(&f);
+                let score = 1.0 / (1.0 + (-z).exp());
+                (
+                    z,
+                    Scored {
+                        item,
+                        score,
+                        reason,
+                    },
+                )
+            })
+            .collect();
+        ranked.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.item.cmp(&b.1.item)));
+        let mut out: Vec<Scored> = ranked.into_iter().take(k).map(|(_, s)| s).collect();
+        if out.len() < k {
+            // Rare: more excluded than candidates; the popular rest.
+            for &c in self.sources.popular() {
+                if out.len() >= k {
+                    break;
+                }
+                if !exclude(c) && !out.iter().any(|s| s.item == c) {
+                    out.push(Scored {
+                        item: c,
+                        score: 0.0,
+                        reason: Reason::Popular,
+                    });
+                }
+            }
+        }
+        out
+    }
+}
+
+impl Recommender for Hybrid {
+    fn name(&self) -> &'static str {
+        "shopstream (learned)"
+    }
+
+    fn recommend(&self, history: &[u32], k: usize, exclude: &dyn Fn(u32) -> bool) -> Vec<u32> {
+        self.rank(history, k, exclude)
+            .into_iter()
+            .map(|s| s.item)
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::data::Kind;
+
+    fn log(pairs: &[(u32, u32)]) -> Vec<Interaction> {
+        pairs
+            .iter()
+            .enumerate()
+            .map(|(t, &(user, item))| Interaction {
+                user,
+                item,
+                ts: t as i64,
+                kind: Kind::View,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn next_follows_order_and_co_ignores_it() {
+        // Users 0 and 1 took 0 then 1; user 2 took 1 then 0.
+        let train = log(&[(0, 0), (0, 1), (1, 0), (1, 1), (2, 1), (2, 0)]);
+        let s = Sources::fit(&train, 2, &Config::default());
+        // count(0) = count(1) = 3: next(0→1) = 2 / 3, next(1→0) = 1 / 3.
+        assert!((s.next[0][0].1 - 2.0 / 3.0).abs() < 1e-6, "{:?}", s.next);
+        assert!((s.next[1][0].1 - 1.0 / 3.0).abs() < 1e-6, "{:?}", s.next);
+        // Co-occurrence is symmetric: all three users had both: cos = 1.
+        assert_eq!(s.co[0], [(1, 1.0)]);
+        assert_eq!(s.co[1], [(0, 1.0)]);
+    }
+
+    #[test]
+    fn the_window_bounds_what_counts_as_after_and_decays_with_the_gap() {
+        let train = log(&[(0, 0), (0, 1), (0, 2), (0, 3)]);
+        let cfg = Config {
+            window: 2,
+            ..Config::default()
+        };
+        let s = Sources::fit(&train, 4, &cfg);
+        // From 0: 1 at gap 0 (weight 1), 2 at gap 1 (weight ½), 3 is too far.
+        assert_eq!(s.next[0], [(1, 1.0), (2, 0.5)]);
+    }
+
+    #[test]
+    fn recent_popularity_ranks_what_is_hot_now_first() {
+        // Item 0 was popular long ago; item 1 is taken in the newest tenth.
+        let mut train = log(&[(0, 0), (1, 0), (2, 0)]);
+        train.push(Interaction {
+            user: 3,
+            item: 1,
+            ts: 100,
+            kind: Kind::View,
+        });
+        let s = Sources::fit(&train, 2, &Config::default());
+        assert_eq!(s.popular(), [1, 0]);
+    }
+
+    /// A log where each user takes three items in a row of a ring of ten:
+    /// `a`, `a + 1`, `a + 2` — what follows an item is what comes next.
+    fn chains() -> Vec<Interaction> {
+        let mut rows = Vec::new();
+        for u in 0..300u32 {
+            for s in 0..3 {
+                rows.push(Interaction {
+                    user: u,
+                    item: (u % 10 + s) % 10,
+                    ts: rows.len() as i64,
+                    kind: Kind::View,
+                });
+            }
+        }
+        rows
+    }
+
+    #[test]
+    fn the_ranker_learns_that_what_follows_predicts_the_next_item() {
+        let train = chains();
+        let (m, report) = Hybrid::fit(&train, 10, Config::default(), &|_| ()).unwrap();
+        assert!(report.targets > 0 && report.targets_with_candidate > 0);
+        // The "next" features carry positive weight.
+        assert!(
+            report.weights[0].1 > 0.0 || report.weights[1].1 > 0.0,
+            "{report:?}"
+        );
+        // 3 and 5 both co-occur with 4, but 5 follows it: ranked first,
+        // with "after 4" as the reason.
+        let r = m.rank(&[4], 3, &|i| i == 4);
+        assert_eq!(r[0].item, 5, "{r:?} {report:?}");
+        assert_eq!(r[0].reason, Reason::After(4));
+        assert!(r[0].score >= r[1].score);
+        // Excluded items never come back, even as fill.
+        let r = m.rank(&[4], 10, &|i| i == 5);
+        assert!(r.iter().all(|s| s.item != 5));
+        assert_eq!(r.len(), 9);
+    }
+
+    #[test]
+    fn a_serialised_model_ranks_the_same() {
+        let (m, _) = Hybrid::fit(&chains(), 10, Config::default(), &|_| ()).unwrap();
+        let back: Hybrid = serde_json::from_str(&serde_json::to_string(&m).unwrap()).unwrap();
+        assert_eq!(
+            m.recommend(&[1, 2], 5, &|_| false),
+            back.recommend(&[1, 2], 5, &|_| false)
+        );
+    }
+
+    #[test]
+    fn with_repeats_the_users_own_items_are_candidates() {
+        let cfg = Config {
+            repeats: true,
+            ..Config::default()
+        };
+        let train = chains();
+        let (m, _) = Hybrid::fit(&train, 10, cfg, &|_| ()).unwrap();
+        let r = m.rank(&[7], 20, &|_| false);
+        let again = r.iter().find(|s| s.item == 7).expect("own item offered");
+        assert_eq!(again.reason, Reason::Again);
+    }
+
+    #[test]
+    fn a_log_written_in_one_instant_still_trains() {
+        let mut train = chains();
+        for i in &mut train {
+            i.ts = 7;
+        }
+        let (m, report) = Hybrid::fit(&train, 10, Config::default(), &|_| ()).unwrap();
+        assert!(report.targets > 0);
+        assert_eq!(m.recommend(&[4], 1, &|i| i == 4), [5]);
+    }
+
+    #[test]
+    fn two_items_rank_with_prior_weights() {
+        let train = log(&[(0, 0), (0, 1), (1, 0), (1, 1), (2, 0), (2, 1), (3, 0), (3, 1)]);
+        let (m, report) = Hybrid::fit(&train, 2, Config::default(), &|_| ()).unwrap();
+        assert!(!report.learned);
+        let r = m.rank(&[0], 1, &|i| i == 0);
+        assert_eq!((r[0].item, r[0].reason), (1, Reason::After(0)));
+    }
+
+    #[test]
+    fn too_little_data_is_a_clear_error() {
+        let e = Hybrid::fit(&log(&[(0, 0)]), 1, Config::default(), &|_| ()).unwrap_err();
+        assert!(e.contains("too little data"), "{e}");
+    }
+}

@@ -1,0 +1,383 @@
+//! Recommendations end to end: a model trained on the pipeline's log, then
+//! the live rules (stock, deletions, basket, other users) and the real-time
+//! reaction to a view, on both backends.
+
+use reqwest::{Method, StatusCode};
+use serde_json::{Value, json};
+
+use crate::{
+    helpers::{Backend, Env, adjust, eventually, post_events},
+    on_both_backends,
+};
+
+async fn product_in(app: &crate::helpers::App, admin: &str, sku: &str, category: &str) -> String {
+    let mut p = crate::helpers::product(sku);
+    p["category"] = json!(category);
+    let r = app
+        .call(Method::POST, "/api/products", Some(admin), Some(p))
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
+    r.body["id"].as_str().unwrap().to_owned()
+}
+
+fn viewed_by_session(session: &str, product: &str) -> Value {
+    json!({"type": "browse.viewed", "source": "e2e",
+        "data": {"session_id": session, "product_id": product}})
+}
+
+fn ids(r: &Value) -> Vec<String> {
+    r["items"]
+        .as_array()
+        .unwrap_or(&Vec::new())
+        .iter()
+        .map(|i| i["product_id"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+/// Trains until the model has seen `interactions` (the pipeline applies the
+/// posted events in the background).
+async fn train_until(app: &crate::helpers::App, admin: &str, interactions: u64) {
+    eventually("a model trained on every posted view", || async move {
+        let r = app
+            .call(Method::POST, "/api/admin/model/train", Some(admin), None)
+            .await;
+        if r.status == StatusCode::OK && r.body["interactions"] == interactions {
+            Ok(())
+        } else {
+            Err(r.text)
+        }
+    })
+    .await;
+}
+
+async fn recommendations_follow_behaviour_and_the_rules(backend: Backend) {
+    let app = Env::new(backend)
+        .set("SHOPSTREAM_RECOMMENDER_TRAIN_SECS", "0")
+        .set("SHOPSTREAM_RECOMMEND_PER_CATEGORY", "2")
+        .start()
+        .await;
+    let admin = app.admin_token().await;
+
+    // No model yet: popularity answers, and says so.
+    let r = app.get("/api/recommendations").await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    assert_eq!(r.body["fallback"], "popularity");
+    assert!(r.body["model_version"].is_null());
+    assert!(r.body["recommendation_id"].as_str().is_some());
+
+    // Six products in three categories, all in stock.
+    let cats = ["shirts", "shirts", "shoes", "shoes", "hats", "hats"];
+    let mut p = Vec::new();
+    for (k, c) in cats.iter().enumerate() {
+        p.push(product_in(&app, &admin, &format!("REC-{k}"), c).await);
+    }
+    post_events(
+        &app,
+        &admin,
+        json!(p.iter().map(|id| adjust(id, 10)).collect::<Vec<_>>()),
+    )
+    .await;
+
+    // The training log: 30 sessions view 0 → 2 → 4, 30 view 1 → 3 → 5.
+    let mut events = Vec::new();
+    for s in 0..60 {
+        let session = uuid::Uuid::new_v4().to_string();
+        let chain = if s % 2 == 0 { [0, 2, 4] } else { [1, 3, 5] };
+        for k in chain {
+            events.push(viewed_by_session(&session, &p[k]));
+        }
+    }
+    post_events(&app, &admin, json!(events)).await;
+    train_until(&app, &admin, 180).await;
+    let info = app
+        .call(Method::GET, "/api/admin/model", Some(&admin), None)
+        .await;
+    let version = info.body["version"].as_str().unwrap().to_owned();
+    assert_eq!(info.body["items"], 6, "{}", info.text);
+    assert_eq!(info.body["trained"], true);
+
+    // A customer views product 0: their next response leads with 2 (what
+    // follows 0), says why, and never offers 0 itself.
+    let (token, _, user) = app.customer("rec@example.com").await;
+    let view = |product: &str| {
+        json!([{"type": "browse.viewed", "source": "e2e",
+            "data": {"user_id": user, "product_id": product}}])
+    };
+    let r = app
+        .call(Method::POST, "/api/events", Some(&token), Some(view(&p[0])))
+        .await;
+    assert_eq!(r.status, StatusCode::ACCEPTED, "{}", r.text);
+    let recs = |token: String| {
+        let app = &app;
+        async move {
+            app.call(
+                Method::GET,
+                "/api/recommendations?limit=3",
+                Some(&token),
+                None,
+            )
+            .await
+        }
+    };
+    eventually("the view of 0 to lead to 2", || {
+        let (recs, token, p) = (&recs, token.clone(), &p);
+        async move {
+            let r = recs(token).await;
+            match ids(&r.body).first() {
+                Some(first) if *first == p[2] => Ok(()),
+                _ => Err(r.text),
+            }
+        }
+    })
+    .await;
+    let r = recs(token.clone()).await;
+    assert_eq!(r.body["model_version"], version.as_str());
+    assert!(r.body["fallback"].is_null());
+    let first = &r.body["items"][0];
+    assert_eq!(first["source"], "sequence", "{}", r.text);
+    assert_eq!(first["reason"], "viewed after Product REC-0", "{}", r.text);
+    assert!(first["score"].as_f64().unwrap() > 0.0);
+    assert!(
+        !ids(&r.body).contains(&p[0]),
+        "a viewed item came back: {}",
+        r.text
+    );
+
+    // The newest view drives: after viewing 1, 3 leads.
+    let r = app
+        .call(Method::POST, "/api/events", Some(&token), Some(view(&p[1])))
+        .await;
+    assert_eq!(r.status, StatusCode::ACCEPTED);
+    eventually("the view of 1 to lead to 3", || {
+        let (recs, token, p) = (&recs, token.clone(), &p);
+        async move {
+            let r = recs(token).await;
+            match ids(&r.body).first() {
+                Some(first) if *first == p[3] => Ok(()),
+                _ => Err(r.text),
+            }
+        }
+    })
+    .await;
+
+    // Out of stock: 3 disappears as soon as its stock is gone.
+    post_events(&app, &admin, json!([adjust(&p[3], -10)])).await;
+    eventually("3, out of stock, to disappear", || {
+        let (recs, token, p) = (&recs, token.clone(), &p);
+        async move {
+            let r = recs(token).await;
+            if r.status == StatusCode::OK && !ids(&r.body).contains(&p[3]) {
+                Ok(())
+            } else {
+                Err(r.text)
+            }
+        }
+    })
+    .await;
+
+    // Deleted, or in the basket: never offered.
+    let r = app
+        .call(
+            Method::DELETE,
+            &format!("/api/products/{}", p[2]),
+            Some(&admin),
+            None,
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::NO_CONTENT, "{}", r.text);
+    let r = app
+        .call(
+            Method::POST,
+            "/api/basket/items",
+            Some(&token),
+            Some(json!({"product_id": p[4], "quantity": 1})),
+        )
+        .await;
+    assert!(r.status.is_success(), "{}", r.text);
+    let r = app
+        .call(
+            Method::GET,
+            "/api/recommendations?limit=10",
+            Some(&token),
+            None,
+        )
+        .await;
+    let got = ids(&r.body);
+    for gone in [&p[0], &p[1], &p[2], &p[3], &p[4]] {
+        assert!(!got.contains(gone), "{gone} offered: {}", r.text);
+    }
+    // At most two per category.
+    let items = r.body["items"].as_array().unwrap();
+    for c in ["shirts", "shoes", "hats"] {
+        assert!(
+            items.iter().filter(|i| i["category"] == c).count() <= 2,
+            "{}",
+            r.text
+        );
+    }
+
+    // Another customer's history never leaks: a new user gets no
+    // sequence-based item from the first one's views.
+    let (other, _, _) = app.customer("other@example.com").await;
+    let r = app
+        .call(
+            Method::GET,
+            "/api/recommendations?limit=10",
+            Some(&other),
+            None,
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert!(
+        r.body["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|i| i["source"] != "sequence" && i["source"] != "co-occurrence"),
+        "{}",
+        r.text
+    );
+
+    // Similar items and basket suggestions come from the same model.
+    let r = app
+        .get(&format!("/api/products/{}/similar?limit=5", p[1]))
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    assert!(ids(&r.body).contains(&p[5]), "{}", r.text);
+    assert!(!ids(&r.body).contains(&p[1]));
+    let r = app
+        .call(
+            Method::GET,
+            "/api/basket/suggestions?limit=5",
+            Some(&token),
+            None,
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    assert!(
+        !ids(&r.body).contains(&p[4]),
+        "the basket's own item: {}",
+        r.text
+    );
+    let r = app.get("/api/trending?window=24h&category=hats").await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    assert!(
+        r.body["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|i| i["category"] == "hats"),
+        "{}",
+        r.text
+    );
+    assert!(
+        !r.body["items"].as_array().unwrap().is_empty(),
+        "{}",
+        r.text
+    );
+
+    app.stop().await;
+}
+
+async fn bad_requests_get_clear_problems(backend: Backend) {
+    let app = Env::new(backend)
+        .set("SHOPSTREAM_RECOMMENDER_TRAIN_SECS", "0")
+        .start()
+        .await;
+    let admin = app.admin_token().await;
+    for (path, field) in [
+        ("/api/recommendations?limit=0", "limit"),
+        ("/api/recommendations?limit=101", "limit"),
+        (
+            "/api/recommendations?context_product=nope",
+            "context_product",
+        ),
+        (
+            "/api/recommendations?context_product=01a20b21-0093-7604-86da-d989b0c4de47",
+            "context_product",
+        ),
+        ("/api/recommendations?category=no-such-category", "category"),
+        ("/api/recommendations?colour=red", "colour"),
+        ("/api/trending?window=7d", "window"),
+    ] {
+        let r = app.get(path).await;
+        assert_eq!(
+            r.status,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "{path}: {}",
+            r.text
+        );
+        assert_eq!(r.problem_fields(), [field], "{path}");
+    }
+    let r = app
+        .get("/api/products/01a20b21-0093-7604-86da-d989b0c4de47/similar")
+        .await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND, "{}", r.text);
+    // The model's page is for admins; training with no data says why.
+    assert_eq!(
+        app.get("/api/admin/model").await.status,
+        StatusCode::UNAUTHORIZED
+    );
+    let (customer, _, _) = app.customer("c@example.com").await;
+    let r = app
+        .call(Method::GET, "/api/admin/model", Some(&customer), None)
+        .await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN);
+    let r = app
+        .call(Method::GET, "/api/admin/model", Some(&admin), None)
+        .await;
+    assert_eq!(r.body["trained"], false, "{}", r.text);
+    let r = app
+        .call(Method::POST, "/api/admin/model/train", Some(&admin), None)
+        .await;
+    assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", r.text);
+    assert!(r.text.contains("too little data"), "{}", r.text);
+    app.stop().await;
+}
+
+on_both_backends!(
+    recommendations_follow_behaviour_and_the_rules,
+    bad_requests_get_clear_problems
+);
+
+/// The model is persisted: a restarted server serves the same version at
+/// once, without training.
+#[tokio::test]
+async fn a_restart_serves_the_persisted_model() {
+    let env = Env::new(Backend::Embedded).set("SHOPSTREAM_RECOMMENDER_TRAIN_SECS", "0");
+    let app = env.start().await;
+    let admin = app.admin_token().await;
+    let a = product_in(&app, &admin, "P-A", "x").await;
+    let b = product_in(&app, &admin, "P-B", "x").await;
+    post_events(&app, &admin, json!([adjust(&a, 5), adjust(&b, 5)])).await;
+    let mut events = Vec::new();
+    for _ in 0..20 {
+        let s = uuid::Uuid::new_v4().to_string();
+        events.push(viewed_by_session(&s, &a));
+        events.push(viewed_by_session(&s, &b));
+    }
+    post_events(&app, &admin, json!(events)).await;
+    train_until(&app, &admin, 40).await;
+    let version = app
+        .call(Method::GET, "/api/admin/model", Some(&admin), None)
+        .await
+        .body["version"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    app.stop().await;
+    let app = env.start().await;
+    eventually("the persisted model to be served", || {
+        let (app, version, a, b) = (&app, &version, &a, &b);
+        async move {
+            let r = app.get(&format!("/api/products/{a}/similar")).await;
+            if r.body["model_version"] == version.as_str() && ids(&r.body).contains(b) {
+                Ok(())
+            } else {
+                Err(r.text)
+            }
+        }
+    })
+    .await;
+    app.stop().await;
+}
