@@ -116,38 +116,48 @@ impl Recs {
         Ok(true)
     }
 
-    /// Reads the training log of the last `history_hours`, oldest first.
+    /// Reads the training log of the last `history_hours`, oldest first;
+    /// sixteen hourly partitions at a time.
     pub async fn read_log(
         &self,
         now: OffsetDateTime,
     ) -> Result<Vec<processors::state::Interaction>, TrainError> {
-        let mut rows = Vec::new();
-        for h in (0..self.history_hours).rev() {
-            let hour = (now - Duration::hours(h))
-                .format(&Rfc3339)
-                .unwrap_or_default()
-                .chars()
-                .take(13)
-                .collect::<String>();
-            let pk = interactions_pk(&hour);
-            let mut q = Query {
-                limit: 1000,
-                ..Query::default()
-            };
-            loop {
-                let page = self.store.query(Table::Behaviour, &pk, &q).await?;
-                for item in page.items {
-                    let chunk: InteractionChunk = from_item(item)?;
-                    rows.extend(chunk.rows);
-                }
-                match page.cursor {
-                    Some(c) => q.cursor = Some(c),
-                    None => break,
-                }
-            }
-        }
+        use futures::{StreamExt, TryStreamExt};
+        let hours: Vec<String> = (0..self.history_hours)
+            .rev()
+            .map(|h| processors::state::hour_of(now - Duration::hours(h)))
+            .collect();
+        let parts: Vec<Vec<processors::state::Interaction>> = futures::stream::iter(hours)
+            .map(|hour| self.read_hour(hour))
+            .buffered(16)
+            .try_collect()
+            .await?;
+        let mut rows: Vec<_> = parts.into_iter().flatten().collect();
         rows.sort_by_key(|r| r.at);
         Ok(rows)
+    }
+
+    async fn read_hour(
+        &self,
+        hour: String,
+    ) -> Result<Vec<processors::state::Interaction>, TrainError> {
+        let pk = interactions_pk(&hour);
+        let mut rows = Vec::new();
+        let mut q = Query {
+            limit: 1000,
+            ..Query::default()
+        };
+        loop {
+            let page = self.store.query(Table::Behaviour, &pk, &q).await?;
+            for item in page.items {
+                let chunk: InteractionChunk = from_item(item)?;
+                rows.extend(chunk.rows);
+            }
+            match page.cursor {
+                Some(c) => q.cursor = Some(c),
+                None => return Ok(rows),
+            }
+        }
     }
 
     /// Trains a model on the log, persists it and swaps it in. The fit runs

@@ -727,7 +727,16 @@ mod tests {
 
     #[test]
     fn two_items_rank_with_prior_weights() {
-        let train = log(&[(0, 0), (0, 1), (1, 0), (1, 1), (2, 0), (2, 1), (3, 0), (3, 1)]);
+        let train = log(&[
+            (0, 0),
+            (0, 1),
+            (1, 0),
+            (1, 1),
+            (2, 0),
+            (2, 1),
+            (3, 0),
+            (3, 1),
+        ]);
         let (m, report) = Hybrid::fit(&train, 2, Config::default(), &|_| ()).unwrap();
         assert!(!report.learned);
         let r = m.rank(&[0], 1, &|i| i == 0);

@@ -225,7 +225,13 @@ async fn evaluate_reports_every_model_and_metric_in_range() {
         let models: Vec<&str> = rows.iter().map(|r| r["model"].as_str().unwrap()).collect();
         assert_eq!(
             models,
-            ["most-popular", "item-knn", "session-knn", "ease"],
+            [
+                "shopstream (learned)",
+                "most-popular",
+                "item-knn",
+                "session-knn",
+                "ease"
+            ],
             "{format}"
         );
         for r in rows {
@@ -252,7 +258,7 @@ async fn evaluate_reports_every_model_and_metric_in_range() {
             .await;
         assert_eq!(code, 0);
         assert!(table.starts_with("| model | targets | HR@10 |"), "{table}");
-        assert_eq!(table.lines().count(), 6);
+        assert_eq!(table.lines().count(), 7);
     }
     // Bad input is named.
     let (code, _, err) = env

@@ -134,8 +134,15 @@ async fn recommendations_follow_behaviour_and_the_rules(backend: Backend) {
     assert_eq!(r.body["model_version"], version.as_str());
     assert!(r.body["fallback"].is_null());
     let first = &r.body["items"][0];
-    assert_eq!(first["source"], "sequence", "{}", r.text);
-    assert_eq!(first["reason"], "viewed after Product REC-0", "{}", r.text);
+    // 2 both follows 0 and goes with it (equal evidence): either reason
+    // names the viewed product.
+    assert!(
+        (first["source"] == "sequence" && first["reason"] == "viewed after Product REC-0")
+            || (first["source"] == "co-occurrence"
+                && first["reason"] == "viewed together with Product REC-0"),
+        "{}",
+        r.text
+    );
     assert!(first["score"].as_f64().unwrap() > 0.0);
     assert!(
         !ids(&r.body).contains(&p[0]),
@@ -327,11 +334,20 @@ async fn bad_requests_get_clear_problems(backend: Backend) {
         .call(Method::GET, "/api/admin/model", Some(&admin), None)
         .await;
     assert_eq!(r.body["trained"], false, "{}", r.text);
-    let r = app
-        .call(Method::POST, "/api/admin/model/train", Some(&admin), None)
-        .await;
-    assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", r.text);
-    assert!(r.text.contains("too little data"), "{}", r.text);
+    // (The start-up training may still be running: 409 until it is done.)
+    eventually("training with no data to say why it cannot", || async {
+        let r = app
+            .call(Method::POST, "/api/admin/model/train", Some(&admin), None)
+            .await;
+        if r.status == StatusCode::UNPROCESSABLE_ENTITY && r.text.contains("too little data") {
+            Ok(())
+        } else if r.status == StatusCode::CONFLICT {
+            Err(r.text)
+        } else {
+            panic!("unexpected: {}", r.text)
+        }
+    })
+    .await;
     app.stop().await;
 }
 
