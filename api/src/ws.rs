@@ -559,9 +559,10 @@ impl Connection {
                 {
                     serde_json::to_value(a).unwrap_or_default()
                 }
-                (Topic::Analytics, Change::AnalyticsTick { .. }) => {
-                    serde_json::to_value(change).unwrap_or_default()
-                }
+                (
+                    Topic::Analytics,
+                    Change::AnalyticsTick { .. } | Change::RecommendationTick { .. },
+                ) => serde_json::to_value(change).unwrap_or_default(),
                 (Topic::Orders, Change::OrderUpdated { user_id, .. })
                     if admin || caller.as_ref().is_some_and(|c| &c.subject == user_id) =>
                 {

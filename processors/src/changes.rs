@@ -29,6 +29,14 @@ pub enum Change {
         basket_adds: i64,
         purchases: i64,
     },
+    /// Events attributed to a model version's recommendations (the counts
+    /// this commit added).
+    RecommendationTick {
+        model_version: String,
+        clicks: i64,
+        basket_adds: i64,
+        purchases: i64,
+    },
     /// A user's or session's behaviour profile changed.
     ProfileUpdated { subject: String },
     /// An order changed status.

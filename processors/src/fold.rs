@@ -13,8 +13,8 @@ use storage::{Cond, Key, Table, TxOp, Update, Value, to_item};
 
 use crate::state::{
     ALL, Counters, DeadLetter, INTERACTIONS_PER_CHUNK, Interaction, InteractionChunk, Profile,
-    Stock, dead_letter_key, interaction, interactions_key, minute_key, profile_key, stock_key,
-    trend_hour_key, trend_minute_key,
+    Stock, dead_letter_key, interaction, interactions_key, minute_key, profile_key, reco_key,
+    reco_ref, stock_key, trend_hour_key, trend_minute_key,
 };
 
 /// One record of a batch, decoded.
@@ -66,6 +66,8 @@ pub struct Folded {
     pub dead: BTreeMap<&'static str, u64>,
     /// Counts ignored because a newer one was applied before.
     pub stale_counts: u64,
+    /// Attributed (clicks, basket adds, purchases) added, per model version.
+    pub recommendations: BTreeMap<String, [i64; 3]>,
 }
 
 /// What must be read before folding these records.
@@ -275,6 +277,19 @@ pub fn fold(records: &[Decoded], snapshot: &Snapshot, origin: &Origin<'_>) -> Fo
             });
     };
 
+    // Attribution: (clicks, basket adds, purchases) per model version and
+    // per version and source.
+    let mut reco: BTreeMap<(String, Option<String>), [i64; 3]> = BTreeMap::new();
+    let mut attribute = |id: &Option<String>, k: usize| {
+        if let Some(r) = id.as_deref().and_then(reco_ref) {
+            reco.entry((r.version.to_owned(), None)).or_default()[k] += 1;
+            if let Some(source) = r.source {
+                reco.entry((r.version.to_owned(), Some(source.to_owned())))
+                    .or_default()[k] += 1;
+            }
+        }
+    };
+
     for record in records {
         let e = match &record.outcome {
             Ok(e) => e,
@@ -336,8 +351,11 @@ pub fn fold(records: &[Decoded], snapshot: &Snapshot, origin: &Origin<'_>) -> Fo
                 }
             }
             EventPayload::BrowseViewed {
-                actor, product_id, ..
+                actor,
+                product_id,
+                recommendation_id,
             } => {
+                attribute(recommendation_id, 0);
                 let c = Counters {
                     views: 1,
                     ..Counters::default()
@@ -357,8 +375,12 @@ pub fn fold(records: &[Decoded], snapshot: &Snapshot, origin: &Origin<'_>) -> Fo
                 }
             }
             EventPayload::BasketAdded {
-                actor, product_id, ..
+                actor,
+                product_id,
+                recommendation_id,
+                ..
             } => {
+                attribute(recommendation_id, 1);
                 let c = Counters {
                     basket_adds: 1,
                     ..Counters::default()
@@ -381,8 +403,10 @@ pub fn fold(records: &[Decoded], snapshot: &Snapshot, origin: &Origin<'_>) -> Fo
                 actor,
                 lines,
                 stock_settled,
+                recommendation_id,
                 ..
             } => {
+                attribute(recommendation_id, 2);
                 let mut order = Counters {
                     purchases: 1,
                     ..Counters::default()
@@ -467,6 +491,27 @@ pub fn fold(records: &[Decoded], snapshot: &Snapshot, origin: &Origin<'_>) -> Fo
             });
         }
         out.subjects.insert(subject);
+    }
+    for ((version, source), [clicks, adds, purchases]) in reco {
+        if source.is_none() {
+            out.recommendations
+                .insert(version.clone(), [clicks, adds, purchases]);
+        }
+        let updates = [
+            ("clicks", clicks),
+            ("basket_adds", adds),
+            ("purchases", purchases),
+        ]
+        .into_iter()
+        .filter(|(_, n)| *n != 0)
+        .map(|(a, n)| Update::add(a, n))
+        .collect();
+        out.ops.push(TxOp::Update {
+            table: Table::Analytics,
+            key: reco_key(&version, source.as_deref()),
+            updates,
+            cond: None,
+        });
     }
     for (hour, (first_id, rows)) in log {
         let first_at = rows.first().map_or(0, |r| r.at);

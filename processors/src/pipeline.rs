@@ -285,6 +285,14 @@ impl Pipeline {
                 purchases: c.purchases,
             });
         }
+        for (version, [clicks, basket_adds, purchases]) in &folded.recommendations {
+            self.bus.publish(Change::RecommendationTick {
+                model_version: version.clone(),
+                clicks: *clicks,
+                basket_adds: *basket_adds,
+                purchases: *purchases,
+            });
+        }
         for s in &folded.subjects {
             self.bus
                 .publish(Change::ProfileUpdated { subject: s.clone() });

@@ -324,3 +324,75 @@ pub fn interactions_key(hour: &str, first_at: i64, first_id: &str, chunk: usize)
         format!("{first_at:013}#{first_id}#{chunk:04}"),
     )
 }
+
+/// Recommendation attribution per model version (`reco` / `{version}`) and
+/// per version and source (`reco` / `{version}#{source}`): `responses` and
+/// `impressions` (counted by the API when it answers), `clicks`,
+/// `basket_adds` and `purchases` (counted by the pipeline from events that
+/// carry a `recommendation_id`).
+pub fn reco_key(version: &str, source: Option<&str>) -> Key {
+    match source {
+        Some(s) => Key::new("reco", format!("{version}#{s}")),
+        None => Key::new("reco", version),
+    }
+}
+
+/// What a recommendation id names: the model version and, for an item's id,
+/// the source that proposed the item.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RecoRef<'a> {
+    pub version: &'a str,
+    pub source: Option<&'a str>,
+}
+
+/// Parses a recommendation id. A response's id is `{version}~{uuid}`, an
+/// item's `{version}~{uuid}~{source}`; the version is `popularity` when no
+/// model answered. Anything else (ids from elsewhere) names none.
+pub fn reco_ref(id: &str) -> Option<RecoRef<'_>> {
+    let token = |t: &str| {
+        !t.is_empty()
+            && t.len() <= 40
+            && t.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    };
+    let mut parts = id.split('~');
+    let version = parts.next().filter(|v| token(v))?;
+    parts.next().filter(|u| !u.is_empty())?;
+    let source = match parts.next() {
+        Some(s) if token(s) => Some(s),
+        Some(_) => return None,
+        None => None,
+    };
+    parts
+        .next()
+        .is_none()
+        .then_some(RecoRef { version, source })
+}
+
+#[cfg(test)]
+mod reco_tests {
+    use super::*;
+
+    #[test]
+    fn recommendation_ids_name_version_and_source() {
+        assert_eq!(
+            reco_ref("v20261201-1~0193~sequence"),
+            Some(RecoRef {
+                version: "v20261201-1",
+                source: Some("sequence")
+            })
+        );
+        assert_eq!(
+            reco_ref("popularity~abc"),
+            Some(RecoRef {
+                version: "popularity",
+                source: None
+            })
+        );
+        for bad in ["", "abc", "~abc", "v~", "v#1~abc", "v~a~b~c", "v~a~s#x"] {
+            assert_eq!(reco_ref(bad), None, "{bad}");
+        }
+        assert_eq!(reco_key("v1", Some("sequence")).sk, "v1#sequence");
+        assert_eq!(reco_key("v1", None).sk, "v1");
+    }
+}

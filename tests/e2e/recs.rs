@@ -283,6 +283,75 @@ async fn recommendations_follow_behaviour_and_the_rules(backend: Backend) {
         r.text
     );
 
+    // Attribution: a click and a basket add that carry an item's
+    // recommendation id count for its model version and its source.
+    let r = recs(token.clone()).await;
+    let item = r.body["items"][0].clone();
+    let (rid, source) = (
+        item["recommendation_id"].as_str().unwrap().to_owned(),
+        item["source"].as_str().unwrap().to_owned(),
+    );
+    assert!(rid.starts_with(&format!("{version}~")), "{}", r.text);
+    assert!(rid.ends_with(&format!("~{source}")), "{}", r.text);
+    let clicked = item["product_id"].clone();
+    let r = app
+        .call(
+            Method::POST,
+            "/api/events",
+            Some(&token),
+            Some(json!([
+                {"type": "browse.viewed", "source": "e2e",
+                    "data": {"user_id": user, "product_id": clicked, "recommendation_id": rid}},
+                {"type": "basket.added", "source": "e2e",
+                    "data": {"user_id": user, "product_id": clicked, "quantity": 1, "recommendation_id": rid}},
+            ])),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::ACCEPTED, "{}", r.text);
+    let r = app
+        .call(
+            Method::GET,
+            "/api/analytics/recommendations",
+            Some(&token),
+            None,
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN, "customers: {}", r.text);
+    eventually("the click to be attributed", || {
+        let (app, admin, version, source) = (&app, &admin, &version, &source);
+        async move {
+            let r = app
+                .call(
+                    Method::GET,
+                    "/api/analytics/recommendations",
+                    Some(admin),
+                    None,
+                )
+                .await;
+            let Some(v) = r.body.as_array().and_then(|a| {
+                a.iter()
+                    .find(|v| v["model_version"] == version.as_str())
+                    .cloned()
+            }) else {
+                return Err(r.text);
+            };
+            let by_source = v["sources"]
+                .as_array()
+                .and_then(|s| s.iter().find(|s| s["source"] == source.as_str()).cloned())
+                .unwrap_or_default();
+            let ok = v["clicks"] == 1
+                && v["basket_adds"] == 1
+                && v["purchases"] == 0
+                && v["impressions"].as_i64().unwrap_or(0) >= 1
+                && v["responses"].as_i64().unwrap_or(0) >= 1
+                && by_source["clicks"] == 1
+                && by_source["basket_adds"] == 1
+                && by_source["impressions"].as_i64().unwrap_or(0) >= 1;
+            if ok { Ok(()) } else { Err(r.text) }
+        }
+    })
+    .await;
+
     app.stop().await;
 }
 

@@ -476,3 +476,38 @@ async fn another_instances_change_reaches_this_instances_subscriber() {
     second.stop().await;
     first.stop().await;
 }
+
+/// An event that follows a recommendation is pushed on the `analytics`
+/// topic as an attribution tick for the model version it names.
+#[tokio::test]
+async fn attribution_is_pushed_on_the_analytics_topic() {
+    let app = Env::new(Backend::Embedded).start().await;
+    let admin = app.admin_token().await;
+    let product = create_product(&app, &admin, "ATTR-1").await;
+    let mut ws = connect(&app, Some(&admin)).await;
+    send(&mut ws, json!({"op": "subscribe", "topic": "analytics"})).await;
+    assert_eq!(next(&mut ws).await["type"], "snapshot");
+    post_events(
+        &app,
+        &admin,
+        json!([{"type": "browse.viewed", "source": "e2e",
+            "data": {"session_id": "s-attr", "product_id": product,
+                "recommendation_id": "m42~0193b7c2~sequence"}}]),
+    )
+    .await;
+    let tick = tokio::time::timeout(Duration::from_secs(20), async {
+        loop {
+            let m = next(&mut ws).await;
+            if m["type"] == "change" && m["data"]["kind"] == "recommendation_tick" {
+                return m;
+            }
+        }
+    })
+    .await
+    .expect("no attribution tick within 20 s");
+    assert_eq!(tick["topic"], "analytics");
+    assert_eq!(tick["data"]["model_version"], "m42", "{tick}");
+    assert_eq!(tick["data"]["clicks"], 1, "{tick}");
+    assert_eq!(tick["data"]["basket_adds"], 0, "{tick}");
+    app.stop().await;
+}

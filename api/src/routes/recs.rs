@@ -3,7 +3,7 @@
 //! deleted, in-basket or (outside repeat categories) bought items, at most a
 //! few items per category.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 use axum::{
     Json, Router,
@@ -33,6 +33,7 @@ pub fn router() -> Router<AppState> {
         .route("/api/trending", get(trending))
         .route("/api/admin/model", get(model_info))
         .route("/api/admin/model/train", post(train))
+        .route("/api/analytics/recommendations", get(attribution))
 }
 
 /// One recommended product.
@@ -54,12 +55,17 @@ pub struct RecommendedItem {
     /// The source behind it: `sequence`, `co-occurrence`, `repeat`,
     /// `popularity` or `category`.
     pub source: String,
+    /// The response's id with this item's source
+    /// (`{version}~{uuid}~{source}`): send it back on the events that
+    /// follow a click on this item, for attribution per source.
+    pub recommendation_id: String,
 }
 
 /// A list of recommendations.
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct Recommendations {
-    /// Send it back on the events that follow (`recommendation_id`).
+    /// Send it back on the events that follow (`recommendation_id`): it
+    /// names the model version (`{version}~{uuid}`), for attribution.
     pub recommendation_id: String,
     /// The model that ranked them; null when none is trained yet.
     pub model_version: Option<String>,
@@ -211,6 +217,8 @@ async fn apply(
             score: c.score,
             reason,
             source: c.reason.source().to_owned(),
+            // Set by `answer`, which names the response.
+            recommendation_id: String::new(),
         });
     }
     Ok(out)
@@ -295,12 +303,58 @@ async fn recommend(
     .increment(1);
     metrics::counter!("shopstream_recommendation_items_total", "endpoint" => endpoint)
         .increment(items.len() as u64);
-    Ok(Recommendations {
-        recommendation_id: uuid::Uuid::now_v7().to_string(),
+    Ok(answer(state, model.as_deref(), fallback.as_deref(), items))
+}
+
+/// The answer, with an id naming the model version (`{version}~{uuid}`) so
+/// that the events which follow can be attributed to it; counts the
+/// response and its impressions for `GET /api/analytics/recommendations`.
+fn answer(
+    state: &AppState,
+    model: Option<&recs::Trained>,
+    fallback: Option<&str>,
+    mut items: Vec<RecommendedItem>,
+) -> Recommendations {
+    let version = model
+        .map_or("popularity", |t| t.version.as_str())
+        .to_owned();
+    let id = format!("{version}~{}", uuid::Uuid::now_v7());
+    let mut per_source: BTreeMap<String, i64> = BTreeMap::new();
+    for item in &mut items {
+        item.recommendation_id = format!("{id}~{}", item.source);
+        *per_source.entry(item.source.clone()).or_default() += 1;
+    }
+    let store = state.store.clone();
+    let shown = items.len() as i64;
+    // Off the request path: a lost impression count costs less than latency.
+    tokio::spawn(async move {
+        use processors::state::reco_key;
+        use storage::{Table, Update};
+        let mut writes = vec![(
+            reco_key(&version, None),
+            vec![
+                Update::add("responses", 1),
+                Update::add("impressions", shown),
+            ],
+        )];
+        for (source, n) in per_source {
+            writes.push((
+                reco_key(&version, Some(&source)),
+                vec![Update::add("impressions", n)],
+            ));
+        }
+        for (key, updates) in writes {
+            if let Err(e) = store.update(Table::Analytics, &key, updates, None).await {
+                tracing::debug!(error = %e, "impression count lost");
+            }
+        }
+    });
+    Recommendations {
+        recommendation_id: id,
         model_version: model.map(|t| t.version.clone()),
-        fallback,
+        fallback: fallback.map(str::to_owned),
         items,
-    })
+    }
 }
 
 fn per_category(state: &AppState) -> usize {
@@ -454,12 +508,8 @@ pub async fn similar(
     metrics::counter!("shopstream_recommendations_served_total",
         "endpoint" => "similar", "fallback" => if model.is_some() { "none" } else { "popularity" })
     .increment(1);
-    Ok(Json(Recommendations {
-        recommendation_id: uuid::Uuid::now_v7().to_string(),
-        fallback: model.is_none().then(|| "category".to_owned()),
-        model_version: model.map(|t| t.version.clone()),
-        items,
-    }))
+    let fallback = model.is_none().then_some("category");
+    Ok(Json(answer(&state, model.as_deref(), fallback, items)))
 }
 
 /// What goes with the basket: ranked from the basket's items, never one
@@ -608,4 +658,106 @@ pub async fn train(State(state): State<AppState>, caller: Caller) -> ApiResult<J
         Err(recs::TrainError::Model(m)) => Err(ApiError::field("", m)),
         Err(recs::TrainError::Store(e)) => Err(e.into()),
     }
+}
+
+/// What one model version earned, in total and per source.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct Attribution {
+    /// The model version, or `popularity` for answers given without one.
+    pub model_version: String,
+    pub responses: i64,
+    #[serde(flatten)]
+    pub totals: Funnel,
+    /// The same funnel per candidate source (events that carried an item's
+    /// `recommendation_id`).
+    pub sources: Vec<SourceFunnel>,
+}
+
+/// One source's funnel within a model version.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct SourceFunnel {
+    pub source: String,
+    #[serde(flatten)]
+    pub funnel: Funnel,
+}
+
+/// Impressions → clicks → basket adds → purchases.
+#[derive(Debug, Default, Serialize, utoipa::ToSchema)]
+pub struct Funnel {
+    /// Items shown.
+    pub impressions: i64,
+    /// Views that carried one of its recommendation ids (as do
+    /// `basket_adds` and `purchases`).
+    pub clicks: i64,
+    pub basket_adds: i64,
+    pub purchases: i64,
+    /// clicks / impressions.
+    pub click_rate: f64,
+    /// purchases / clicks.
+    pub purchase_rate: f64,
+}
+
+/// Recommendation impressions → clicks → basket adds → purchases per model
+/// version (admin).
+#[utoipa::path(get, path = "/api/analytics/recommendations", tag = "analytics", security(("bearer" = [])),
+    responses((status = 200, body = Vec<Attribution>), (status = 403, body = crate::Problem)))]
+pub async fn attribution(
+    State(state): State<AppState>,
+    caller: Caller,
+) -> ApiResult<Json<Vec<Attribution>>> {
+    caller.require(Role::Admin)?;
+    let mut out = Vec::new();
+    let mut sources: HashMap<String, Vec<SourceFunnel>> = HashMap::new();
+    let mut q = storage::Query {
+        limit: 1000,
+        descending: true,
+        ..storage::Query::default()
+    };
+    loop {
+        let page = state
+            .store
+            .query(storage::Table::Analytics, "reco", &q)
+            .await?;
+        for item in &page.items {
+            let n = |a: &str| match item.get(a) {
+                Some(storage::Value::N(v)) => v.parse::<i64>().unwrap_or(0),
+                _ => 0,
+            };
+            let (impressions, clicks, purchases) = (n("impressions"), n("clicks"), n("purchases"));
+            let funnel = Funnel {
+                impressions,
+                clicks,
+                basket_adds: n("basket_adds"),
+                purchases,
+                click_rate: f64::from(ratio(clicks as f64, impressions as f64)),
+                purchase_rate: f64::from(ratio(purchases as f64, clicks as f64)),
+            };
+            let sk = storage::Key::of(item)?.sk;
+            match sk.split_once('#') {
+                Some((version, source)) => {
+                    sources
+                        .entry(version.to_owned())
+                        .or_default()
+                        .push(SourceFunnel {
+                            source: source.to_owned(),
+                            funnel,
+                        })
+                }
+                None => out.push(Attribution {
+                    model_version: sk,
+                    responses: n("responses"),
+                    totals: funnel,
+                    sources: Vec::new(),
+                }),
+            }
+        }
+        match page.cursor {
+            Some(c) => q.cursor = Some(c),
+            None => break,
+        }
+    }
+    for a in &mut out {
+        a.sources = sources.remove(&a.model_version).unwrap_or_default();
+    }
+    Ok(Json(out))
 }
