@@ -120,6 +120,9 @@ pub struct Settings {
     /// Retrain the recommender this often, in seconds (0: only on
     /// `POST /api/admin/model/train` or `shopstream train`).
     pub recommender_train_secs: u64,
+    /// Retrain the recommender when this many views, basket adds and
+    /// purchases were applied since its last run (0: never).
+    pub recommender_retrain_events: u64,
     /// How many hours of the interaction log the recommender learns from.
     pub recommender_history_hours: i64,
     /// At most this many recommended items per category in one response.
@@ -186,6 +189,7 @@ impl Default for Settings {
             notifier: NotifierKind::File,
             ses_from: None,
             recommender_train_secs: 600,
+            recommender_retrain_events: 10_000,
             recommender_history_hours: 30 * 24,
             recommend_per_category: 3,
             recommend_repeat_categories: String::new(),

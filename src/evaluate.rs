@@ -100,7 +100,28 @@ pub fn run(
         report.weights
     );
     let models: Vec<&dyn Recommender> = vec![&learned, &popular, &knn, &sknn, &ease];
-    let scores = evaluate::run(&data, &protocol, &models);
+    // One bar per model, on stderr (hidden when it is not a terminal).
+    let bars = indicatif::MultiProgress::new();
+    let mut bar: Option<indicatif::ProgressBar> = None;
+    let scores = evaluate::run_with_progress(&data, &protocol, &models, &mut |step| match step {
+        evaluate::Step::Model { name, targets } => {
+            if let Some(b) = bar.take() {
+                b.finish();
+            }
+            let b = bars.add(crate::produce::progress(targets as u64, "targets"));
+            b.set_message(name.to_owned());
+            bar = Some(b);
+        }
+        evaluate::Step::Target => {
+            if let Some(b) = &bar {
+                b.inc(1);
+            }
+        }
+    });
+    if let Some(b) = bar {
+        b.finish();
+    }
+    let _ = bars.clear();
     if json {
         println!("{}", serde_json::to_string_pretty(&to_json(&scores))?);
     } else {

@@ -4,6 +4,7 @@ mod config;
 mod evaluate;
 mod import;
 mod produce;
+mod train;
 
 use std::{path::PathBuf, sync::Arc, time::Duration};
 
@@ -52,11 +53,22 @@ enum Command {
         #[command(flatten)]
         send: SendArgs,
     },
-    /// Import a public data set's behaviour log as events onto the stream
-    /// (directly, or through the running server like `produce`).
+    /// Import a data set's behaviour log as events onto the stream, oldest
+    /// first (directly, or through the running server like `produce`). The
+    /// mapping of each format is in the README and docs/evaluation.md.
     Import {
-        #[command(subcommand)]
-        source: ImportSource,
+        /// `retailrocket` (events.csv), `movielens` (ratings.csv),
+        /// `groceries` (Groceries_dataset.csv) or `jsonl` (event envelopes).
+        #[arg(long)]
+        format: import::Format,
+        /// One or more files of that format, merged in time order.
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+        /// Import only the oldest N events.
+        #[arg(long)]
+        limit: Option<usize>,
+        #[command(flatten)]
+        send: SendArgs,
     },
     /// List or replay dead letters (records that were not valid events).
     /// In embedded mode, stop the server first, or use the API.
@@ -68,6 +80,19 @@ enum Command {
     User {
         #[command(subcommand)]
         command: UserCommand,
+    },
+    /// Train the recommender now on the store's interaction log (the last
+    /// `recommender_history_hours`) and save the model where the servers
+    /// load it from (a server restarting, or one started later, serves it).
+    /// If a server holds the embedded store, it is asked to train instead
+    /// (with `--token`).
+    Train {
+        /// The running server, for embedded mode (default: the `listen` setting).
+        #[arg(long)]
+        url: Option<String>,
+        /// An admin access token, for training through the server.
+        #[arg(long, env = "SHOPSTREAM_TOKEN", hide_env_values = true)]
+        token: Option<String>,
     },
     /// Evaluate recommenders offline on an interaction log, with the
     /// chronological protocol of docs/evaluation.md: HR, MRR and NDCG at 10
@@ -105,21 +130,6 @@ struct SendArgs {
     /// Events per request or append.
     #[arg(long, default_value_t = 500)]
     batch: usize,
-}
-
-#[derive(Debug, Subcommand)]
-enum ImportSource {
-    /// RetailRocket's `events.csv` (view → browse.viewed, addtocart →
-    /// basket.added, transaction → purchase.completed).
-    Retailrocket {
-        #[arg(long)]
-        events: PathBuf,
-        /// Import only the oldest N events.
-        #[arg(long)]
-        limit: Option<usize>,
-        #[command(flatten)]
-        send: SendArgs,
-    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -400,6 +410,7 @@ async fn serve(settings: Settings) -> anyhow::Result<()> {
             .run(stopped.clone()),
         )
     });
+    let trained_after = bus.subscribe();
     let sweeper = tokio::spawn(sweep_alerts_periodically(
         store.clone(),
         bus,
@@ -424,7 +435,11 @@ async fn serve(settings: Settings) -> anyhow::Result<()> {
     ));
     let trainer = tokio::spawn(train_periodically(
         recs,
-        Duration::from_secs(settings.recommender_train_secs),
+        Retrain {
+            every: Duration::from_secs(settings.recommender_train_secs),
+            after_events: settings.recommender_retrain_events,
+            changes: trained_after,
+        },
         stopped,
     ));
 
@@ -444,7 +459,7 @@ async fn serve(settings: Settings) -> anyhow::Result<()> {
 }
 
 /// Where product images and the recommender's model are kept: S3 with `images_bucket`, else the data dir.
-async fn blobs(settings: &Settings) -> Arc<dyn storage::blobs::Blobs> {
+pub(crate) async fn blobs(settings: &Settings) -> Arc<dyn storage::blobs::Blobs> {
     match &settings.images_bucket {
         Some(bucket) => Arc::new(storage::blobs::S3Blobs::from_env(bucket.clone()).await),
         None => Arc::new(storage::blobs::DirBlobs {
@@ -487,14 +502,27 @@ fn shop(settings: &Settings, store: &Arc<dyn Store>, bus: &Bus) -> commerce::Sho
     )
 }
 
-/// Releases the stock of checkouts whose payment never settled.
+/// When the recommender retrains.
+struct Retrain {
+    /// On a schedule (zero: never).
+    every: Duration,
+    /// When this many behaviour events (views, basket adds, purchases) were
+    /// applied since the last run (zero: never).
+    after_events: u64,
+    /// The bus, whose analytics ticks count the events applied.
+    changes: tokio::sync::broadcast::Receiver<processors::changes::Change>,
+}
+
 /// Serves the persisted model at once, trains one if there is none, then
-/// retrains on the schedule (0: never) — off the request path throughout.
+/// retrains on the schedule and when enough new events arrived — off the
+/// request path throughout.
 async fn train_periodically(
     recs: Arc<api::recs::Recs>,
-    every: Duration,
+    mut when: Retrain,
     mut stopped: tokio::sync::watch::Receiver<bool>,
 ) {
+    use processors::changes::Change;
+    use tokio::sync::broadcast::error::RecvError;
     let loaded = match recs.load().await {
         Ok(loaded) => loaded,
         Err(e) => {
@@ -503,8 +531,13 @@ async fn train_periodically(
         }
     };
     let mut due = !loaded;
+    let mut next = tokio::time::Instant::now() + when.every;
+    let mut new_events = 0u64;
     loop {
         if due {
+            due = false;
+            new_events = 0;
+            next = tokio::time::Instant::now() + when.every;
             match recs.train(Arc::new(|_| ())).await {
                 Ok(_) => {}
                 Err(e) => {
@@ -512,17 +545,40 @@ async fn train_periodically(
                 }
             }
         }
-        if every.is_zero() {
-            let _ = stopped.changed().await;
-            return;
-        }
+        let every = when.every;
+        let scheduled = async move {
+            if every.is_zero() {
+                std::future::pending::<()>().await;
+            }
+            tokio::time::sleep_until(next).await;
+        };
         tokio::select! {
-            () = tokio::time::sleep(every) => due = true,
+            () = scheduled => due = true,
+            change = when.changes.recv(), if when.after_events > 0 => {
+                new_events += match change {
+                    Ok(Change::AnalyticsTick { views, basket_adds, purchases, .. }) => {
+                        (views + basket_adds + purchases).max(0) as u64
+                    }
+                    Ok(_) => 0,
+                    // Missed changes were mostly ticks: count them as one
+                    // event each, a lower bound.
+                    Err(RecvError::Lagged(n)) => n,
+                    Err(RecvError::Closed) => {
+                        when.after_events = 0;
+                        0
+                    }
+                };
+                if new_events >= when.after_events {
+                    tracing::info!(events = new_events, "recommender: enough new events, retraining");
+                    due = true;
+                }
+            }
             _ = stopped.changed() => return,
         }
     }
 }
 
+/// Releases the stock of checkouts whose payment never settled.
 async fn sweep_reservations_periodically(
     shop: commerce::Shop,
     every: Duration,
@@ -694,6 +750,7 @@ async fn main() -> std::process::ExitCode {
             .await
         }
         Command::User { command } => create_user(&settings, command).await,
+        Command::Train { url, token } => train::run(&settings, url, token).await,
         Command::Evaluate {
             format,
             file,
@@ -712,16 +769,11 @@ async fn main() -> std::process::ExitCode {
             produce::run(&settings, file, send.url, send.token, send.batch).await
         }
         Command::Import {
-            source:
-                ImportSource::Retailrocket {
-                    events,
-                    limit,
-                    send,
-                },
-        } => {
-            produce::import_retailrocket(&settings, events, limit, send.url, send.token, send.batch)
-                .await
-        }
+            format,
+            files,
+            limit,
+            send,
+        } => produce::import(&settings, format, files, limit, send).await,
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

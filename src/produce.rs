@@ -152,20 +152,20 @@ pub async fn run(
     send_all(settings, lines, url, token, batch).await
 }
 
-pub async fn import_retailrocket(
+pub async fn import(
     settings: &Settings,
-    file: PathBuf,
+    format: crate::import::Format,
+    files: Vec<PathBuf>,
     limit: Option<usize>,
-    url: Option<String>,
-    token: Option<String>,
-    batch: usize,
+    send: crate::SendArgs,
 ) -> anyhow::Result<()> {
     let (lines, skipped) =
-        tokio::task::spawn_blocking(move || crate::import::convert(&file, limit)).await??;
+        tokio::task::spawn_blocking(move || crate::import::convert(format, &files, limit))
+            .await??;
     if skipped > 0 {
         eprintln!("skipped {skipped} unreadable rows");
     }
-    send_all(settings, lines, url, token, batch).await
+    send_all(settings, lines, send.url, send.token, send.batch).await
 }
 
 async fn send_all(

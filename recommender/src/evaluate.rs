@@ -103,12 +103,45 @@ fn targets(data: &Dataset, cut: usize, p: &Protocol) -> Vec<Target> {
 
 /// Scores each model over the same targets.
 pub fn run(data: &Dataset, p: &Protocol, models: &[&dyn Recommender]) -> Vec<Scores> {
-    let (_, cut) = split(data, p);
-    let targets = targets(data, cut, p);
-    models.iter().map(|m| score(data, &targets, *m)).collect()
+    run_with_progress(data, p, models, &mut |_| {})
 }
 
-fn score(data: &Dataset, targets: &[Target], m: &dyn Recommender) -> Scores {
+/// Where a run is, for a progress display.
+#[derive(Clone, Copy, Debug)]
+pub enum Step<'a> {
+    /// A model's scoring starts, over this many targets.
+    Model { name: &'a str, targets: usize },
+    /// One more target scored.
+    Target,
+}
+
+/// [`run`], telling `progress` where it is (outside the timed calls).
+pub fn run_with_progress(
+    data: &Dataset,
+    p: &Protocol,
+    models: &[&dyn Recommender],
+    progress: &mut dyn FnMut(Step<'_>),
+) -> Vec<Scores> {
+    let (_, cut) = split(data, p);
+    let targets = targets(data, cut, p);
+    models
+        .iter()
+        .map(|m| {
+            progress(Step::Model {
+                name: m.name(),
+                targets: targets.len(),
+            });
+            score(data, &targets, *m, progress)
+        })
+        .collect()
+}
+
+fn score(
+    data: &Dataset,
+    targets: &[Target],
+    m: &dyn Recommender,
+    progress: &mut dyn FnMut(Step<'_>),
+) -> Scores {
     let (mut hr10, mut hr20, mut mrr10, mut mrr20, mut n10, mut n20) =
         (0.0, 0.0, 0.0, 0.0, 0.0, 0.0);
     let (mut cov10, mut cov20) = (HashSet::new(), HashSet::new());
@@ -130,6 +163,7 @@ fn score(data: &Dataset, targets: &[Target], m: &dyn Recommender) -> Scores {
         n20 += metrics::ndcg(&list, t.item, 20);
         cov10.extend(list.iter().take(10).copied());
         cov20.extend(list.iter().copied());
+        progress(Step::Target);
     }
     let n = targets.len().max(1) as f64;
     times.sort_by(f64::total_cmp);

@@ -448,7 +448,7 @@ async fn import_retailrocket_and_collector_through_kinesis() {
     let path = env.dir.path().join("events.csv");
     std::fs::write(&path, csv).unwrap();
     let (code, out, err) = env
-        .run(&["import", "retailrocket", "--events", path.to_str().unwrap()])
+        .run(&["import", "--format", "retailrocket", path.to_str().unwrap()])
         .await;
     assert_eq!(code, 0, "{out}{err}");
     assert!(out.contains("sent 36, failed 0"), "{out}");

@@ -466,3 +466,112 @@ async fn a_restart_serves_the_persisted_model() {
     .await;
     app.stop().await;
 }
+
+/// `shopstream import --format groceries` puts real-shaped baskets on the
+/// log; `shopstream train` trains through the running server (which holds
+/// the embedded store) and, with the server stopped, on its own — and the
+/// next server serves the model it saved.
+#[tokio::test]
+async fn import_and_train_from_the_command_line() {
+    let env = Env::new(Backend::Embedded).set("SHOPSTREAM_RECOMMENDER_TRAIN_SECS", "0");
+    // Two recent days of baskets (inside the training window): 30 members
+    // × 2 days × 3 items; half buy the breakfast basket first and the drinks
+    // basket the next day, half the other way round, so what comes next is
+    // learnable.
+    let day = |d: i64| (time::OffsetDateTime::now_utc() - time::Duration::days(d)).date();
+    let mut csv = String::from("Member_number,Date,itemDescription\n");
+    for m in 0..30 {
+        for d in [2, 1] {
+            let items = if (m % 2 == 0) == (d == 2) {
+                ["whole milk", "rolls/buns", "yogurt"]
+            } else {
+                ["soda", "bottled water", "sausage"]
+            };
+            for item in items {
+                csv.push_str(&format!("{},{},{item}\n", 1000 + m, day(d)));
+            }
+        }
+    }
+    let path = env.dir.path().join("groceries.csv");
+    std::fs::write(&path, csv).unwrap();
+    let (code, out, err) = env
+        .run(&["import", "--format", "groceries", path.to_str().unwrap()])
+        .await;
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("sent 60, failed 0"), "{out}");
+
+    let app = env.start().await;
+    let admin = app.admin_token().await;
+    // The server holds the store: without a token, `train` says what to do.
+    let (code, out, err) = env.run(&["train"]).await;
+    assert_ne!(code, 0, "{out}");
+    assert!(err.contains("--token"), "{err}");
+    let url = app.base.clone();
+    eventually("the server to train on every imported line", || {
+        let (env, url, admin) = (&env, &url, &admin);
+        async move {
+            let (code, out, err) = env.run(&["train", "--url", url, "--token", admin]).await;
+            if code == 0 && out.contains("trained on 180 interactions") {
+                Ok(())
+            } else {
+                Err(format!("{out}{err}"))
+            }
+        }
+    })
+    .await;
+    app.stop().await;
+
+    // On its own, with the store free.
+    let (code, out, err) = env.run(&["train"]).await;
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("trained on 180 interactions"), "{out}");
+    assert!(out.contains("6 items"), "{out}");
+    let version = out
+        .split_whitespace()
+        .nth(1)
+        .expect("a model version")
+        .to_owned();
+    let app = env.start().await;
+    let admin = app.admin_token().await;
+    let r = app
+        .call(Method::GET, "/api/admin/model", Some(&admin), None)
+        .await;
+    assert_eq!(r.body["version"], version.as_str(), "{}", r.text);
+    app.stop().await;
+}
+
+/// With `recommender_retrain_events`, enough newly applied events retrain
+/// the model without a schedule or a request.
+#[tokio::test]
+async fn enough_new_events_retrain_the_model() {
+    let app = Env::new(Backend::Embedded)
+        .set("SHOPSTREAM_RECOMMENDER_TRAIN_SECS", "0")
+        .set("SHOPSTREAM_RECOMMENDER_RETRAIN_EVENTS", "50")
+        .start()
+        .await;
+    let admin = app.admin_token().await;
+    let a = product_in(&app, &admin, "RT-A", "x").await;
+    let b = product_in(&app, &admin, "RT-B", "x").await;
+    let mut events = Vec::new();
+    for _ in 0..30 {
+        let s = uuid::Uuid::new_v4().to_string();
+        events.push(viewed_by_session(&s, &a));
+        events.push(viewed_by_session(&s, &b));
+    }
+    post_events(&app, &admin, json!(events)).await;
+    eventually("a model trained without being asked", || {
+        let (app, admin) = (&app, &admin);
+        async move {
+            let r = app
+                .call(Method::GET, "/api/admin/model", Some(admin), None)
+                .await;
+            if r.body["trained"] == true && r.body["interactions"].as_u64() >= Some(50) {
+                Ok(())
+            } else {
+                Err(r.text)
+            }
+        }
+    })
+    .await;
+    app.stop().await;
+}
