@@ -289,16 +289,20 @@ impl Why {
 }
 
 /// Ranked candidates from the model for a history of product ids (oldest
-/// first), never one for which `exclude` holds; `want` at most.
+/// first), never one in `exclude`; `want` at most.
 pub fn rank(
     t: &Trained,
     history: &[String],
     want: usize,
-    exclude: &dyn Fn(&str) -> bool,
+    exclude: &HashSet<String>,
 ) -> Vec<Candidate> {
     let h: Vec<u32> = history.iter().filter_map(|p| t.item(p)).collect();
+    // The model asks about every candidate it meets: answer from the
+    // item numbers (a sorted list of a few), not by hashing product ids.
+    let mut ex: Vec<u32> = exclude.iter().filter_map(|p| t.item(p)).collect();
+    ex.sort_unstable();
     t.model
-        .rank(&h, want, &|i| exclude(&t.items[i as usize]))
+        .rank(&h, want, &|i| ex.binary_search(&i).is_ok())
         .into_iter()
         .map(|s| Candidate {
             product_id: t.items[s.item as usize].clone(),

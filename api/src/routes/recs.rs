@@ -160,57 +160,123 @@ async fn in_category(
         .collect())
 }
 
+/// What one request has read: products (`None`: not in the catalogue) and
+/// their availability, so that asking the model for more candidates, or
+/// naming an item in a reason, never reads the same thing twice.
+#[derive(Default)]
+struct Reads {
+    products: HashMap<String, Option<std::sync::Arc<domain::Product>>>,
+    available: HashMap<String, i64>,
+}
+
+/// The most model candidates the rules go through for one answer.
+const MAX_CANDIDATES: usize = 2000;
+
+/// How many candidates' products are read at once (concurrently: on DynamoDB
+/// each read is a round trip).
+const READ_AHEAD: usize = 16;
+
+impl Reads {
+    /// Reads the products of `ids` not read yet, concurrently.
+    async fn products(&mut self, state: &AppState, ids: &[&str]) -> ApiResult<()> {
+        let missing: Vec<&str> = ids
+            .iter()
+            .copied()
+            .filter(|id| !self.products.contains_key(*id))
+            .collect();
+        let got = futures::future::try_join_all(missing.iter().map(|id| async move {
+            match id.parse::<ProductId>() {
+                Ok(pid) => state.products.get(pid).await,
+                Err(_) => Ok(None),
+            }
+        }))
+        .await?;
+        for (id, p) in missing.into_iter().zip(got) {
+            self.products
+                .insert(id.to_owned(), p.map(std::sync::Arc::new));
+        }
+        Ok(())
+    }
+
+    async fn product(
+        &mut self,
+        state: &AppState,
+        id: &str,
+    ) -> ApiResult<Option<std::sync::Arc<domain::Product>>> {
+        self.products(state, &[id]).await?;
+        Ok(self.products.get(id).cloned().flatten())
+    }
+
+    async fn available(&mut self, state: &AppState, id: &str) -> ApiResult<i64> {
+        if let Some(n) = self.available.get(id) {
+            return Ok(*n);
+        }
+        let n = read::stock(state.store.as_ref(), id)
+            .await?
+            .map_or(0, |s| s.available);
+        self.available.insert(id.to_owned(), n);
+        Ok(n)
+    }
+
+    async fn name(&mut self, state: &AppState, id: &str) -> String {
+        match self.product(state, id).await {
+            Ok(Some(p)) => p.name.clone(),
+            _ => "a product".to_owned(),
+        }
+    }
+}
+
 /// Applies the live rules to candidates in order until `limit` are kept.
 async fn apply(
     state: &AppState,
     candidates: Vec<Candidate>,
     rules: &Rules,
     limit: usize,
-    names: &mut HashMap<String, String>,
+    reads: &mut Reads,
 ) -> ApiResult<Vec<RecommendedItem>> {
     let mut out = Vec::new();
     let mut per_category: HashMap<String, usize> = HashMap::new();
     let mut seen = HashSet::new();
-    for c in candidates {
+    for (i, c) in candidates.iter().enumerate() {
         if out.len() >= limit {
             break;
         }
-        if rules.exclude.contains(&c.product_id) || !seen.insert(c.product_id.clone()) {
+        if rules.exclude.contains(&c.product_id) || !seen.insert(c.product_id.as_str()) {
             continue;
         }
-        let Ok(id) = c.product_id.parse::<ProductId>() else {
-            continue;
-        };
+        if i % READ_AHEAD == 0 {
+            let ahead: Vec<&str> = candidates[i..(i + READ_AHEAD).min(candidates.len())]
+                .iter()
+                .map(|c| c.product_id.as_str())
+                .collect();
+            reads.products(state, &ahead).await?;
+        }
         // Deleted products are gone from the catalogue.
-        let Some(p) = state.products.get(id).await? else {
+        let Some(p) = reads.product(state, &c.product_id).await? else {
             continue;
         };
         if rules.category.as_ref().is_some_and(|k| *k != p.category) {
             continue;
         }
-        let n = per_category.entry(p.category.clone()).or_default();
-        if *n >= rules.per_category {
+        if per_category.get(&p.category).copied().unwrap_or(0) >= rules.per_category {
             continue;
         }
-        let available = read::stock(state.store.as_ref(), &c.product_id)
-            .await?
-            .map_or(0, |s| s.available);
+        let available = reads.available(state, &c.product_id).await?;
         if available <= 0 {
             continue;
         }
-        *n += 1;
+        *per_category.entry(p.category.clone()).or_default() += 1;
         let reason = match &c.reason {
-            Why::After(x) => format!("viewed after {}", name(state, names, x).await),
-            Why::With(x) => format!("viewed together with {}", name(state, names, x).await),
+            Why::After(x) => format!("viewed after {}", reads.name(state, x).await),
+            Why::With(x) => format!("viewed together with {}", reads.name(state, x).await),
             Why::Again => "you bought it before".to_owned(),
             Why::Popular => "popular right now".to_owned(),
             Why::Category(k) => format!("new in {k}"),
         };
-        names.insert(p.id.to_string(), p.name.clone());
         out.push(RecommendedItem {
             product_id: p.id.to_string(),
-            name: p.name,
-            category: p.category,
+            name: p.name.clone(),
+            category: p.category.clone(),
             price: p.price.amount().to_string(),
             currency: p.currency.to_string(),
             available,
@@ -224,24 +290,6 @@ async fn apply(
     Ok(out)
 }
 
-async fn name(state: &AppState, names: &mut HashMap<String, String>, id: &str) -> String {
-    if let Some(n) = names.get(id) {
-        return n.clone();
-    }
-    let n = match id.parse::<ProductId>() {
-        Ok(pid) => state
-            .products
-            .get(pid)
-            .await
-            .ok()
-            .flatten()
-            .map_or_else(|| "a product".to_owned(), |p| p.name),
-        Err(_) => "a product".to_owned(),
-    };
-    names.insert(id.to_owned(), n.clone());
-    n
-}
-
 /// Model candidates (asking for more when the rules drop many), then
 /// popularity, then the context's category, until `limit` are kept.
 async fn recommend(
@@ -253,21 +301,14 @@ async fn recommend(
     endpoint: &'static str,
 ) -> ApiResult<Recommendations> {
     let model = state.recs.current();
-    let mut names = HashMap::new();
+    let mut reads = Reads::default();
     let mut items: Vec<RecommendedItem> = Vec::new();
     let mut rules = rules;
     if let Some(t) = &model {
-        let mut want = limit * 4 + 20;
-        loop {
-            let excluded = &rules.exclude;
-            let cands = recs::rank(t, history, want, &|p| excluded.contains(p));
-            let got = cands.len();
-            items = apply(state, cands, &rules, limit, &mut names).await?;
-            if items.len() >= limit || got < want || want >= 2000 {
-                break;
-            }
-            want *= 4;
-        }
+        // Ranking scores every candidate whatever the cut, so take them all
+        // at once: the rules then read products only until `limit` are kept.
+        let cands = recs::rank(t, history, MAX_CANDIDATES, &rules.exclude);
+        items = apply(state, cands, &rules, limit, &mut reads).await?;
     }
     for kept in &items {
         rules.exclude.insert(kept.product_id.clone());
@@ -278,7 +319,7 @@ async fn recommend(
             popular(state).await?,
             &rules,
             limit - items.len(),
-            &mut names,
+            &mut reads,
         )
         .await?;
         for kept in &more {
@@ -294,7 +335,7 @@ async fn recommend(
         && let Some(k) = category
     {
         let cands = in_category(state, &k, context.map(|p| p.price.amount())).await?;
-        items.extend(apply(state, cands, &rules, limit - items.len(), &mut names).await?);
+        items.extend(apply(state, cands, &rules, limit - items.len(), &mut reads).await?);
     }
     let fallback = model.is_none().then(|| "popularity".to_owned());
     metrics::counter!("shopstream_recommendations_served_total",
@@ -487,14 +528,14 @@ pub async fn similar(
         .await?
         .ok_or(ApiError::NotFound("product"))?;
     let model = state.recs.current();
-    let mut names = HashMap::new();
+    let mut reads = Reads::default();
     let rules = Rules {
         exclude: HashSet::from([id.clone()]),
         category: None,
         per_category: limit,
     };
     let mut items = match &model {
-        Some(t) => apply(&state, recs::similar(t, &id), &rules, limit, &mut names).await?,
+        Some(t) => apply(&state, recs::similar(t, &id), &rules, limit, &mut reads).await?,
         None => Vec::new(),
     };
     if items.len() < limit {
@@ -503,7 +544,7 @@ pub async fn similar(
             .exclude
             .extend(items.iter().map(|i| i.product_id.clone()));
         let cands = in_category(&state, &product.category, Some(product.price.amount())).await?;
-        items.extend(apply(&state, cands, &rules, limit - items.len(), &mut names).await?);
+        items.extend(apply(&state, cands, &rules, limit - items.len(), &mut reads).await?);
     }
     metrics::counter!("shopstream_recommendations_served_total",
         "endpoint" => "similar", "fallback" => if model.is_some() { "none" } else { "popularity" })
@@ -597,7 +638,7 @@ pub async fn trending(
         category,
         per_category: limit,
     };
-    let items = apply(&state, cands, &rules, limit, &mut HashMap::new()).await?;
+    let items = apply(&state, cands, &rules, limit, &mut Reads::default()).await?;
     Ok(Json(Trending {
         window: name.to_owned(),
         items,
