@@ -271,6 +271,8 @@ pub struct Candidate {
 pub enum Why {
     After(String),
     With(String),
+    /// Near it in the learned embedding.
+    Like(String),
     Again,
     Popular,
     Category(String),
@@ -281,6 +283,7 @@ impl Why {
         match self {
             Why::After(_) => "sequence",
             Why::With(_) => "co-occurrence",
+            Why::Like(_) => "embedding",
             Why::Again => "repeat",
             Why::Popular => "popularity",
             Why::Category(_) => "category",
@@ -310,6 +313,7 @@ pub fn rank(
             reason: match s.reason {
                 Reason::After(i) => Why::After(t.items[i as usize].clone()),
                 Reason::With(i) => Why::With(t.items[i as usize].clone()),
+                Reason::Like(i) => Why::Like(t.items[i as usize].clone()),
                 Reason::Again => Why::Again,
                 Reason::Popular => Why::Popular,
             },

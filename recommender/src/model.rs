@@ -7,6 +7,10 @@
 //!   by how close it followed (order and recency, which EASE and plain
 //!   co-occurrence ignore);
 //! - **co**: item-to-item co-occurrence (cosine of the user sets);
+//! - **embedding**: the nearest neighbours of an item in a low-rank
+//!   factorisation of the user × item matrix (linfa-linalg's truncated SVD
+//!   on a sample of the most popular items and most active users),
+//!   precomputed at training time;
 //! - **popular**: overall and in the newest tenth of the log (trending);
 //! - **again**: the user's own items, where repeats happen (groceries).
 //!
@@ -27,7 +31,7 @@ use serde::{Deserialize, Serialize};
 use crate::{Recommender, data::Interaction};
 
 /// The feature names, in the ranker's order.
-pub const FEATURES: [&str; 7] = [
+pub const FEATURES: [&str; N] = [
     "next",
     "next_from_newest",
     "co",
@@ -35,11 +39,15 @@ pub const FEATURES: [&str; 7] = [
     "recent_popularity",
     "times_taken",
     "taken_recency",
+    "embedding",
 ];
+
+/// The number of features.
+pub const N: usize = 8;
 
 /// Weights used when there is nothing to learn them from: what follows and
 /// what goes with the history first, then popularity.
-const PRIOR: [f32; 7] = [1.0, 1.0, 1.0, 0.1, 0.2, 0.5, 0.5];
+const PRIOR: [f32; N] = [1.0, 1.0, 1.0, 0.1, 0.2, 0.5, 0.5, 0.5];
 
 /// Training knobs.
 #[derive(Clone, Debug)]
@@ -60,6 +68,13 @@ pub struct Config {
     pub negatives: usize,
     /// Whether users take items again (then their own items are candidates).
     pub repeats: bool,
+    /// Item embeddings: the truncated SVD's rank (0: no embedding source)…
+    pub embed_dim: usize,
+    /// …over this many of the most popular items…
+    pub embed_items: usize,
+    /// …and this many of the most active users (a dense matrix: the sample
+    /// keeps it within memory and time at any catalogue size).
+    pub embed_users: usize,
 }
 
 impl Default for Config {
@@ -73,6 +88,9 @@ impl Default for Config {
             max_targets: 5_000,
             negatives: 30,
             repeats: false,
+            embed_dim: 32,
+            embed_items: 3_000,
+            embed_users: 5_000,
         }
     }
 }
@@ -84,6 +102,8 @@ pub enum Reason {
     After(u32),
     /// Users took it together with this item.
     With(u32),
+    /// It is near this item in the learned embedding (similar taste).
+    Like(u32),
     /// The user took it before.
     Again,
     /// It is popular (recently).
@@ -104,6 +124,9 @@ pub struct Scored {
 pub struct Sources {
     next: Vec<Vec<(u32, f32)>>,
     co: Vec<Vec<(u32, f32)>>,
+    /// Nearest neighbours in the embedding (empty for items outside it).
+    #[serde(default)]
+    embed: Vec<Vec<(u32, f32)>>,
     popularity: Vec<f32>,
     recent_popularity: Vec<f32>,
     /// Items by recent popularity, then overall.
@@ -115,6 +138,93 @@ fn keep_top(m: HashMap<u32, f32>, keep: usize) -> Vec<(u32, f32)> {
     v.sort_by(|x, y| y.1.total_cmp(&x.1).then(x.0.cmp(&y.0)));
     v.truncate(keep);
     v
+}
+
+/// Item embeddings from a truncated SVD (linfa-linalg's LOBPCG
+/// `TruncatedSvd`) of the user × item matrix, and each embedded item's
+/// nearest neighbours by cosine, precomputed here so that serving never
+/// searches. The matrix is dense, so it is sampled: the `embed_items` most
+/// popular items and the `embed_users` users with the most interactions
+/// among them (rows scaled to unit length, so heavy users do not dominate).
+/// Fewer items or users than twice the rank: no embedding.
+fn embed(users: &[(u32, Vec<u32>)], count: &[f32], cfg: &Config) -> Vec<Vec<(u32, f32)>> {
+    use linfa_linalg::{Order, lobpcg::TruncatedSvd};
+    use rand::SeedableRng;
+
+    let k = cfg.embed_dim;
+    let mut top: Vec<u32> = (0..count.len() as u32)
+        .filter(|&i| count[i as usize] > 0.0)
+        .collect();
+    top.sort_by(|&a, &b| {
+        count[b as usize]
+            .total_cmp(&count[a as usize])
+            .then(a.cmp(&b))
+    });
+    top.truncate(cfg.embed_items);
+    if k == 0 || top.len() < 2 * k {
+        return Vec::new();
+    }
+    let col: HashMap<u32, usize> = top.iter().enumerate().map(|(c, &i)| (i, c)).collect();
+    let mut rows: Vec<Vec<usize>> = users
+        .iter()
+        .map(|(_, seq)| {
+            let mut r: Vec<usize> = seq.iter().filter_map(|i| col.get(i).copied()).collect();
+            r.sort_unstable();
+            r.dedup();
+            r
+        })
+        .filter(|r| !r.is_empty())
+        .collect();
+    // Stable: among equally active users, user order decides.
+    rows.sort_by_key(|r| std::cmp::Reverse(r.len()));
+    rows.truncate(cfg.embed_users);
+    if rows.len() < 2 * k {
+        return Vec::new();
+    }
+    let mut m = Array2::<f64>::zeros((rows.len(), top.len()));
+    for (r, cols) in rows.iter().enumerate() {
+        let v = 1.0 / (cols.len() as f64).sqrt();
+        for &c in cols {
+            m[[r, c]] = v;
+        }
+    }
+    let rng = rand::rngs::StdRng::seed_from_u64(7);
+    let Ok(svd) = TruncatedSvd::new_with_rng(m, Order::Largest, rng)
+        .precision(1e-3)
+        .maxiter(200)
+        .decompose(k)
+    else {
+        return Vec::new();
+    };
+    let (_, sigma, vt) = svd.values_vectors();
+    // Items as rows of V·Σ, scaled to unit length: dot product = cosine.
+    let mut e = Array2::<f32>::from_shape_fn((vt.ncols(), vt.nrows()), |(i, d)| {
+        (vt[[d, i]] * sigma[d]) as f32
+    });
+    for mut row in e.rows_mut() {
+        let norm = row.dot(&row).sqrt();
+        if norm > 1e-12 {
+            row.mapv_inplace(|x| x / norm);
+        }
+    }
+    let sim = e.dot(&e.t());
+    let mut out = vec![Vec::new(); count.len()];
+    for (a, row) in sim.rows().into_iter().enumerate() {
+        let mut near: Vec<(u32, f32)> = row
+            .iter()
+            .enumerate()
+            .filter(|&(b, &s)| b != a && s > 0.0)
+            .map(|(b, &s)| (top[b], s))
+            .collect();
+        let order = |x: &(u32, f32), y: &(u32, f32)| y.1.total_cmp(&x.1).then(x.0.cmp(&y.0));
+        if near.len() > cfg.keep {
+            near.select_nth_unstable_by(cfg.keep, order);
+            near.truncate(cfg.keep);
+        }
+        near.sort_by(order);
+        out[top[a] as usize] = near;
+    }
+    out
 }
 
 impl Sources {
@@ -198,9 +308,11 @@ impl Sources {
                 .then(count[b as usize].total_cmp(&count[a as usize]))
                 .then(a.cmp(&b))
         });
+        let embed = embed(&users, &count, cfg);
         Self {
             next,
             co,
+            embed,
             popularity: count.iter().map(|c| c.ln_1p()).collect(),
             recent_popularity: recent.iter().map(|c| c.ln_1p()).collect(),
             popular,
@@ -234,7 +346,7 @@ impl Sources {
         history: &[u32],
         cfg: &Config,
         exclude: &dyn Fn(u32) -> bool,
-    ) -> Vec<(u32, [f32; 7], Reason)> {
+    ) -> Vec<(u32, [f32; N], Reason)> {
         let mut seen = HashSet::new();
         let recent: Vec<u32> = history
             .iter()
@@ -244,9 +356,9 @@ impl Sources {
             .take(cfg.recent)
             .collect();
         // Per candidate: features and the best single contribution.
-        let mut rows: HashMap<u32, ([f32; 7], Reason, f32)> = HashMap::new();
+        let mut rows: HashMap<u32, ([f32; N], Reason, f32)> = HashMap::new();
         let n = self.items() as u32;
-        let add = |rows: &mut HashMap<u32, ([f32; 7], Reason, f32)>,
+        let add = |rows: &mut HashMap<u32, ([f32; N], Reason, f32)>,
                    c: u32,
                    f: usize,
                    v: f32,
@@ -254,7 +366,7 @@ impl Sources {
             if c >= n || exclude(c) {
                 return;
             }
-            let e = rows.entry(c).or_insert(([0.0; 7], Reason::Popular, 0.0));
+            let e = rows.entry(c).or_insert(([0.0; N], Reason::Popular, 0.0));
             e.0[f] += v;
             if v > e.2 {
                 e.1 = why;
@@ -284,6 +396,15 @@ impl Sources {
             {
                 add(&mut rows, c, 2, w * s, Reason::With(h));
             }
+            for &(c, s) in self
+                .embed
+                .get(h as usize)
+                .map_or(&[][..], |v| &v[..])
+                .iter()
+                .take(cfg.per_source)
+            {
+                add(&mut rows, c, 7, w * s, Reason::Like(h));
+            }
         }
         for &c in self.popular.iter().take(cfg.per_source) {
             add(&mut rows, c, 3, 0.0, Reason::Popular);
@@ -301,7 +422,7 @@ impl Sources {
                 }
             }
         }
-        let mut out: Vec<(u32, [f32; 7], Reason)> = rows
+        let mut out: Vec<(u32, [f32; N], Reason)> = rows
             .into_iter()
             .map(|(c, (mut f, why, _))| {
                 f[3] = self.popularity[c as usize];
@@ -390,7 +511,7 @@ impl Hybrid {
         let chosen: HashSet<usize> = (0..eligible.len().min(cfg.max_targets))
             .map(|k| eligible[(k as f64 * step) as usize])
             .collect();
-        let mut x: Vec<[f32; 7]> = Vec::new();
+        let mut x: Vec<[f32; N]> = Vec::new();
         let mut y: Vec<u8> = Vec::new();
         let (mut targets, mut found) = (0, 0);
         let mut rng = 0x9E37_79B9_7F4A_7C15u64;
@@ -450,8 +571,8 @@ impl Hybrid {
             return Ok((
                 Self {
                     sources,
-                    mean: vec![0.0; 7],
-                    scale: vec![1.0; 7],
+                    mean: vec![0.0; N],
+                    scale: vec![1.0; N],
                     weights,
                     intercept: 0.0,
                     repeats: cfg.repeats,
@@ -463,22 +584,22 @@ impl Hybrid {
 
         progress("fitting the ranker (linfa-logistic)");
         let rows = x.len();
-        let mut mean = vec![0f32; 7];
-        let mut scale = vec![0f32; 7];
+        let mut mean = vec![0f32; N];
+        let mut scale = vec![0f32; N];
         for r in &x {
-            for f in 0..7 {
+            for f in 0..N {
                 mean[f] += r[f] / rows as f32;
             }
         }
         for r in &x {
-            for f in 0..7 {
+            for f in 0..N {
                 scale[f] += (r[f] - mean[f]).powi(2) / rows as f32;
             }
         }
         for s in &mut scale {
             *s = if *s > 1e-12 { s.sqrt() } else { 1.0 };
         }
-        let records = Array2::from_shape_fn((rows, 7), |(r, f)| {
+        let records = Array2::from_shape_fn((rows, N), |(r, f)| {
             f64::from((x[r][f] - mean[f]) / scale[f])
         });
         let targets_arr = Array1::from(y);
@@ -533,9 +654,15 @@ impl Hybrid {
 
     /// The ranker's log-odds for a feature row (ranked on, as the
     /// probability saturates).
-    fn logit(&self, f: &[f32; 7]) -> f32 {
-        (0..7)
-            .map(|k| self.weights[k] * (f[k] - self.mean[k]) / self.scale[k])
+    fn logit(&self, f: &[f32; N]) -> f32 {
+        // A model saved before a feature existed has no weight for it and
+        // ranks without it.
+        self.weights
+            .iter()
+            .zip(&self.mean)
+            .zip(&self.scale)
+            .zip(f)
+            .map(|(((w, m), s), x)| w * (x - m) / s)
             .sum::<f32>()
             + self.intercept
     }
@@ -702,6 +829,22 @@ mod tests {
     }
 
     #[test]
+    fn a_model_saved_before_the_embedding_still_loads_and_ranks() {
+        let (m, _) = Hybrid::fit(&chains(), 10, Config::default(), &|_| ()).unwrap();
+        let mut v = serde_json::to_value(&m).unwrap();
+        v["sources"].as_object_mut().unwrap().remove("embed");
+        for k in ["mean", "scale", "weights"] {
+            v[k].as_array_mut().unwrap().truncate(7);
+        }
+        let old: Hybrid = serde_json::from_value(v).unwrap();
+        let r = old.recommend(&[1, 2], 5, &|_| false);
+        assert_eq!(r.len(), 5);
+        // Without the embedding (too small a catalogue for it here), the
+        // eighth feature is zero everywhere: the ranking is the same.
+        assert_eq!(r, m.recommend(&[1, 2], 5, &|_| false));
+    }
+
+    #[test]
     fn with_repeats_the_users_own_items_are_candidates() {
         let cfg = Config {
             repeats: true,
@@ -741,6 +884,46 @@ mod tests {
         assert!(!report.learned);
         let r = m.rank(&[0], 1, &|i| i == 0);
         assert_eq!((r[0].item, r[0].reason), (1, Reason::After(0)));
+    }
+
+    #[test]
+    fn the_embedding_puts_items_of_one_taste_together() {
+        // Two tastes: users 0–9 take items 0–4, users 10–19 items 5–9.
+        let mut log = Vec::new();
+        for u in 0..20u32 {
+            let items = if u < 10 { 0..5u32 } else { 5..10 };
+            for i in items {
+                log.push(Interaction {
+                    user: u,
+                    item: i,
+                    ts: log.len() as i64,
+                    kind: Kind::View,
+                });
+            }
+        }
+        let cfg = Config {
+            embed_dim: 2,
+            ..Config::default()
+        };
+        let s = Sources::fit(&log, 10, &cfg);
+        for (a, same) in [(0u32, 0..5u32), (7, 5..10)] {
+            let near = &s.embed[a as usize];
+            let top: HashSet<u32> = near.iter().take(4).map(|(i, _)| *i).collect();
+            let expected: HashSet<u32> = same.clone().filter(|&i| i != a).collect();
+            assert_eq!(top, expected, "{near:?}");
+            assert!(near[..4].iter().all(|(_, s)| *s > 0.99), "{near:?}");
+            assert!(near[4..].iter().all(|(_, s)| *s < 0.01), "{near:?}");
+        }
+        // Too few items for the rank: no embedding, and no candidates from it.
+        let s = Sources::fit(
+            &log,
+            10,
+            &Config {
+                embed_dim: 32,
+                ..Config::default()
+            },
+        );
+        assert!(s.embed.is_empty());
     }
 
     #[test]

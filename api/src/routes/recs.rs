@@ -269,6 +269,7 @@ async fn apply(
         let reason = match &c.reason {
             Why::After(x) => format!("viewed after {}", reads.name(state, x).await),
             Why::With(x) => format!("viewed together with {}", reads.name(state, x).await),
+            Why::Like(x) => format!("similar to {}", reads.name(state, x).await),
             Why::Again => "you bought it before".to_owned(),
             Why::Popular => "popular right now".to_owned(),
             Why::Category(k) => format!("new in {k}"),
