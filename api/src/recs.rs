@@ -31,8 +31,16 @@ pub struct Trained {
     pub items: Vec<String>,
     pub report: TrainingReport,
     pub model: Hybrid,
+    /// The category of each item when the model was trained (empty where
+    /// the product was not in the catalogue): a hint that lets the
+    /// per-category cap skip a candidate without reading its product. Only
+    /// ever used to skip; what is served is read live.
+    #[serde(default)]
+    pub categories: Vec<String>,
     #[serde(skip)]
     index: HashMap<String, u32>,
+    #[serde(skip)]
+    hints: Vec<Option<Arc<str>>>,
 }
 
 impl Trained {
@@ -42,6 +50,13 @@ impl Trained {
             .iter()
             .enumerate()
             .map(|(k, id)| (id.clone(), k as u32))
+            .collect();
+        let mut names: HashMap<&str, Arc<str>> = HashMap::new();
+        self.hints = (0..self.items.len())
+            .map(|k| {
+                let c = self.categories.get(k).map_or("", String::as_str);
+                (!c.is_empty()).then(|| names.entry(c).or_insert_with(|| Arc::from(c)).clone())
+            })
             .collect();
         self
     }
@@ -184,6 +199,30 @@ impl Recs {
         }
     }
 
+    /// The category of each item, from one pass over the catalogue (pages
+    /// of 1,000); empty for items not in it.
+    async fn categories(&self, items: &[String]) -> Result<Vec<String>, TrainError> {
+        let products = storage::products::Products::new(self.store.clone());
+        let mut of: HashMap<String, String> = HashMap::new();
+        let mut cursor = None;
+        loop {
+            let (page, next) = products
+                .list(&storage::products::ProductFilter::default(), 1000, cursor)
+                .await?;
+            for p in page {
+                of.insert(p.id.to_string(), p.category);
+            }
+            match next {
+                Some(c) => cursor = Some(c),
+                None => break,
+            }
+        }
+        Ok(items
+            .iter()
+            .map(|i| of.remove(i).unwrap_or_default())
+            .collect())
+    }
+
     /// Trains a model on the log, persists it and swaps it in. The fit runs
     /// on a blocking thread; serving goes on with the old model meanwhile.
     pub async fn train(&self, progress: Progress) -> Result<Arc<Trained>, TrainError> {
@@ -198,6 +237,8 @@ impl Recs {
             .await
             .map_err(|e| TrainError::Model(e.to_string()))??;
         let mut t = t;
+        progress("reading the catalogue's categories");
+        t.categories = self.categories(&t.items).await?;
         t.training_ms = started.elapsed().as_millis() as u64;
         progress("saving the model");
         let bytes = serde_json::to_vec(&t).map_err(|e| TrainError::Model(e.to_string()))?;
@@ -254,7 +295,9 @@ pub fn fit(
         items,
         report,
         model: m,
+        categories: Vec::new(),
         index: HashMap::new(),
+        hints: Vec::new(),
     })
 }
 
@@ -262,6 +305,9 @@ pub fn fit(
 #[derive(Clone, Debug)]
 pub struct Candidate {
     pub product_id: String,
+    /// Its category when the model was trained, if known (see
+    /// [`Trained::categories`]).
+    pub category_hint: Option<Arc<str>>,
     pub score: f32,
     pub reason: Why,
 }
@@ -291,34 +337,37 @@ impl Why {
     }
 }
 
-/// Ranked candidates from the model for a history of product ids (oldest
-/// first), never one in `exclude`; `want` at most.
+/// The model's ranking for a history of product ids (oldest first), never
+/// an item in `exclude`; `want` at most. Item numbers: turn the ones
+/// needed into candidates with [`candidate`].
 pub fn rank(
     t: &Trained,
     history: &[String],
     want: usize,
     exclude: &HashSet<String>,
-) -> Vec<Candidate> {
+) -> Vec<model::Scored> {
     let h: Vec<u32> = history.iter().filter_map(|p| t.item(p)).collect();
     // The model asks about every candidate it meets: answer from the
     // item numbers (a sorted list of a few), not by hashing product ids.
     let mut ex: Vec<u32> = exclude.iter().filter_map(|p| t.item(p)).collect();
     ex.sort_unstable();
-    t.model
-        .rank(&h, want, &|i| ex.binary_search(&i).is_ok())
-        .into_iter()
-        .map(|s| Candidate {
-            product_id: t.items[s.item as usize].clone(),
-            score: s.score,
-            reason: match s.reason {
-                Reason::After(i) => Why::After(t.items[i as usize].clone()),
-                Reason::With(i) => Why::With(t.items[i as usize].clone()),
-                Reason::Like(i) => Why::Like(t.items[i as usize].clone()),
-                Reason::Again => Why::Again,
-                Reason::Popular => Why::Popular,
-            },
-        })
-        .collect()
+    t.model.rank(&h, want, &|i| ex.binary_search(&i).is_ok())
+}
+
+/// One ranked item as a candidate, with product ids.
+pub fn candidate(t: &Trained, s: &model::Scored) -> Candidate {
+    Candidate {
+        product_id: t.items[s.item as usize].clone(),
+        category_hint: t.hints.get(s.item as usize).cloned().flatten(),
+        score: s.score,
+        reason: match s.reason {
+            Reason::After(i) => Why::After(t.items[i as usize].clone()),
+            Reason::With(i) => Why::With(t.items[i as usize].clone()),
+            Reason::Like(i) => Why::Like(t.items[i as usize].clone()),
+            Reason::Again => Why::Again,
+            Reason::Popular => Why::Popular,
+        },
+    }
 }
 
 /// Items like one product, from the model.
@@ -332,6 +381,7 @@ pub fn similar(t: &Trained, product_id: &str) -> Vec<Candidate> {
         .into_iter()
         .map(|(j, s)| Candidate {
             product_id: t.items[j as usize].clone(),
+            category_hint: t.hints.get(j as usize).cloned().flatten(),
             score: s,
             reason: Why::With(product_id.to_owned()),
         })

@@ -15,9 +15,12 @@ CONNS=${3:-32}
 SECS=${4:-20}
 command -v wrk >/dev/null || { echo "recs.sh: needs wrk (apt-get install wrk)" >&2; exit 1; }
 cargo build --release --quiet
-DATA=$(mktemp -d)
+# BENCH_DIR keeps the data directory (and reuses it when it holds a finished
+# run: only training and the load test run again).
+DATA=${BENCH_DIR:-$(mktemp -d)}
+mkdir -p "$DATA"
 PID=0
-trap 'kill $PID 2>/dev/null; wait $PID 2>/dev/null; rm -rf "$DATA"' EXIT
+trap 'kill $PID 2>/dev/null; wait $PID 2>/dev/null; [ -n "${BENCH_DIR:-}" ] || rm -rf "$DATA"' EXIT
 export SHOPSTREAM_DATA_DIR="$DATA/store" SHOPSTREAM_LOG=warn SHOPSTREAM_SEED_DEMO_CATALOGUE=false \
   SHOPSTREAM_RECOMMENDER_TRAIN_SECS=0 SHOPSTREAM_RECOMMENDER_RETRAIN_EVENTS=0 \
   SHOPSTREAM_ADMIN_EMAIL=bench@example.com SHOPSTREAM_ADMIN_PASSWORD='bench password 123'
@@ -37,6 +40,9 @@ login() {
     -d '{"email":"bench@example.com","password":"bench password 123"}' |
     python3 -c 'import json,sys; print(json.load(sys.stdin)["access_token"])'
 }
+if [ -f "$DATA/done" ]; then
+  serve
+else
 serve
 python3 scripts/bench/recs_data.py "$BASE" "$(login)" "$ITEMS" "$N" "$DATA/events.jsonl" "$DATA/sessions.txt"
 kill $PID; wait $PID 2>/dev/null || true
@@ -52,11 +58,14 @@ while true; do
   sleep 1
 done
 echo "pipeline: $TOTAL events applied in $(since "$start") s"
+touch "$DATA/done"
+fi
 TOKEN=$(login)
 start=$(now)
 curl -sf -X POST "$BASE/api/admin/model/train" -H "authorization: Bearer $TOKEN" |
   python3 -c 'import json,sys; m = json.load(sys.stdin); print("model:", {k: m.get(k) for k in ("version", "interactions", "items", "training_ms")})'
-echo "train (request, including reading the interaction log): $(since "$start") s"
+echo "train (the request: reading the interaction log and the catalogue, fitting, saving): $(since "$start") s"
+
 S=$(head -1 "$DATA/sessions.txt")
 curl -sf "$BASE/api/recommendations?limit=20" -H "X-Session-Id: $S" |
   python3 -c 'import json,sys; r = json.load(sys.stdin); print("one answer:", r.get("model_version"), len(r["items"]), "items, fallback:", r.get("fallback"))'

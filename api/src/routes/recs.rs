@@ -115,6 +115,7 @@ async fn popular(state: &AppState) -> ApiResult<Vec<Candidate>> {
             if !out.iter().any(|x| x.product_id == id) {
                 out.push(Candidate {
                     product_id: id,
+                    category_hint: None,
                     score: ratio(
                         (c.purchases * 10 + c.basket_adds * 3 + c.views) as f64,
                         total,
@@ -154,6 +155,7 @@ async fn in_category(
         .into_iter()
         .map(|x| Candidate {
             product_id: x.id.to_string(),
+            category_hint: Some(std::sync::Arc::from(x.category.as_str())),
             score: 0.0,
             reason: Why::Category(category.to_owned()),
         })
@@ -237,18 +239,37 @@ async fn apply(
     let mut out = Vec::new();
     let mut per_category: HashMap<String, usize> = HashMap::new();
     let mut seen = HashSet::new();
+    // A candidate whose category (as the model knew it) is already full, or
+    // is not the one asked for, is skipped without reading its product.
+    let hinted_out = |c: &Candidate, per_category: &HashMap<String, usize>| {
+        c.category_hint.as_deref().is_some_and(|k| {
+            rules.category.as_ref().is_some_and(|want| want != k)
+                || per_category.get(k).copied().unwrap_or(0) >= rules.per_category
+        })
+    };
+    let mut read_to = 0;
     for (i, c) in candidates.iter().enumerate() {
         if out.len() >= limit {
             break;
         }
-        if rules.exclude.contains(&c.product_id) || !seen.insert(c.product_id.as_str()) {
+        if rules.exclude.contains(&c.product_id)
+            || hinted_out(c, &per_category)
+            || !seen.insert(c.product_id.as_str())
+        {
             continue;
         }
-        if i % READ_AHEAD == 0 {
-            let ahead: Vec<&str> = candidates[i..(i + READ_AHEAD).min(candidates.len())]
-                .iter()
-                .map(|c| c.product_id.as_str())
-                .collect();
+        if i >= read_to {
+            // Read this product and the next few that may be kept, at once.
+            let mut ahead = Vec::with_capacity(READ_AHEAD);
+            let mut j = i;
+            while j < candidates.len() && ahead.len() < READ_AHEAD {
+                let d = &candidates[j];
+                if !rules.exclude.contains(&d.product_id) && !hinted_out(d, &per_category) {
+                    ahead.push(d.product_id.as_str());
+                }
+                j += 1;
+            }
+            read_to = j;
             reads.products(state, &ahead).await?;
         }
         // Deleted products are gone from the catalogue.
@@ -306,10 +327,22 @@ async fn recommend(
     let mut items: Vec<RecommendedItem> = Vec::new();
     let mut rules = rules;
     if let Some(t) = &model {
-        // Ranking scores every candidate whatever the cut, so take them all
-        // at once: the rules then read products only until `limit` are kept.
-        let cands = recs::rank(t, history, MAX_CANDIDATES, &rules.exclude);
-        items = apply(state, cands, &rules, limit, &mut reads).await?;
+        // Ranking scores every candidate whatever the cut, so rank once;
+        // the rules go through a growing prefix until `limit` are kept
+        // (what they read is kept in `reads`, so going again is cheap).
+        let ranked = recs::rank(t, history, MAX_CANDIDATES, &rules.exclude);
+        let mut want = (limit * 4 + 20).min(ranked.len());
+        loop {
+            let cands = ranked[..want]
+                .iter()
+                .map(|s| recs::candidate(t, s))
+                .collect();
+            items = apply(state, cands, &rules, limit, &mut reads).await?;
+            if items.len() >= limit || want == ranked.len() {
+                break;
+            }
+            want = (want * 4).min(ranked.len());
+        }
     }
     for kept in &items {
         rules.exclude.insert(kept.product_id.clone());
@@ -627,6 +660,7 @@ pub async fn trending(
         .into_iter()
         .map(|(id, c)| Candidate {
             product_id: id,
+            category_hint: None,
             score: ratio(
                 (c.purchases * 10 + c.basket_adds * 3 + c.views) as f64,
                 total,
