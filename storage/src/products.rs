@@ -117,6 +117,27 @@ impl Products {
             .transpose()
     }
 
+    /// The newest `limit` products of a category, newest first (product ids
+    /// are time-ordered UUIDv7s, and the category copies are keyed by id).
+    pub async fn newest_in_category(
+        &self,
+        category: &str,
+        limit: usize,
+    ) -> Result<Vec<Product>, StoreError> {
+        let query = Query {
+            limit,
+            descending: true,
+            ..Query::default()
+        };
+        self.store
+            .query(Table::Products, &format!("category#{category}"), &query)
+            .await?
+            .items
+            .into_iter()
+            .map(from_item)
+            .collect()
+    }
+
     /// One page of products, oldest first. `cursor` is the last id of the
     /// previous page.
     pub async fn list(

@@ -575,3 +575,48 @@ async fn enough_new_events_retrain_the_model() {
     .await;
     app.stop().await;
 }
+
+/// Cold start: a product with no interactions is found from its category,
+/// newest first — also in a category larger than the 100 products the
+/// fallback looks at.
+#[tokio::test]
+async fn a_new_product_is_found_by_its_category() {
+    let app = Env::new(Backend::Embedded)
+        .set("SHOPSTREAM_RECOMMENDER_TRAIN_SECS", "0")
+        .set("SHOPSTREAM_SEED_DEMO_CATALOGUE", "false")
+        .start()
+        .await;
+    let admin = app.admin_token().await;
+    let mut lamps = Vec::new();
+    for k in 0..104 {
+        lamps.push(product_in(&app, &admin, &format!("LAMP-{k}"), "lamps").await);
+    }
+    let newest = product_in(&app, &admin, "LAMP-NEW", "lamps").await;
+    // In stock: an old lamp (among the first 100) and the new one.
+    post_events(
+        &app,
+        &admin,
+        json!([adjust(&lamps[1], 5), adjust(&newest, 5)]),
+    )
+    .await;
+    eventually("the new lamp among the similar items", || {
+        let (app, lamps, newest) = (&app, &lamps, &newest);
+        async move {
+            let r = app
+                .get(&format!("/api/products/{}/similar?limit=5", lamps[0]))
+                .await;
+            let first = &r.body["items"][0];
+            if r.status == StatusCode::OK
+                && ids(&r.body) == [newest.clone()]
+                && first["source"] == "category"
+                && first["reason"] == "new in lamps"
+            {
+                Ok(())
+            } else {
+                Err(r.text)
+            }
+        }
+    })
+    .await;
+    app.stop().await;
+}

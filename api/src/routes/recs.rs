@@ -128,28 +128,17 @@ async fn popular(state: &AppState) -> ApiResult<Vec<Candidate>> {
     Ok(out)
 }
 
-/// Products of a category, nearest in price first: how a product with no
-/// interactions yet is found.
+/// The category's 100 newest products, nearest in price first (newest
+/// first without a price): how a product with no interactions yet is found.
 async fn in_category(
     state: &AppState,
     category: &str,
     price: Option<rust_decimal::Decimal>,
 ) -> ApiResult<Vec<Candidate>> {
-    let (mut list, _) = state
-        .products
-        .list(
-            &storage::products::ProductFilter {
-                category: Some(category.to_owned()),
-                supplier_id: None,
-            },
-            100,
-            None,
-        )
-        .await?;
+    let mut list = state.products.newest_in_category(category, 100).await?;
     if let Some(p) = price {
+        // Stable: equally near, the newer first.
         list.sort_by_key(|x| (x.price.amount() - p).abs());
-    } else {
-        list.sort_by_key(|x| std::cmp::Reverse(x.created_at));
     }
     Ok(list
         .into_iter()
