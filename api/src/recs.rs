@@ -116,6 +116,10 @@ impl Recs {
         metrics::gauge!("shopstream_model_training_seconds").set(t.training_ms as f64 / 1000.0);
         metrics::gauge!("shopstream_model_items").set(t.items.len() as f64);
         metrics::gauge!("shopstream_model_interactions").set(t.interactions as f64);
+        if let Some(v) = &t.report.validation {
+            metrics::gauge!("shopstream_model_validation_ndcg_at_10").set(v.ndcg_at_10);
+            metrics::gauge!("shopstream_model_validation_hr_at_10").set(v.hr_at_10);
+        }
     }
 
     /// Loads the persisted model, if any; true when one was loaded.

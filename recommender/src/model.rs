@@ -462,6 +462,67 @@ pub struct TrainingReport {
     pub learned: bool,
     /// The learned weight of each feature (on standardised features).
     pub weights: Vec<(String, f32)>,
+    /// The ranker's offline metrics inside the training log.
+    #[serde(default)]
+    pub validation: Option<Validation>,
+}
+
+/// HR@10 and NDCG@10 of the ranker (over the sources fitted on the first
+/// four fifths of the training log) on later interactions, each given only
+/// what came before it — the protocol of docs/evaluation.md, inside the
+/// training data. Targets are ones the ranker was not trained on, unless
+/// the log was too small to leave any (`in_sample`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Validation {
+    pub targets: usize,
+    #[serde(rename = "hr@10")]
+    pub hr_at_10: f64,
+    #[serde(rename = "ndcg@10")]
+    pub ndcg_at_10: f64,
+    pub in_sample: bool,
+}
+
+/// Scores `m` on the interactions at `targets` (indices into
+/// `train[split..]`), each given the user's history before it.
+fn validate(
+    m: &Hybrid,
+    train: &[Interaction],
+    split: usize,
+    targets: &HashSet<usize>,
+    in_sample: bool,
+) -> Validation {
+    let mut history: HashMap<u32, Vec<u32>> = HashMap::new();
+    for i in &train[..split] {
+        history.entry(i.user).or_default().push(i.item);
+    }
+    let (mut n, mut hits, mut ndcg) = (0usize, 0f64, 0f64);
+    for (k, i) in train[split..].iter().enumerate() {
+        let list = history.entry(i.user).or_default();
+        if targets.contains(&k) {
+            n += 1;
+            let seen: HashSet<u32> = if m.repeats {
+                HashSet::new()
+            } else {
+                list.iter().copied().collect()
+            };
+            if let Some(pos) = m
+                .rank(list, 10, &|c| seen.contains(&c))
+                .iter()
+                .position(|s| s.item == i.item)
+            {
+                hits += 1.0;
+                ndcg += 1.0 / ((pos + 2) as f64).log2();
+            }
+        }
+        list.push(i.item);
+    }
+    let d = n.max(1) as f64;
+    Validation {
+        targets: n,
+        hr_at_10: hits / d,
+        ndcg_at_10: ndcg / d,
+        in_sample,
+    }
 }
 
 /// The training log split at a time cut, never inside a group of
@@ -567,6 +628,7 @@ impl Hybrid {
                     .zip(&weights)
                     .map(|(n, w)| ((*n).to_owned(), *w))
                     .collect(),
+                validation: None,
             };
             return Ok((
                 Self {
@@ -618,6 +680,35 @@ impl Hybrid {
         let weights: Vec<f32> = fitted.params().iter().map(|&w| (sign * w) as f32).collect();
         let intercept = (sign * fitted.intercept()) as f32;
 
+        progress("validating the ranker on later interactions");
+        // Up to 1,000 eligible targets the ranker did not train on, spread
+        // evenly; a log too small to leave any is validated in sample.
+        let unseen: Vec<usize> = eligible
+            .iter()
+            .copied()
+            .filter(|k| !chosen.contains(k))
+            .collect();
+        let (pool, in_sample) = if unseen.is_empty() {
+            (eligible.clone(), true)
+        } else {
+            (unseen, false)
+        };
+        let every = (pool.len() as f64 / 1000.0).max(1.0);
+        let held: HashSet<usize> = (0..pool.len().min(1000))
+            .map(|k| pool[(k as f64 * every) as usize])
+            .collect();
+        let early_model = Self {
+            sources: early,
+            mean: mean.clone(),
+            scale: scale.clone(),
+            weights: weights.clone(),
+            intercept,
+            repeats: cfg.repeats,
+            cfg: Some(cfg.clone()),
+        };
+        let validation = validate(&early_model, train, split, &held, in_sample);
+        drop(early_model);
+
         progress("refitting candidate sources on everything");
         let sources = Sources::fit(train, items, &cfg);
         let report = TrainingReport {
@@ -630,6 +721,7 @@ impl Hybrid {
                 .zip(&weights)
                 .map(|(n, w)| ((*n).to_owned(), *w))
                 .collect(),
+            validation: Some(validation),
         };
         Ok((
             Self {
@@ -816,6 +908,61 @@ mod tests {
         let r = m.rank(&[4], 10, &|i| i == 5);
         assert!(r.iter().all(|s| s.item != 5));
         assert_eq!(r.len(), 9);
+        // Validated on later interactions: chains are predictable, so the
+        // next item is nearly always ranked first, and NDCG can never
+        // exceed HR.
+        let v = report.validation.expect("validated");
+        assert!(v.targets > 0, "{v:?}");
+        assert!(v.hr_at_10 > 0.9 && v.hr_at_10 <= 1.0, "{v:?}");
+        assert!(v.ndcg_at_10 > 0.8 && v.ndcg_at_10 <= v.hr_at_10, "{v:?}");
+    }
+
+    #[test]
+    fn validation_counts_a_hit_at_its_rank() {
+        // Users 0–19 go 1 → 2; user 20 goes 1 → 2 after the cut: with 1 in
+        // its history, 2 is what follows — the first item, so HR = NDCG = 1.
+        let mut log = Vec::new();
+        for u in 0..20u32 {
+            for item in [1, 2] {
+                log.push(Interaction {
+                    user: u,
+                    item,
+                    ts: log.len() as i64,
+                    kind: Kind::View,
+                });
+            }
+        }
+        let split = log.len();
+        log.push(Interaction {
+            user: 20,
+            item: 1,
+            ts: 100,
+            kind: Kind::View,
+        });
+        log.push(Interaction {
+            user: 20,
+            item: 2,
+            ts: 101,
+            kind: Kind::View,
+        });
+        let cfg = Config::default();
+        let m = Hybrid {
+            sources: Sources::fit(&log[..split], 3, &cfg),
+            mean: vec![0.0; N],
+            scale: vec![1.0; N],
+            weights: PRIOR.to_vec(),
+            intercept: 0.0,
+            repeats: false,
+            cfg: Some(cfg),
+        };
+        // Target: the second interaction after the cut (index 1).
+        let v = validate(&m, &log, split, &HashSet::from([1]), false);
+        assert_eq!(v.targets, 1);
+        assert_eq!((v.hr_at_10, v.ndcg_at_10), (1.0, 1.0), "{v:?}");
+        // An item nobody took is never in the list: a miss.
+        log[split + 1].item = 0;
+        let v = validate(&m, &log, split, &HashSet::from([1]), false);
+        assert_eq!((v.hr_at_10, v.ndcg_at_10), (0.0, 0.0), "{v:?}");
     }
 
     #[test]

@@ -95,6 +95,12 @@ async fn recommendations_follow_behaviour_and_the_rules(backend: Backend) {
     let version = info.body["version"].as_str().unwrap().to_owned();
     assert_eq!(info.body["items"], 6, "{}", info.text);
     assert_eq!(info.body["trained"], true);
+    // Its offline metrics: the chains are predictable, so what follows is
+    // ranked high on the later interactions.
+    let v = &info.body["report"]["validation"];
+    assert!(v["targets"].as_u64().unwrap_or(0) > 0, "{}", info.text);
+    let (hr, ndcg) = (v["hr@10"].as_f64().unwrap(), v["ndcg@10"].as_f64().unwrap());
+    assert!(ndcg > 0.5 && ndcg <= hr && hr <= 1.0, "{}", info.text);
 
     // A customer views product 0: their next response leads with 2 (what
     // follows 0), says why, and never offers 0 itself.
