@@ -193,6 +193,25 @@ pub(crate) async fn open_store(settings: &Settings) -> anyhow::Result<Arc<dyn St
     })
 }
 
+/// The store, or `None` when a running server holds the embedded store (the
+/// CLI then goes through that server's API).
+pub(crate) async fn open_store_unless_served(
+    settings: &Settings,
+) -> anyhow::Result<Option<Arc<dyn Store>>> {
+    match open_store(settings).await {
+        Ok(store) => Ok(Some(store)),
+        Err(e)
+            if matches!(
+                e.downcast_ref::<storage::StoreError>(),
+                Some(storage::StoreError::InUse { .. })
+            ) =>
+        {
+            Ok(None)
+        }
+        Err(e) => Err(e),
+    }
+}
+
 /// The outside stream events are published to, if one is configured.
 pub(crate) async fn outside_sink(
     settings: &Settings,

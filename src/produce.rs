@@ -7,9 +7,8 @@ use anyhow::{Context, bail};
 use domain::Event;
 use indicatif::{ProgressBar, ProgressStyle};
 use ingest::EventSink;
-use storage::StoreError;
 
-use crate::{config::Settings, event_sink, open_store, outside_sink};
+use crate::{config::Settings, event_sink, open_store_unless_served, outside_sink};
 
 /// Where produced records go: straight onto the stream, or through a running
 /// server's `POST /api/events` (when that server holds the embedded store).
@@ -34,14 +33,8 @@ impl Sender {
                 // An outside stream needs no store: records go straight to it.
                 return Ok(Self::Direct(sink));
             }
-            match open_store(settings).await {
-                Ok(store) => return Ok(Self::Direct(event_sink(settings, &store).await?)),
-                Err(e)
-                    if matches!(
-                        e.downcast_ref::<StoreError>(),
-                        Some(StoreError::InUse { .. })
-                    ) => {}
-                Err(e) => return Err(e),
+            if let Some(store) = open_store_unless_served(settings).await? {
+                return Ok(Self::Direct(event_sink(settings, &store).await?));
             }
         }
         let Some(token) = token else {

@@ -7,9 +7,8 @@ use std::{sync::Arc, time::Duration};
 
 use anyhow::{Context, bail};
 use indicatif::{ProgressBar, ProgressStyle};
-use storage::StoreError;
 
-use crate::{config::Settings, open_store};
+use crate::{config::Settings, open_store_unless_served};
 
 pub async fn run(
     settings: &Settings,
@@ -21,37 +20,29 @@ pub async fn run(
             .unwrap_or_else(|_| ProgressStyle::default_spinner()),
     );
     bar.enable_steady_tick(Duration::from_millis(120));
-    if url.is_none() {
-        match open_store(settings).await {
-            Ok(store) => {
-                let recs = api::recs::Recs::new(
-                    store,
-                    crate::blobs(settings).await,
-                    settings.recommender_history_hours,
-                );
-                let b = bar.clone();
-                let t = recs
-                    .train(Arc::new(move |phase: &str| b.set_message(phase.to_owned())))
-                    .await;
-                bar.finish_and_clear();
-                let t = t?;
-                println!(
-                    "model {} trained on {} interactions ({} customers and sessions, {} items) in {} ms; saved",
-                    t.version,
-                    t.interactions,
-                    t.subjects,
-                    t.items.len(),
-                    t.training_ms
-                );
-                return Ok(());
-            }
-            Err(e)
-                if matches!(
-                    e.downcast_ref::<StoreError>(),
-                    Some(StoreError::InUse { .. })
-                ) => {}
-            Err(e) => return Err(e),
-        }
+    if url.is_none()
+        && let Some(store) = open_store_unless_served(settings).await?
+    {
+        let recs = api::recs::Recs::new(
+            store,
+            crate::blobs(settings).await,
+            settings.recommender_history_hours,
+        );
+        let b = bar.clone();
+        let t = recs
+            .train(Arc::new(move |phase: &str| b.set_message(phase.to_owned())))
+            .await;
+        bar.finish_and_clear();
+        let t = t?;
+        println!(
+            "model {} trained on {} interactions ({} customers and sessions, {} items) in {} ms; saved",
+            t.version,
+            t.interactions,
+            t.subjects,
+            t.items.len(),
+            t.training_ms
+        );
+        return Ok(());
     }
     let Some(token) = token else {
         bail!(

@@ -227,6 +227,17 @@ fn embed(users: &[(u32, Vec<u32>)], count: &[f32], cfg: &Config) -> Vec<Vec<(u32
     out
 }
 
+/// An item's neighbour list in one source (empty for an item it lacks).
+fn neighbours(list: &[Vec<(u32, f32)>], item: u32) -> &[(u32, f32)] {
+    list.get(item as usize).map_or(&[], Vec::as_slice)
+}
+
+/// The neighbours a request takes from one source for one history item.
+fn top<'a>(list: &'a [Vec<(u32, f32)>], item: u32, cfg: &Config) -> &'a [(u32, f32)] {
+    let n = neighbours(list, item);
+    &n[..n.len().min(cfg.per_source)]
+}
+
 impl Sources {
     pub fn fit(train: &[Interaction], items: usize, cfg: &Config) -> Self {
         let mut by_user: HashMap<u32, Vec<u32>> = HashMap::new();
@@ -326,7 +337,7 @@ impl Sources {
     /// Items most like `item` (co-occurrence, then what follows it).
     pub fn similar(&self, item: u32) -> Vec<(u32, f32)> {
         let mut out: Vec<(u32, f32)> = self.co.get(item as usize).cloned().unwrap_or_default();
-        for &(j, s) in self.next.get(item as usize).map_or(&[][..], |v| &v[..]) {
+        for &(j, s) in neighbours(&self.next, item) {
             if !out.iter().any(|(i, _)| *i == j) {
                 out.push((j, s * 0.5));
             }
@@ -375,34 +386,16 @@ impl Sources {
         };
         for (age, &h) in recent.iter().enumerate() {
             let w = 1.0 / (1.0 + age as f32);
-            for &(c, s) in self
-                .next
-                .get(h as usize)
-                .map_or(&[][..], |v| &v[..])
-                .iter()
-                .take(cfg.per_source)
-            {
+            for &(c, s) in top(&self.next, h, cfg) {
                 add(&mut rows, c, 0, w * s, Reason::After(h));
                 if age == 0 {
                     add(&mut rows, c, 1, s, Reason::After(h));
                 }
             }
-            for &(c, s) in self
-                .co
-                .get(h as usize)
-                .map_or(&[][..], |v| &v[..])
-                .iter()
-                .take(cfg.per_source)
-            {
+            for &(c, s) in top(&self.co, h, cfg) {
                 add(&mut rows, c, 2, w * s, Reason::With(h));
             }
-            for &(c, s) in self
-                .embed
-                .get(h as usize)
-                .map_or(&[][..], |v| &v[..])
-                .iter()
-                .take(cfg.per_source)
-            {
+            for &(c, s) in top(&self.embed, h, cfg) {
                 add(&mut rows, c, 7, w * s, Reason::Like(h));
             }
         }
