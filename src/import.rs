@@ -15,7 +15,7 @@
 //! - `groceries` (`Member_number,Date,itemDescription`): a member's lines on
 //!   one date → one `purchase.completed` by user `gr-MEMBER` at noon UTC
 //!   (order `gr-MEMBER-DATE`, a line per item, quantity = its lines);
-//!   an item → product `00000000-0000-8000-8002-{48-bit FNV-1a of its name}`.
+//!   an item → product `00000000-0000-8000-8002-{low 48 bits of the 64-bit FNV-1a of its name}`.
 //! - `jsonl`: one event envelope per line, sent as it is, in file order.
 //!
 //! Imported MovieLens and Groceries purchases are history, not sales from
