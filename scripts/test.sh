@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
 # The test command: the whole workspace's tests, with the emulators and the
 # Kafka broker they need installed (once, cached) and started on loopback by
-# scripts/with-emulators.sh. Extra arguments go to `cargo test`.
+# scripts/with-emulators.sh; then the browser tests of the storefront and the
+# dashboard (scripts/browser-tests.sh installs Chromium and Playwright).
+# Extra arguments go to `cargo test`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-exec scripts/with-emulators.sh cargo test --workspace --locked "$@"
+scripts/with-emulators.sh cargo test --workspace --locked "$@"
+scripts/browser-tests.sh

@@ -352,6 +352,18 @@ async fn serve(settings: Settings) -> anyhow::Result<()> {
             tracing::info!(products = made, "seeded the demo catalogue");
         }
     }
+    // Stores from before the category list: file every product's category,
+    // once, off the request path.
+    let products = state.products.clone();
+    tokio::spawn(async move {
+        match products.index_categories().await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(categories = n, "indexed the catalogue's categories"),
+            Err(e) => {
+                tracing::warn!(error = %e, "could not index the categories; retried at the next start")
+            }
+        }
+    });
     let listener = tokio::net::TcpListener::bind(settings.listen)
         .await
         .with_context(|| format!("cannot listen on {} (setting `listen`)", settings.listen))?;

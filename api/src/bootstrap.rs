@@ -200,11 +200,29 @@ pub async fn seed_demo_catalogue(state: &AppState) -> anyhow::Result<usize> {
         match state.products.create(&product).await {
             Ok(()) => {
                 made += 1;
-                let event = domain::Event::new(
-                    "bootstrap",
-                    EventPayload::ProductUpserted(Box::new(product)),
-                );
-                state.events.publish(&[event]).await?;
+                // Some stock, so the storefront has something to sell: a
+                // few times the threshold, and the last ones just above it.
+                let on_hand = if threshold <= 3 {
+                    i64::from(threshold) + 1
+                } else {
+                    i64::from(threshold) * 3
+                };
+                let id = product.id;
+                let events = [
+                    domain::Event::new(
+                        "bootstrap",
+                        EventPayload::ProductUpserted(Box::new(product)),
+                    ),
+                    domain::Event::new(
+                        "bootstrap",
+                        EventPayload::StockCounted {
+                            product_id: id,
+                            on_hand,
+                            sequence: 1,
+                        },
+                    ),
+                ];
+                state.events.publish(&events).await?;
             }
             Err(storage::products::ProductError::DuplicateSku(_)) => {}
             Err(e) => return Err(e.into()),

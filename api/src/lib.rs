@@ -12,6 +12,7 @@
 //! - `extract`: the JSON body extractor whose rejections are problems.
 //! - [`bootstrap`]: the first admin and the demo catalogue.
 //! - `openapi`: the OpenAPI document, generated from the handlers.
+//! - [`web`]: the storefront and the operations dashboard, embedded.
 
 pub mod auth;
 pub mod bootstrap;
@@ -21,6 +22,7 @@ mod metrics;
 mod openapi;
 pub mod recs;
 mod routes;
+pub mod web;
 pub mod ws;
 
 use std::{future::Future, sync::Arc, time::Duration};
@@ -154,6 +156,7 @@ pub fn router(state: AppState) -> Router {
         .merge(routes::supplier::router())
         .merge(routes::recs::router())
         .merge(ws::router())
+        .merge(web::router())
         .layer(DefaultBodyLimit::max(state.config.max_body_bytes))
         .layer(middleware::from_fn(metrics::track))
         .layer(TimeoutLayer::with_status_code(

@@ -16,7 +16,7 @@ use crate::routes::{
     paths(
         auth::register, auth::login, auth::refresh,
         me::get_me, me::patch_me, me::delete_me,
-        products::list_products, products::create_product, products::get_product,
+        products::list_products, products::list_categories, products::create_product, products::get_product,
         products::replace_product, products::patch_product, products::delete_product,
         events::collect,
         inventory::get_inventory, inventory::list_inventory,
@@ -25,7 +25,7 @@ use crate::routes::{
         basket::get_basket, basket::add_item, basket::set_item, basket::remove_item, basket::clear_basket,
         orders::checkout, orders::list_orders, orders::get_order, orders::cancel_order, orders::set_status, orders::admin_orders,
         supplier::list_alerts, supplier::ack_alert, supplier::list_products,
-        recs::recommendations, recs::similar, recs::basket_suggestions, recs::trending, recs::model_info, recs::train, recs::attribution,
+        recs::recommendations, recs::similar, recs::bought_together, recs::basket_suggestions, recs::trending, recs::model_info, recs::train, recs::attribution,
         ops::healthz, ops::readyz, ops::metrics, ops::openapi,
     ),
     components(schemas(crate::Problem, domain::Product, domain::Role, domain::user::Address)),

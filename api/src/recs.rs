@@ -37,6 +37,11 @@ pub struct Trained {
     /// ever used to skip; what is served is read live.
     #[serde(default)]
     pub categories: Vec<String>,
+    /// Per item, the items bought with it (in the same order, or by the
+    /// same customer within [`BASKET_GAP_MS`]), best first, with a cosine
+    /// score. Empty in models saved before it existed.
+    #[serde(default)]
+    pub together: Vec<Vec<(u32, f32)>>,
     #[serde(skip)]
     index: HashMap<String, u32>,
     #[serde(skip)]
@@ -289,6 +294,7 @@ pub fn fit(
     }
     let (m, report) = Hybrid::fit(&rows, items.len(), model::Config::default(), progress)
         .map_err(TrainError::Model)?;
+    let together = bought_together(log, &index, items.len());
     let now = OffsetDateTime::now_utc();
     Ok(Trained {
         version: format!("m{}", now.unix_timestamp_nanos() / 1_000_000),
@@ -300,9 +306,89 @@ pub fn fit(
         report,
         model: m,
         categories: Vec::new(),
+        together,
         index: HashMap::new(),
         hints: Vec::new(),
     })
+}
+
+/// Purchases by one subject this close together count as one basket.
+pub const BASKET_GAP_MS: i64 = 60 * 60 * 1000;
+/// Items kept per item in [`Trained::together`].
+const TOGETHER_KEEP: usize = 20;
+/// The most items of one basket that are paired (bounds the work).
+const BASKET_CAP: usize = 50;
+
+/// What is bought together: baskets are one subject's purchases with gaps
+/// under [`BASKET_GAP_MS`]; a pair's score is its basket count over the
+/// geometric mean of the two items' basket counts (cosine).
+fn bought_together(
+    log: &[processors::state::Interaction],
+    index: &HashMap<&str, u32>,
+    items: usize,
+) -> Vec<Vec<(u32, f32)>> {
+    let mut by_subject: HashMap<&str, Vec<(i64, u32)>> = HashMap::new();
+    for r in log.iter().filter(|r| r.kind == interaction::PURCHASE) {
+        if let Some(&i) = index.get(r.product_id.as_str()) {
+            by_subject.entry(&r.subject).or_default().push((r.at, i));
+        }
+    }
+    let mut baskets_of = vec![0u32; items];
+    let mut pairs: HashMap<(u32, u32), u32> = HashMap::new();
+    let mut close = |basket: &mut Vec<u32>| {
+        basket.sort_unstable();
+        basket.dedup();
+        basket.truncate(BASKET_CAP);
+        for (k, &a) in basket.iter().enumerate() {
+            baskets_of[a as usize] += 1;
+            for &b in &basket[k + 1..] {
+                *pairs.entry((a, b)).or_default() += 1;
+            }
+        }
+        basket.clear();
+    };
+    for buys in by_subject.values_mut() {
+        buys.sort_unstable();
+        let mut basket = Vec::new();
+        let mut last = None;
+        for &(at, i) in buys.iter() {
+            if last.is_some_and(|l| at - l > BASKET_GAP_MS) {
+                close(&mut basket);
+            }
+            basket.push(i);
+            last = Some(at);
+        }
+        close(&mut basket);
+    }
+    let mut out = vec![Vec::new(); items];
+    for ((a, b), n) in pairs {
+        let score = n as f32 / ((baskets_of[a as usize] * baskets_of[b as usize]) as f32).sqrt();
+        out[a as usize].push((b, score));
+        out[b as usize].push((a, score));
+    }
+    for l in &mut out {
+        l.sort_by(|x, y| y.1.total_cmp(&x.1).then(x.0.cmp(&y.0)));
+        l.truncate(TOGETHER_KEEP);
+    }
+    out
+}
+
+/// Items bought together with one product, from the model.
+pub fn bought_with(t: &Trained, product_id: &str) -> Vec<Candidate> {
+    let Some(i) = t.item(product_id) else {
+        return Vec::new();
+    };
+    t.together
+        .get(i as usize)
+        .into_iter()
+        .flatten()
+        .map(|&(j, s)| Candidate {
+            product_id: t.items[j as usize].clone(),
+            category_hint: t.hints.get(j as usize).cloned().flatten(),
+            score: s,
+            reason: Why::Bought(product_id.to_owned()),
+        })
+        .collect()
 }
 
 /// A candidate before the live rules: product id, score, reason.
@@ -323,6 +409,8 @@ pub enum Why {
     With(String),
     /// Near it in the learned embedding.
     Like(String),
+    /// Bought in the same basket as it.
+    Bought(String),
     Again,
     Popular,
     Category(String),
@@ -334,6 +422,7 @@ impl Why {
             Why::After(_) => "sequence",
             Why::With(_) => "co-occurrence",
             Why::Like(_) => "embedding",
+            Why::Bought(_) => "bought-together",
             Why::Again => "repeat",
             Why::Popular => "popularity",
             Why::Category(_) => "category",
@@ -411,4 +500,52 @@ pub fn history_of(profile: &processors::state::Profile) -> (Vec<String>, HashSet
         touches.into_iter().map(|(_, p)| p.to_owned()).collect(),
         bought,
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn buy(subject: &str, product: &str, minutes: i64) -> processors::state::Interaction {
+        processors::state::Interaction {
+            subject: subject.into(),
+            product_id: product.into(),
+            kind: interaction::PURCHASE,
+            at: minutes * 60_000,
+        }
+    }
+
+    #[test]
+    fn baskets_are_a_customers_purchases_close_together() {
+        let log = vec![
+            // u1 buys a and b together, and c a day later (another basket).
+            buy("u1", "a", 0),
+            buy("u1", "b", 0),
+            buy("u1", "c", 24 * 60),
+            // u2 buys a and b twenty minutes apart: one basket.
+            buy("u2", "a", 0),
+            buy("u2", "b", 20),
+            // u3 buys a and c; a view is not a purchase.
+            buy("u3", "a", 0),
+            buy("u3", "c", 1),
+            processors::state::Interaction {
+                kind: interaction::VIEW,
+                ..buy("u3", "b", 2)
+            },
+        ];
+        let names = ["a", "b", "c"];
+        let index: HashMap<&str, u32> = names
+            .iter()
+            .enumerate()
+            .map(|(i, n)| (*n, i as u32))
+            .collect();
+        let t = bought_together(&log, &index, 3);
+        // a: 3 baskets, b: 2, c: 2 (u1's later basket holds c alone).
+        // a–b: 2 baskets → 2/√6; a–c: 1 → 1/√6; b–c: none.
+        assert_eq!(t[0].iter().map(|x| x.0).collect::<Vec<_>>(), vec![1, 2]);
+        assert!((t[0][0].1 - 2.0 / 6f32.sqrt()).abs() < 1e-6);
+        assert!((t[0][1].1 - 1.0 / 6f32.sqrt()).abs() < 1e-6);
+        assert_eq!(t[1], vec![(0, t[0][0].1)]);
+        assert_eq!(t[2], vec![(0, t[0][1].1)]);
+    }
 }

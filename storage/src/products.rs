@@ -25,6 +25,18 @@ fn by_supplier(supplier: &str, id: ProductId) -> Key {
 fn sku_marker(sku: &str) -> Key {
     Key::new(format!("sku#{sku}"), "sku")
 }
+/// The partition naming every category a product was ever filed under.
+const CATEGORIES: &str = "categories";
+fn category_marker(category: &str) -> Key {
+    Key::new(CATEGORIES, category)
+}
+/// Set once every existing product's category is in [`CATEGORIES`].
+fn categories_indexed() -> Key {
+    Key::new("categories#indexed", "v1")
+}
+/// How many products one search request reads at most before it answers
+/// with what it found and a cursor to read on from.
+pub const SEARCH_SCAN: usize = 1000;
 
 /// Why a catalogue write was refused.
 #[derive(Debug, thiserror::Error)]
@@ -44,6 +56,23 @@ pub enum ProductError {
 pub struct ProductFilter {
     pub category: Option<String>,
     pub supplier_id: Option<String>,
+    /// Only products whose name contains this, ignoring case (lowercase).
+    pub name_contains: Option<String>,
+}
+
+impl ProductFilter {
+    fn keeps(&self, p: &Product) -> bool {
+        (self.supplier_id.is_none() || p.supplier_id == self.supplier_id)
+            && self
+                .name_contains
+                .as_deref()
+                .is_none_or(|q| p.name.to_lowercase().contains(q))
+    }
+}
+
+#[derive(serde::Serialize, serde::Deserialize)]
+struct CategoryMarker {
+    name: String,
 }
 
 #[derive(Clone, Debug)]
@@ -73,6 +102,11 @@ impl Products {
         if let Some(s) = &p.supplier_id {
             out.push((by_supplier(s, p.id), to_item(&by_supplier(s, p.id), p)?));
         }
+        let marker = category_marker(&p.category);
+        let name = CategoryMarker {
+            name: p.category.clone(),
+        };
+        out.push((marker.clone(), to_item(&marker, &name)?));
         Ok(out)
     }
 
@@ -159,16 +193,21 @@ impl Products {
         let mut products = Vec::with_capacity(limit);
         // Filtering by both category and supplier reads the category partition
         // and keeps the supplier's products, page after page until one is full.
+        // A name search reads at most SEARCH_SCAN products, then answers with
+        // what it found and a cursor where it stopped.
+        let mut scanned = 0;
         loop {
             let page = self.store.query(Table::Products, &pk, &query).await?;
+            scanned += page.items.len();
             for item in page.items {
                 let p: Product = from_item(item)?;
-                if filter.supplier_id.is_none() || p.supplier_id == filter.supplier_id {
+                if filter.keeps(&p) {
                     products.push(p);
                 }
             }
+            let budget_left = filter.name_contains.is_none() || scanned < SEARCH_SCAN;
             match page.cursor {
-                Some(c) if products.len() < limit => query.cursor = Some(c),
+                Some(c) if products.len() < limit && budget_left => query.cursor = Some(c),
                 other => {
                     let next = if products.len() > limit {
                         products.truncate(limit);
@@ -179,8 +218,84 @@ impl Products {
                     return Ok((products, next));
                 }
             }
-            query.limit = limit - products.len();
+            query.limit = if filter.name_contains.is_some() {
+                100.min(SEARCH_SCAN - scanned)
+            } else {
+                limit - products.len()
+            };
         }
+    }
+
+    /// Every category with at least one product, in name order.
+    pub async fn categories(&self) -> Result<Vec<String>, StoreError> {
+        let mut names = Vec::new();
+        let mut query = Query::default();
+        loop {
+            let page = self
+                .store
+                .query(Table::Products, CATEGORIES, &query)
+                .await?;
+            for item in page.items {
+                names.push(from_item::<CategoryMarker>(item)?.name);
+            }
+            match page.cursor {
+                Some(c) => query.cursor = Some(c),
+                None => break,
+            }
+        }
+        // A category whose last product was deleted or moved keeps its
+        // marker; it is left out here.
+        let one = Query {
+            limit: 1,
+            ..Query::default()
+        };
+        let pages = futures::future::join_all(names.iter().map(|n| {
+            let pk = format!("category#{n}");
+            let one = &one;
+            async move { self.store.query(Table::Products, &pk, one).await }
+        }))
+        .await;
+        let mut out = Vec::with_capacity(names.len());
+        for (name, page) in names.into_iter().zip(pages) {
+            if !page?.items.is_empty() {
+                out.push(name);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Files every product's category in the category list, once per store
+    /// (products written before the list existed). Reads the whole
+    /// catalogue: run it off the request path.
+    pub async fn index_categories(&self) -> Result<usize, StoreError> {
+        if self
+            .store
+            .get(Table::Products, &categories_indexed())
+            .await?
+            .is_some()
+        {
+            return Ok(0);
+        }
+        let mut seen = std::collections::BTreeSet::new();
+        let mut query = Query::default();
+        loop {
+            let page = self.store.query(Table::Products, CANONICAL, &query).await?;
+            for item in page.items {
+                seen.insert(from_item::<Product>(item)?.category);
+            }
+            match page.cursor {
+                Some(c) => query.cursor = Some(c),
+                None => break,
+            }
+        }
+        for name in &seen {
+            let key = category_marker(name);
+            let item = to_item(&key, &CategoryMarker { name: name.clone() })?;
+            self.store.put(Table::Products, item, None).await?;
+        }
+        let flag = to_item(&categories_indexed(), &serde_json::json!({"done": true}))?;
+        self.store.put(Table::Products, flag, None).await?;
+        Ok(seen.len())
     }
 
     /// Replaces `old` with `new` (same id), if `old` is still the current

@@ -172,3 +172,48 @@ fn the_localstack_hook_creates_what_init_creates() {
     assert!(compose.contains("SHOPSTREAM_KINESIS_STREAM: shopstream-events"));
     assert!(compose.contains("./localstack/init-aws.sh:/etc/localstack/init/ready.d/"));
 }
+
+/// The storefront and the dashboard come from the binary itself, with
+/// caching headers and a strict Content-Security-Policy.
+#[tokio::test]
+async fn the_web_pages_are_served_with_caching_and_a_strict_policy() {
+    let app = Env::new(Backend::Embedded).start().await;
+    for (path, kind) in [
+        ("/", "text/html"),
+        ("/dashboard", "text/html"),
+        ("/assets/shop.js", "text/javascript"),
+        ("/assets/dashboard.js", "text/javascript"),
+        ("/assets/style.css", "text/css"),
+    ] {
+        let r = app.http.get(app.url(path)).send().await.unwrap();
+        assert_eq!(r.status(), StatusCode::OK, "{path}");
+        let h = r.headers().clone();
+        assert!(h["content-type"].to_str().unwrap().starts_with(kind), "{path}");
+        let csp = h["content-security-policy"].to_str().unwrap();
+        for rule in ["default-src 'none'", "script-src 'self'", "frame-ancestors 'none'"] {
+            assert!(csp.contains(rule), "{path}: {csp}");
+        }
+        assert!(!csp.contains("unsafe-inline") && !csp.contains("unsafe-eval"));
+        assert_eq!(h["x-content-type-options"], "nosniff");
+        assert_eq!(h["cache-control"], "no-cache");
+        // Revalidation: the same ETag answers 304 without a body.
+        let etag = h["etag"].to_str().unwrap().to_owned();
+        let again = app
+            .http
+            .get(app.url(path))
+            .header("if-none-match", &etag)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(again.status(), StatusCode::NOT_MODIFIED, "{path}");
+        assert!(again.bytes().await.unwrap().is_empty());
+    }
+    let page = app.http.get(app.url("/")).send().await.unwrap();
+    let html = page.text().await.unwrap();
+    assert!(html.contains(r#"<script type="module" src="/assets/shop.js">"#));
+    for missing in ["/assets/nope.js", "/assets/../Cargo.toml", "/assets//style.css"] {
+        let r = app.http.get(app.url(missing)).send().await.unwrap();
+        assert_eq!(r.status(), StatusCode::NOT_FOUND, "{missing}");
+    }
+    app.stop().await;
+}

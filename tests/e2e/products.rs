@@ -221,6 +221,89 @@ async fn listing_pages_and_filters(backend: Backend) {
     app.stop().await;
 }
 
+/// `GET /api/categories` and the name search behind the storefront.
+async fn categories_and_search(backend: Backend) {
+    let env = Env::new(backend);
+    let app = env.start().await;
+    let admin = app.admin_token().await;
+    let names = [
+        ("LAMP-1", "Desk Lamp", "home"),
+        ("LAMP-2", "Floor lamp", "home"),
+        ("MUG-1", "Enamel mug", "kitchen"),
+        ("TEE-1", "Lamplighter tee", "shirts"),
+    ];
+    let mut ids = Vec::new();
+    for (sku, name, category) in names {
+        let mut p = product(sku);
+        p["name"] = json!(name);
+        p["category"] = json!(category);
+        let r = create(&app, &admin, p).await;
+        assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
+        ids.push(r.body["id"].as_str().unwrap().to_owned());
+    }
+    let categories = app.get("/api/categories").await;
+    assert_eq!(categories.status, StatusCode::OK, "{}", categories.text);
+    assert_eq!(categories.body, json!(["home", "kitchen", "shirts"]));
+
+    let search = |q: &str| {
+        let app = &app;
+        let q = q.to_owned();
+        async move {
+            let r = app.get(&format!("/api/products?{q}")).await;
+            assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+            r.body["items"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|p| p["sku"].as_str().unwrap().to_owned())
+                .collect::<Vec<_>>()
+        }
+    };
+    // Any case, anywhere in the name; with a category; paged.
+    assert_eq!(search("q=LAMP").await, ["LAMP-1", "LAMP-2", "TEE-1"]);
+    assert_eq!(search("q=lamp&category=home").await, ["LAMP-1", "LAMP-2"]);
+    assert_eq!(search("q=%20mug%20").await, ["MUG-1"]);
+    assert!(search("q=sofa").await.is_empty());
+    let first = app.get("/api/products?q=lamp&limit=2").await;
+    assert_eq!(first.body["items"].as_array().unwrap().len(), 2);
+    let cursor = first.body["next_cursor"].as_str().unwrap();
+    assert_eq!(
+        search(&format!("q=lamp&limit=2&cursor={cursor}")).await,
+        ["TEE-1"]
+    );
+    for bad in ["q=", &format!("q={}", "x".repeat(101))] {
+        let r = app.get(&format!("/api/products?{bad}")).await;
+        assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", r.text);
+        assert_eq!(r.problem_fields(), ["q"]);
+    }
+
+    // A category whose last product goes (deleted, or moved) is no longer
+    // listed; a new one is.
+    let r = app
+        .call(
+            Method::DELETE,
+            &format!("/api/products/{}", ids[2]),
+            Some(&admin),
+            None,
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::NO_CONTENT, "{}", r.text);
+    let r = app
+        .call(
+            Method::PATCH,
+            &format!("/api/products/{}", ids[3]),
+            Some(&admin),
+            Some(json!({"category": "lighting"})),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    assert_eq!(
+        app.get("/api/categories").await.body,
+        json!(["home", "lighting"])
+    );
+    app.stop().await;
+}
+
 async fn bad_input_is_refused_with_problems(backend: Backend) {
     let env = Env::new(backend).set("SHOPSTREAM_MAX_BODY_BYTES", "8192");
     let app = env.start().await;
@@ -464,6 +547,7 @@ async fn concurrent_edits_lose_no_update(backend: Backend) {
 on_both_backends!(
     crud_round_trip,
     listing_pages_and_filters,
+    categories_and_search,
     bad_input_is_refused_with_problems,
     concurrent_edits_lose_no_update,
 );

@@ -648,3 +648,94 @@ async fn a_new_product_is_found_by_its_category() {
     .await;
     app.stop().await;
 }
+
+/// "Frequently bought together": what customers bought in one basket, from
+/// the purchases in the training log.
+#[tokio::test]
+async fn bought_together_comes_from_baskets() {
+    let app = Env::new(Backend::Embedded)
+        .set("SHOPSTREAM_RECOMMENDER_TRAIN_SECS", "0")
+        .start()
+        .await;
+    let admin = app.admin_token().await;
+    let mut p = Vec::new();
+    for sku in ["BT-A", "BT-B", "BT-C", "BT-D"] {
+        p.push(product_in(&app, &admin, sku, "kitchen").await);
+    }
+    let stock: Vec<Value> = p.iter().map(|id| adjust(id, 50)).collect();
+    post_events(&app, &admin, Value::Array(stock)).await;
+    // Stock first (it is applied on the products' partitions, purchases on
+    // the customers'), so the sales below are taken from it.
+    for id in &p {
+        eventually("the stock", || async {
+            let r = app.get(&format!("/api/inventory/{id}")).await;
+            (r.body["available"] == 50).then_some(()).ok_or(r.text)
+        })
+        .await;
+    }
+    let order = |n: usize, items: &[&String]| {
+        let lines: Vec<Value> = items
+            .iter()
+            .map(|id| json!({"product_id": id, "quantity": 1, "unit_price": "19.99"}))
+            .collect();
+        json!({"type": "purchase.completed", "source": "e2e", "data": {
+            "order_id": format!("o-{n}"), "user_id": uuid::Uuid::now_v7().to_string(),
+            "lines": lines, "total": format!("{}", 19.99 * items.len() as f64), "currency": "EUR"}})
+    };
+    // A with B twice, A with C once; D only viewed.
+    let events = json!([
+        order(1, &[&p[0], &p[1]]),
+        order(2, &[&p[0], &p[1]]),
+        order(3, &[&p[0], &p[2]]),
+        viewed_by_session(&uuid::Uuid::new_v4().to_string(), &p[3]),
+    ]);
+    post_events(&app, &admin, events).await;
+    train_until(&app, &admin, 7).await;
+
+    let r = app
+        .get(&format!("/api/products/{}/bought-together", p[0]))
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    assert_eq!(ids(&r.body), [p[1].clone(), p[2].clone()], "{}", r.text);
+    let first = &r.body["items"][0];
+    assert_eq!(first["source"], "bought-together");
+    assert_eq!(first["reason"], "often bought with Product BT-A");
+    assert!(
+        first["recommendation_id"]
+            .as_str()
+            .unwrap()
+            .ends_with("~bought-together")
+    );
+    // B was bought with A only; D with nothing.
+    let b = app
+        .get(&format!("/api/products/{}/bought-together", p[1]))
+        .await;
+    assert_eq!(ids(&b.body), [p[0].clone()]);
+    let d = app
+        .get(&format!("/api/products/{}/bought-together", p[3]))
+        .await;
+    assert_eq!(d.status, StatusCode::OK);
+    assert!(ids(&d.body).is_empty(), "{}", d.text);
+    // Out of stock is not offered.
+    post_events(&app, &admin, json!([adjust(&p[1], -48)])).await;
+    eventually("B out of stock", || async {
+        let r = app
+            .get(&format!("/api/products/{}/bought-together", p[0]))
+            .await;
+        (ids(&r.body) == [p[2].clone()]).then_some(()).ok_or(r.text)
+    })
+    .await;
+    let missing = app
+        .get(&format!(
+            "/api/products/{}/bought-together",
+            uuid::Uuid::now_v7()
+        ))
+        .await;
+    assert_eq!(missing.status, StatusCode::NOT_FOUND);
+    let bad = app
+        .get(&format!("/api/products/{}/bought-together?limit=0", p[0]))
+        .await;
+    assert_eq!(bad.status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(bad.problem_fields(), ["limit"]);
+    app.stop().await;
+}

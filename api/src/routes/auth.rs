@@ -117,7 +117,8 @@ async fn issue(state: &AppState, user: &User) -> ApiResult<TokenPair> {
         .issue(user.id, user.role, user.supplier_id.clone(), &refresh_id)
 }
 
-/// Registers a customer.
+/// Registers a customer. Like a login, it folds the anonymous session of
+/// `X-Session-Id` (or the session cookie) into the new user.
 #[utoipa::path(post, path = "/api/auth/register", tag = "auth",
     request_body = RegisterRequest,
     responses(
@@ -127,6 +128,7 @@ async fn issue(state: &AppState, user: &User) -> ApiResult<TokenPair> {
     ))]
 pub async fn register(
     State(state): State<AppState>,
+    headers: axum::http::HeaderMap,
     JsonBody(body): JsonBody,
 ) -> ApiResult<(StatusCode, Json<Registered>)> {
     let mut r = FieldReader::new(&body).map_err(ApiError::Validation)?;
@@ -158,6 +160,8 @@ pub async fn register(
         return Err(ApiError::Validation(errors));
     }
     let user = create_user(&state, email, password, name, Role::Customer, None).await?;
+    // What the visitor browsed and basketed before registering is theirs.
+    merge_session(&state, &headers, &user).await;
     let tokens = issue(&state, &user).await?;
     Ok((
         StatusCode::CREATED,

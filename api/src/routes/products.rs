@@ -26,6 +26,7 @@ use crate::{
 pub fn router() -> Router<AppState> {
     Router::new()
         .route("/api/products", get(list_products).post(create_product))
+        .route("/api/categories", get(list_categories))
         .route(
             "/api/products/{id}",
             get(get_product)
@@ -100,6 +101,13 @@ fn product_error(e: ProductError) -> ApiError {
     }
 }
 
+/// The categories that have products, in name order.
+#[utoipa::path(get, path = "/api/categories", tag = "products",
+    responses((status = 200, body = Vec<String>)))]
+pub async fn list_categories(State(state): State<AppState>) -> ApiResult<Json<Vec<String>>> {
+    Ok(Json(state.products.categories().await?))
+}
+
 /// Lists products, oldest first, a page at a time.
 #[utoipa::path(get, path = "/api/products", tag = "products",
     params(
@@ -107,6 +115,9 @@ fn product_error(e: ProductError) -> ApiError {
         ("cursor" = Option<String>, Query, description = "`next_cursor` of the previous page"),
         ("category" = Option<String>, Query),
         ("supplier_id" = Option<String>, Query),
+        ("q" = Option<String>, Query, description = "only products whose name contains this (any case). \
+            A search reads at most 1,000 products per request: a page may hold fewer than `limit` \
+            items and still have a `next_cursor` to search on from"),
     ),
     responses((status = 200, body = ProductPage), (status = 422, body = crate::Problem)))]
 pub async fn list_products(
@@ -134,6 +145,13 @@ pub async fn list_products(
             Some(_) => params.errors.push(name, "must be 1 to 64 characters"),
             None => {}
         }
+    }
+    match params.take("q") {
+        Some(v) if !v.trim().is_empty() && v.chars().count() <= 100 => {
+            filter.name_contains = Some(v.trim().to_lowercase());
+        }
+        Some(_) => params.errors.push("q", "must be 1 to 100 characters"),
+        None => {}
     }
     params.finish()?;
     let (items, next) = state.products.list(&filter, limit, cursor).await?;

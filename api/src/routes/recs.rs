@@ -29,6 +29,7 @@ pub fn router() -> Router<AppState> {
     Router::new()
         .route("/api/recommendations", get(recommendations))
         .route("/api/products/{id}/similar", get(similar))
+        .route("/api/products/{id}/bought-together", get(bought_together))
         .route("/api/basket/suggestions", get(basket_suggestions))
         .route("/api/trending", get(trending))
         .route("/api/admin/model", get(model_info))
@@ -52,8 +53,8 @@ pub struct RecommendedItem {
     pub score: f32,
     /// A short reason for a person.
     pub reason: String,
-    /// The source behind it: `sequence`, `co-occurrence`, `repeat`,
-    /// `popularity` or `category`.
+    /// The source behind it: `sequence`, `co-occurrence`, `embedding`,
+    /// `bought-together`, `repeat`, `popularity` or `category`.
     pub source: String,
     /// The response's id with this item's source
     /// (`{version}~{uuid}~{source}`): send it back on the events that
@@ -280,6 +281,7 @@ async fn apply(
             Why::After(x) => format!("viewed after {}", reads.name(state, x).await),
             Why::With(x) => format!("viewed together with {}", reads.name(state, x).await),
             Why::Like(x) => format!("similar to {}", reads.name(state, x).await),
+            Why::Bought(x) => format!("often bought with {}", reads.name(state, x).await),
             Why::Again => "you bought it before".to_owned(),
             Why::Popular => "popular right now".to_owned(),
             Why::Category(k) => format!("new in {k}"),
@@ -464,7 +466,7 @@ pub async fn recommendations(
             .list(
                 &storage::products::ProductFilter {
                     category: Some(k.clone()),
-                    supplier_id: None,
+                    ..Default::default()
                 },
                 1,
                 None,
@@ -574,6 +576,45 @@ pub async fn similar(
     .increment(1);
     let fallback = model.is_none().then_some("category");
     Ok(Json(answer(&state, model.as_deref(), fallback, items)))
+}
+
+/// What customers bought together with a product (in one order, or one
+/// customer's purchases within an hour), as of the last training; in stock
+/// and not deleted. Empty until such purchases exist: no fallback.
+#[utoipa::path(get, path = "/api/products/{id}/bought-together", tag = "recommendations",
+    params(("id" = String, Path), ("limit" = Option<usize>, Query)),
+    responses((status = 200, body = Recommendations), (status = 404, body = crate::Problem), (status = 422, body = crate::Problem)))]
+pub async fn bought_together(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    RawQuery(q): RawQuery,
+) -> ApiResult<Json<Recommendations>> {
+    let mut p = Params::parse(q.as_deref())?;
+    let limit = p.limit();
+    p.finish()?;
+    let pid = id
+        .parse::<ProductId>()
+        .map_err(|_| ApiError::NotFound("product"))?;
+    state
+        .products
+        .get(pid)
+        .await?
+        .ok_or(ApiError::NotFound("product"))?;
+    let model = state.recs.current();
+    let mut reads = Reads::default();
+    let rules = Rules {
+        exclude: HashSet::from([id.clone()]),
+        category: None,
+        per_category: limit,
+    };
+    let items = match &model {
+        Some(t) => apply(&state, recs::bought_with(t, &id), &rules, limit, &mut reads).await?,
+        None => Vec::new(),
+    };
+    metrics::counter!("shopstream_recommendations_served_total",
+        "endpoint" => "bought-together", "fallback" => "none")
+    .increment(1);
+    Ok(Json(answer(&state, model.as_deref(), None, items)))
 }
 
 /// What goes with the basket: ranked from the basket's items, never one

@@ -151,6 +151,7 @@ pub async fn list_products(
     let filter = ProductFilter {
         category: None,
         supplier_id: Some(supplier),
+        ..ProductFilter::default()
     };
     let (products, next) = state.products.list(&filter, limit, cursor).await?;
     let mut items = Vec::with_capacity(products.len());
