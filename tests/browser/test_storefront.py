@@ -206,3 +206,26 @@ def test_the_storefront_is_usable_with_the_keyboard(page, server):
     page.focus("#qty")
     page.keyboard.press("Enter")
     expect(page.locator("#basket-link .count")).to_have_text("1")
+
+
+def test_the_product_page_stock_changes_live(page, server):
+    candle = server.products()["CANDLE-CEDAR"]
+    server.wait_for("the candle's stock", lambda: server.stock(candle["id"])["available"] == 24)
+    page.goto(f"/#/p/{candle['id']}")
+    expect(page.locator("#stock")).to_have_text("In stock")
+    admin = server.token()
+
+    def adjust(delta):
+        status, body, _ = server.call(
+            "POST", "/api/events",
+            [{"type": "stock.adjusted", "data": {"product_id": candle["id"], "delta": delta, "reason": "sold in shop"}}],
+            token=admin,
+        )
+        assert status == 202, body
+
+    adjust(-21)
+    expect(page.locator("#stock")).to_have_text("Only 3 left")
+    adjust(-3)
+    expect(page.locator("#stock")).to_have_text("Out of stock")
+    adjust(10)
+    expect(page.locator("#stock")).to_have_text("In stock")

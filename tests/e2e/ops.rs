@@ -188,9 +188,16 @@ async fn the_web_pages_are_served_with_caching_and_a_strict_policy() {
         let r = app.http.get(app.url(path)).send().await.unwrap();
         assert_eq!(r.status(), StatusCode::OK, "{path}");
         let h = r.headers().clone();
-        assert!(h["content-type"].to_str().unwrap().starts_with(kind), "{path}");
+        assert!(
+            h["content-type"].to_str().unwrap().starts_with(kind),
+            "{path}"
+        );
         let csp = h["content-security-policy"].to_str().unwrap();
-        for rule in ["default-src 'none'", "script-src 'self'", "frame-ancestors 'none'"] {
+        for rule in [
+            "default-src 'none'",
+            "script-src 'self'",
+            "frame-ancestors 'none'",
+        ] {
             assert!(csp.contains(rule), "{path}: {csp}");
         }
         assert!(!csp.contains("unsafe-inline") && !csp.contains("unsafe-eval"));
@@ -211,7 +218,11 @@ async fn the_web_pages_are_served_with_caching_and_a_strict_policy() {
     let page = app.http.get(app.url("/")).send().await.unwrap();
     let html = page.text().await.unwrap();
     assert!(html.contains(r#"<script type="module" src="/assets/shop.js">"#));
-    for missing in ["/assets/nope.js", "/assets/../Cargo.toml", "/assets//style.css"] {
+    for missing in [
+        "/assets/nope.js",
+        "/assets/../Cargo.toml",
+        "/assets//style.css",
+    ] {
         let r = app.http.get(app.url(missing)).send().await.unwrap();
         assert_eq!(r.status(), StatusCode::NOT_FOUND, "{missing}");
     }

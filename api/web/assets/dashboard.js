@@ -373,7 +373,7 @@ async function productsPage() {
     mount(list, page.items.map((p) => h("tr", { dataset: { product: p.id } },
       h("th", { scope: "row" }, p.name, h("br"), h("small", { class: "mono muted" }, p.sku)),
       h("td", { class: "num" }, money(p.price, p.currency)), h("td", {}, p.category),
-      h("td", { class: "actions" },
+      h("td", {}, h("div", { class: "actions" },
         h("button", { type: "button", class: "secondary", onclick: () => edit(p) }, "Edit"),
         h("button", { type: "button", class: "danger", onclick: async () => {
           if (!confirm(`Delete ${p.name}?`)) return;
@@ -385,7 +385,7 @@ async function productsPage() {
           } catch (e) {
             toast(e.message, "error");
           }
-        } }, "Delete")))));
+        } }, "Delete"))))));
   };
 
   const edit = (p) => {
