@@ -113,10 +113,13 @@ pub struct Settings {
     /// Keep product images in this S3 bucket (unset: `data_dir/images`).
     pub images_bucket: Option<String>,
     /// Where order notifications go: `file` (a file per notification in
-    /// `data_dir/notifications` and a log line) or `ses` (e-mail).
+    /// `data_dir/notifications` and a log line), `ses` (e-mail) or `sns`
+    /// (a message on an SNS topic).
     pub notifier: NotifierKind,
     /// The sender address of e-mailed notifications (verified in SES).
     pub ses_from: Option<String>,
+    /// The topic notifications are published to with `notifier = "sns"`.
+    pub sns_topic_arn: Option<String>,
     /// Retrain the recommender this often, in seconds (0: only on
     /// `POST /api/admin/model/train` or `shopstream train`).
     pub recommender_train_secs: u64,
@@ -137,6 +140,7 @@ pub struct Settings {
 pub enum NotifierKind {
     File,
     Ses,
+    Sns,
 }
 
 impl Default for Settings {
@@ -188,6 +192,7 @@ impl Default for Settings {
             images_bucket: None,
             notifier: NotifierKind::File,
             ses_from: None,
+            sns_topic_arn: None,
             recommender_train_secs: 600,
             recommender_retrain_events: 10_000,
             recommender_history_hours: 30 * 24,

@@ -511,6 +511,13 @@ async fn notifier(settings: &Settings) -> anyhow::Result<Arc<dyn commerce::outbo
                 .context("notifier = \"ses\" needs `ses_from`, the sender address")?;
             Arc::new(commerce::outbox::SesNotifier::from_env(from).await)
         }
+        config::NotifierKind::Sns => {
+            let topic = settings
+                .sns_topic_arn
+                .clone()
+                .context("notifier = \"sns\" needs `sns_topic_arn`, the topic to publish to")?;
+            Arc::new(commerce::outbox::SnsNotifier::from_env(topic).await)
+        }
     })
 }
 

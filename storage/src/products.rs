@@ -244,17 +244,24 @@ impl Products {
             }
         }
         // A category whose last product was deleted or moved keeps its
-        // marker; it is left out here.
-        let one = Query {
-            limit: 1,
-            ..Query::default()
-        };
-        let pages = futures::future::join_all(names.iter().map(|n| {
-            let pk = format!("category#{n}");
-            let one = &one;
-            async move { self.store.query(Table::Products, &pk, one).await }
-        }))
-        .await;
+        // marker; it is left out here (16 categories looked at at a time).
+        use futures::StreamExt;
+        let pages: Vec<Result<crate::Page, StoreError>> =
+            futures::stream::iter(names.iter().cloned().map(|n| {
+                let store = self.store.clone();
+                async move {
+                    let one = Query {
+                        limit: 1,
+                        ..Query::default()
+                    };
+                    store
+                        .query(Table::Products, &format!("category#{n}"), &one)
+                        .await
+                }
+            }))
+            .buffered(16)
+            .collect()
+            .await;
         let mut out = Vec::with_capacity(names.len());
         for (name, page) in names.into_iter().zip(pages) {
             if !page?.items.is_empty() {

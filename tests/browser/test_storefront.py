@@ -41,6 +41,11 @@ def test_a_customer_browses_gets_recommendations_fills_a_basket_pays_and_sees_th
 
     # The catalogue: the demo products, with categories and live stock.
     expect(page.locator("#products .card")).to_have_count(12)
+    # Paging: "More products" fetches the next page with the cursor.
+    total = len(server.products())
+    if total > 12:
+        page.click("#more")
+        expect(page.locator("#products .card")).to_have_count(min(total, 24))
     expect(page.locator("#categories a", has_text="shoes")).to_be_visible()
     expect(page.locator("#products .card", has_text="Classic white tee").locator(".stock")).to_have_text("In stock")
     page.click("#categories a:text('shoes')")

@@ -865,3 +865,83 @@ async fn ses_notifications_and_s3_images() {
     assert_eq!(sent().await, 1, "exactly one confirmation");
     app.stop().await;
 }
+
+/// AWS mode with notifications published to an SNS topic in moto: exactly
+/// one confirmation per paid order.
+#[tokio::test]
+async fn sns_notifications() {
+    let moto = crate::helpers::dynamodb_endpoint();
+    let suffix = uuid::Uuid::new_v4().simple().to_string()[..10].to_owned();
+    let http = reqwest::Client::new();
+    let created = http
+        .post(&moto)
+        .header(
+            "authorization",
+            "AWS4-HMAC-SHA256 Credential=test/20261124/us-east-1/sns/aws4_request, SignedHeaders=host, Signature=0",
+        )
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(format!("Action=CreateTopic&Version=2010-03-31&Name=orders-{suffix}"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let arn = created
+        .split("<TopicArn>")
+        .nth(1)
+        .and_then(|s| s.split("</TopicArn>").next())
+        .unwrap_or_else(|| panic!("no topic created: {created}"))
+        .to_owned();
+    let env = Env::new(Backend::Aws)
+        .set("SHOPSTREAM_NOTIFIER", "sns")
+        .set("SHOPSTREAM_SNS_TOPIC_ARN", &arn);
+    let app = env.start().await;
+    let admin = app.admin_token().await;
+    let id = stocked(&app, &admin, "SNS-1", 3).await;
+    let email = format!("buyer-{suffix}@example.com");
+    let (t, _, _) = app.customer(&email).await;
+    add(&app, &t, &id, 1).await;
+    let r = checkout(&app, &t, "sns", APPROVE).await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
+    let order = r.body["id"].as_str().unwrap().to_owned();
+    let published = || async {
+        let data: Value = http
+            .get(format!("{moto}/moto-api/data.json"))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let topic = data["sns"]["Topic"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|t| t["arn"] == arn.as_str())
+            .cloned()
+            .unwrap_or_default();
+        topic["sent_notifications"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|m| {
+                // (message id, message, subject, attributes, group id)
+                let message: Value =
+                    serde_json::from_str(m[1].as_str().unwrap_or("{}")).unwrap_or_default();
+                message["order_id"] == order.as_str()
+                    && message["kind"] == "order_confirmation"
+                    && message["to"] == email.as_str()
+                    && m[2].as_str().is_some_and(|s| !s.is_empty())
+            })
+            .count()
+    };
+    eventually("the confirmation on the topic", || async {
+        let n = published().await;
+        (n >= 1).then_some(()).ok_or(format!("{n} published"))
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(published().await, 1, "exactly one confirmation");
+    app.stop().await;
+}

@@ -690,7 +690,24 @@ async fn bought_together_comes_from_baskets() {
         viewed_by_session(&uuid::Uuid::new_v4().to_string(), &p[3]),
     ]);
     post_events(&app, &admin, events).await;
-    train_until(&app, &admin, 7).await;
+    // Browsing in sequence by other visitors, an hour ago, so the ranker has
+    // enough to learn from (views do not make baskets).
+    let start = time::OffsetDateTime::now_utc() - time::Duration::hours(1);
+    let mut views = Vec::new();
+    for v in 0..20 {
+        let session = uuid::Uuid::new_v4().to_string();
+        for (k, id) in p.iter().enumerate() {
+            let at = start + time::Duration::seconds(v * 10 + k as i64);
+            let mut e = viewed_by_session(&session, id);
+            e["occurred_at"] = json!(
+                at.format(&time::format_description::well_known::Rfc3339)
+                    .unwrap()
+            );
+            views.push(e);
+        }
+    }
+    post_events(&app, &admin, Value::Array(views)).await;
+    train_until(&app, &admin, 7 + 80).await;
 
     let r = app
         .get(&format!("/api/products/{}/bought-together", p[0]))
