@@ -93,12 +93,21 @@ async fn recommendations_follow_behaviour_and_the_rules(backend: Backend) {
     }
 
     // The training log: 30 sessions view 0 → 2 → 4, 30 view 1 → 3 → 5.
+    // Each view has its own time, so the log (sorted by time) and the model
+    // are the same however the partitions interleave when they are applied.
+    let start = time::OffsetDateTime::now_utc() - time::Duration::minutes(30);
     let mut events = Vec::new();
     for s in 0..60 {
         let session = uuid::Uuid::new_v4().to_string();
         let chain = if s % 2 == 0 { [0, 2, 4] } else { [1, 3, 5] };
-        for k in chain {
-            events.push(viewed_by_session(&session, &p[k]));
+        for (step, k) in chain.into_iter().enumerate() {
+            let at = start + time::Duration::seconds(s * 3 + step as i64);
+            let mut e = viewed_by_session(&session, &p[k]);
+            e["occurred_at"] = json!(
+                at.format(&time::format_description::well_known::Rfc3339)
+                    .unwrap()
+            );
+            events.push(e);
         }
     }
     post_events(&app, &admin, json!(events)).await;
