@@ -362,7 +362,9 @@ fn bought_together(
     }
     let mut out = vec![Vec::new(); items];
     for ((a, b), n) in pairs {
-        let score = n as f32 / ((baskets_of[a as usize] * baskets_of[b as usize]) as f32).sqrt();
+        // In f32: the product of two large basket counts overflows a u32.
+        let score =
+            n as f32 / (baskets_of[a as usize] as f32 * baskets_of[b as usize] as f32).sqrt();
         out[a as usize].push((b, score));
         out[b as usize].push((a, score));
     }
