@@ -380,17 +380,10 @@ pub fn bought_with(t: &Trained, product_id: &str) -> Vec<Candidate> {
     let Some(i) = t.item(product_id) else {
         return Vec::new();
     };
-    t.together
-        .get(i as usize)
-        .into_iter()
-        .flatten()
-        .map(|&(j, s)| Candidate {
-            product_id: t.items[j as usize].clone(),
-            category_hint: t.hints.get(j as usize).cloned().flatten(),
-            score: s,
-            reason: Why::Bought(product_id.to_owned()),
-        })
-        .collect()
+    let list = t.together.get(i as usize).map_or(&[][..], Vec::as_slice);
+    related(t, list.iter().copied(), || {
+        Why::Bought(product_id.to_owned())
+    })
 }
 
 /// A candidate before the live rules: product id, score, reason.
@@ -470,15 +463,25 @@ pub fn similar(t: &Trained, product_id: &str) -> Vec<Candidate> {
     let Some(i) = t.item(product_id) else {
         return Vec::new();
     };
-    t.model
-        .sources
-        .similar(i)
+    related(t, t.model.sources.similar(i), || {
+        Why::With(product_id.to_owned())
+    })
+}
+
+/// Item numbers and scores related to one product, as candidates that all
+/// give the same reason.
+fn related(
+    t: &Trained,
+    items: impl IntoIterator<Item = (u32, f32)>,
+    why: impl Fn() -> Why,
+) -> Vec<Candidate> {
+    items
         .into_iter()
-        .map(|(j, s)| Candidate {
+        .map(|(j, score)| Candidate {
             product_id: t.items[j as usize].clone(),
             category_hint: t.hints.get(j as usize).cloned().flatten(),
-            score: s,
-            reason: Why::With(product_id.to_owned()),
+            score,
+            reason: why(),
         })
         .collect()
 }

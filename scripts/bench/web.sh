@@ -2,8 +2,8 @@
 # Load test of what the web pages call, on the embedded backend, on loopback,
 # with wrk: the storefront page, a script (fresh and revalidated), the
 # category list and a name search that has to read the most products a
-# search reads (1,000). Starts a release build on a fresh data directory
-# with PRODUCTS products in 20 categories.
+# search reads (1,000). A release server (scripts/bench/serve.sh) with
+# PRODUCTS products in 20 categories.
 # Usage: scripts/bench/web.sh [products] [connections] [seconds]
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -12,15 +12,7 @@ CONNS=${2:-16}
 SECS=${3:-10}
 command -v wrk >/dev/null || { echo "web.sh: needs wrk (apt-get install wrk)" >&2; exit 1; }
 cargo build --release --quiet --bin shopstream
-DATA=$(mktemp -d)
-PORT=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
-SHOPSTREAM_DATA_DIR="$DATA" SHOPSTREAM_LISTEN="127.0.0.1:$PORT" SHOPSTREAM_LOG=warn \
-SHOPSTREAM_SEED_DEMO_CATALOGUE=false \
-SHOPSTREAM_ADMIN_EMAIL=bench@example.com SHOPSTREAM_ADMIN_PASSWORD='bench password 123' \
-  ./target/release/shopstream serve >"$DATA/out.log" 2>"$DATA/err.log" &
-PID=$!
-trap 'kill $PID 2>/dev/null; wait $PID 2>/dev/null; rm -rf "$DATA"' EXIT
-for _ in $(seq 1 100); do grep -q listening "$DATA/out.log" 2>/dev/null && break; sleep 0.1; done
+. scripts/bench/serve.sh
 BASE="http://127.0.0.1:$PORT"
 python3 - "$BASE" "$PRODUCTS" <<'PY'
 import json, sys, urllib.request
@@ -31,7 +23,7 @@ def call(method, path, body=None, token=None):
     req.add_header("content-type", "application/json")
     if token: req.add_header("authorization", f"Bearer {token}")
     with urllib.request.urlopen(req) as r: return json.load(r)
-token = call("POST", "/api/auth/login", {"email": "bench@example.com", "password": "bench password 123"})["access_token"]
+token = call("POST", "/api/auth/login", {"email": "bench@example.com", "password": "bench password 1"})["access_token"]
 def make(i):
     call("POST", "/api/products", {"sku": f"B-{i}", "name": f"Bench product {i}", "price": "9.99",
         "currency": "EUR", "category": f"cat-{i % 20}"}, token)

@@ -772,26 +772,55 @@ async fn product_images(backend: Backend) {
     app.stop().await;
 }
 
+/// Calls one of moto's query APIs (SES, SNS): moto needs no signature, only
+/// the service in the credential scope. Answers the response body.
+async fn moto_query(service: &str, body: &str) -> String {
+    let r = reqwest::Client::new()
+        .post(crate::helpers::dynamodb_endpoint())
+        .header(
+            "authorization",
+            format!("AWS4-HMAC-SHA256 Credential=test/20261124/us-east-1/{service}/aws4_request, SignedHeaders=host, Signature=0"),
+        )
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(body.to_owned())
+        .send()
+        .await
+        .unwrap();
+    let ok = r.status().is_success();
+    let text = r.text().await.unwrap();
+    assert!(ok, "{text}");
+    text
+}
+
+/// Everything moto holds, per service and model (`/moto-api/data.json`).
+async fn moto_data() -> Value {
+    reqwest::get(format!(
+        "{}/moto-api/data.json",
+        crate::helpers::dynamodb_endpoint()
+    ))
+    .await
+    .unwrap()
+    .json()
+    .await
+    .unwrap()
+}
+
 /// AWS mode with SES notifications and images in S3, both in moto.
 #[tokio::test]
 async fn ses_notifications_and_s3_images() {
     let moto = crate::helpers::dynamodb_endpoint();
     let suffix = uuid::Uuid::new_v4().simple().to_string()[..10].to_owned();
     let sender = format!("shop-{suffix}@example.com");
-    // Verify the sender in moto's SES (it needs no signature, only the scope).
+    // Verify the sender in moto's SES.
+    moto_query(
+        "ses",
+        &format!(
+            "Action=VerifyEmailIdentity&Version=2010-12-01&EmailAddress={}",
+            sender.replace('@', "%40")
+        ),
+    )
+    .await;
     let http = reqwest::Client::new();
-    let r = http
-        .post(&moto)
-        .header(
-            "authorization",
-            "AWS4-HMAC-SHA256 Credential=test/20261124/us-east-1/ses/aws4_request, SignedHeaders=host, Signature=0",
-        )
-        .header("content-type", "application/x-www-form-urlencoded")
-        .body(format!("Action=VerifyEmailIdentity&Version=2010-12-01&EmailAddress={}", sender.replace('@', "%40")))
-        .send()
-        .await
-        .unwrap();
-    assert!(r.status().is_success(), "{}", r.text().await.unwrap());
     let bucket = format!("images-{suffix}");
     let env = Env::new(Backend::Aws)
         .set("SHOPSTREAM_NOTIFIER", "ses")
@@ -839,15 +868,7 @@ async fn ses_notifications_and_s3_images() {
     assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
     let order = r.body["id"].as_str().unwrap().to_owned();
     let sent = || async {
-        let data: Value = http
-            .get(format!("{moto}/moto-api/data.json"))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        data["ses"]
+        moto_data().await["ses"]
             .as_object()
             .into_iter()
             .flat_map(|m| m.values())
@@ -870,23 +891,12 @@ async fn ses_notifications_and_s3_images() {
 /// one confirmation per paid order.
 #[tokio::test]
 async fn sns_notifications() {
-    let moto = crate::helpers::dynamodb_endpoint();
     let suffix = uuid::Uuid::new_v4().simple().to_string()[..10].to_owned();
-    let http = reqwest::Client::new();
-    let created = http
-        .post(&moto)
-        .header(
-            "authorization",
-            "AWS4-HMAC-SHA256 Credential=test/20261124/us-east-1/sns/aws4_request, SignedHeaders=host, Signature=0",
-        )
-        .header("content-type", "application/x-www-form-urlencoded")
-        .body(format!("Action=CreateTopic&Version=2010-03-31&Name=orders-{suffix}"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let created = moto_query(
+        "sns",
+        &format!("Action=CreateTopic&Version=2010-03-31&Name=orders-{suffix}"),
+    )
+    .await;
     let arn = created
         .split("<TopicArn>")
         .nth(1)
@@ -906,15 +916,7 @@ async fn sns_notifications() {
     assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
     let order = r.body["id"].as_str().unwrap().to_owned();
     let published = || async {
-        let data: Value = http
-            .get(format!("{moto}/moto-api/data.json"))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        let topic = data["sns"]["Topic"]
+        let topic = moto_data().await["sns"]["Topic"]
             .as_array()
             .into_iter()
             .flatten()

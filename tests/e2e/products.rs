@@ -8,6 +8,18 @@ use crate::{
     on_both_backends,
 };
 
+/// The SKUs `GET /api/products?{query}` lists, in order.
+async fn skus(app: &App, query: String) -> Vec<String> {
+    let r = app.get(&format!("/api/products?{query}")).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    r.body["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["sku"].as_str().unwrap().to_owned())
+        .collect()
+}
+
 async fn create(app: &App, token: &str, body: Value) -> crate::helpers::Reply {
     app.call(Method::POST, "/api/products", Some(token), Some(body))
         .await
@@ -160,20 +172,7 @@ async fn listing_pages_and_filters(backend: Backend) {
     }
     assert_eq!(seen, ids, "every product once, oldest first");
 
-    let list = |q: &str| {
-        let app = &app;
-        let q = q.to_owned();
-        async move {
-            let r = app.get(&format!("/api/products?{q}")).await;
-            assert_eq!(r.status, StatusCode::OK, "{}", r.text);
-            r.body["items"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .map(|p| p["sku"].as_str().unwrap().to_owned())
-                .collect::<Vec<_>>()
-        }
-    };
+    let list = |q: &str| skus(&app, q.to_owned());
     assert_eq!(list("category=odd").await, ["SKU-1", "SKU-3", "SKU-5"]);
     assert_eq!(list("supplier_id=s1").await, ["SKU-0", "SKU-1", "SKU-2"]);
     assert_eq!(
@@ -245,20 +244,7 @@ async fn categories_and_search(backend: Backend) {
     assert_eq!(categories.status, StatusCode::OK, "{}", categories.text);
     assert_eq!(categories.body, json!(["home", "kitchen", "shirts"]));
 
-    let search = |q: &str| {
-        let app = &app;
-        let q = q.to_owned();
-        async move {
-            let r = app.get(&format!("/api/products?{q}")).await;
-            assert_eq!(r.status, StatusCode::OK, "{}", r.text);
-            r.body["items"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .map(|p| p["sku"].as_str().unwrap().to_owned())
-                .collect::<Vec<_>>()
-        }
-    };
+    let search = |q: &str| skus(&app, q.to_owned());
     // Any case, anywhere in the name; with a category; paged.
     assert_eq!(search("q=LAMP").await, ["LAMP-1", "LAMP-2", "TEE-1"]);
     assert_eq!(search("q=lamp&category=home").await, ["LAMP-1", "LAMP-2"]);

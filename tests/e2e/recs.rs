@@ -20,6 +20,20 @@ async fn product_in(app: &crate::helpers::App, admin: &str, sku: &str, category:
     r.body["id"].as_str().unwrap().to_owned()
 }
 
+/// Gives each new product `units` of stock and waits until the pipeline
+/// has applied it.
+async fn stock_each(app: &crate::helpers::App, admin: &str, products: &[String], units: i64) {
+    let events: Vec<Value> = products.iter().map(|id| adjust(id, units)).collect();
+    post_events(app, admin, Value::Array(events)).await;
+    for id in products {
+        eventually("the stock to be applied", || async move {
+            let r = app.get(&format!("/api/inventory/{id}")).await;
+            (r.body["available"] == units).then_some(()).ok_or(r.text)
+        })
+        .await;
+    }
+}
+
 fn viewed_by_session(session: &str, product: &str) -> Value {
     json!({"type": "browse.viewed", "source": "e2e",
         "data": {"session_id": session, "product_id": product}})
@@ -71,26 +85,9 @@ async fn recommendations_follow_behaviour_and_the_rules(backend: Backend) {
     for (k, c) in cats.iter().enumerate() {
         p.push(product_in(&app, &admin, &format!("REC-{k}"), c).await);
     }
-    post_events(
-        &app,
-        &admin,
-        json!(p.iter().map(|id| adjust(id, 10)).collect::<Vec<_>>()),
-    )
-    .await;
     // Stock is applied per product partition, views per session partition:
     // wait for it so that no rule below sees a product out of stock.
-    for id in &p {
-        let app = &app;
-        eventually("the stock to be applied", || async move {
-            let r = app.get(&format!("/api/inventory/{id}")).await;
-            if r.body["available"] == 10 {
-                Ok(())
-            } else {
-                Err(r.text)
-            }
-        })
-        .await;
-    }
+    stock_each(&app, &admin, &p, 10).await;
 
     // The training log: 30 sessions view 0 → 2 → 4, 30 view 1 → 3 → 5.
     // Each view has its own time, so the log (sorted by time) and the model
@@ -671,17 +668,9 @@ async fn bought_together_comes_from_baskets() {
     for sku in ["BT-A", "BT-B", "BT-C", "BT-D"] {
         p.push(product_in(&app, &admin, sku, "kitchen").await);
     }
-    let stock: Vec<Value> = p.iter().map(|id| adjust(id, 50)).collect();
-    post_events(&app, &admin, Value::Array(stock)).await;
     // Stock first (it is applied on the products' partitions, purchases on
     // the customers'), so the sales below are taken from it.
-    for id in &p {
-        eventually("the stock", || async {
-            let r = app.get(&format!("/api/inventory/{id}")).await;
-            (r.body["available"] == 50).then_some(()).ok_or(r.text)
-        })
-        .await;
-    }
+    stock_each(&app, &admin, &p, 50).await;
     let order = |n: usize, items: &[&String]| {
         let lines: Vec<Value> = items
             .iter()

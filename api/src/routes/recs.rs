@@ -532,16 +532,15 @@ pub async fn recommendations(
     ))
 }
 
-/// Products like this one.
-#[utoipa::path(get, path = "/api/products/{id}/similar", tag = "recommendations",
-    params(("id" = String, Path), ("limit" = Option<usize>, Query)),
-    responses((status = 200, body = Recommendations), (status = 404, body = crate::Problem), (status = 422, body = crate::Problem)))]
-pub async fn similar(
-    State(state): State<AppState>,
-    Path(id): Path<String>,
-    RawQuery(q): RawQuery,
-) -> ApiResult<Json<Recommendations>> {
-    let mut p = Params::parse(q.as_deref())?;
+/// A request about one product (`/api/products/{id}/…`): its `limit`, the
+/// product (404 if there is none), and rules that keep the product itself
+/// out of the answer.
+async fn about_product(
+    state: &AppState,
+    id: &str,
+    query: Option<&str>,
+) -> ApiResult<(usize, domain::Product, Rules)> {
+    let mut p = Params::parse(query)?;
     let limit = p.limit();
     p.finish()?;
     let pid = id
@@ -552,13 +551,26 @@ pub async fn similar(
         .get(pid)
         .await?
         .ok_or(ApiError::NotFound("product"))?;
-    let model = state.recs.current();
-    let mut reads = Reads::default();
     let rules = Rules {
-        exclude: HashSet::from([id.clone()]),
+        exclude: HashSet::from([id.to_owned()]),
         category: None,
         per_category: limit,
     };
+    Ok((limit, product, rules))
+}
+
+/// Products like this one.
+#[utoipa::path(get, path = "/api/products/{id}/similar", tag = "recommendations",
+    params(("id" = String, Path), ("limit" = Option<usize>, Query)),
+    responses((status = 200, body = Recommendations), (status = 404, body = crate::Problem), (status = 422, body = crate::Problem)))]
+pub async fn similar(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    RawQuery(q): RawQuery,
+) -> ApiResult<Json<Recommendations>> {
+    let (limit, product, rules) = about_product(&state, &id, q.as_deref()).await?;
+    let model = state.recs.current();
+    let mut reads = Reads::default();
     let mut items = match &model {
         Some(t) => apply(&state, recs::similar(t, &id), &rules, limit, &mut reads).await?,
         None => Vec::new(),
@@ -589,24 +601,9 @@ pub async fn bought_together(
     Path(id): Path<String>,
     RawQuery(q): RawQuery,
 ) -> ApiResult<Json<Recommendations>> {
-    let mut p = Params::parse(q.as_deref())?;
-    let limit = p.limit();
-    p.finish()?;
-    let pid = id
-        .parse::<ProductId>()
-        .map_err(|_| ApiError::NotFound("product"))?;
-    state
-        .products
-        .get(pid)
-        .await?
-        .ok_or(ApiError::NotFound("product"))?;
+    let (limit, _, rules) = about_product(&state, &id, q.as_deref()).await?;
     let model = state.recs.current();
     let mut reads = Reads::default();
-    let rules = Rules {
-        exclude: HashSet::from([id.clone()]),
-        category: None,
-        per_category: limit,
-    };
     let items = match &model {
         Some(t) => apply(&state, recs::bought_with(t, &id), &rules, limit, &mut reads).await?,
         None => Vec::new(),

@@ -169,6 +169,11 @@ async function stockPage() {
   });
 }
 
+/** A key figure: its value large, its name below. */
+function kpi(name, value, id) {
+  return h("div", { class: "kpi", id }, h("div", { class: "v" }, value), h("div", { class: "k" }, name));
+}
+
 // ---- analytics ----------------------------------------------------------------------
 
 const SVG = "http://www.w3.org/2000/svg";
@@ -213,7 +218,6 @@ async function analyticsPage() {
   const loadSummary = async () => {
     const s = await api("GET", "/api/analytics/summary?minutes=60");
     const t = s.totals;
-    const kpi = (k, v, id) => h("div", { class: "kpi", id }, h("div", { class: "v" }, v), h("div", { class: "k" }, k));
     mount(kpis, kpi("Views", t.views, "kpi-views"), kpi("Basket adds", t.basket_adds, "kpi-adds"), kpi("Purchases", t.purchases, "kpi-purchases"),
       kpi("Units sold", t.units, "kpi-units"), kpi("Revenue", t.revenue, "kpi-revenue"), kpi("Conversion", `${(t.conversion_rate * 100).toFixed(1)} %`, "kpi-conversion"));
     // Every minute of the window, the quiet ones too.
@@ -286,7 +290,6 @@ async function pipelinePage() {
   const model = h("section", { class: "panel", id: "model" });
   mount(main, h("h1", {}, "Pipeline health"), rates, h("div", { class: "panels" }, lag, leases), h("div", { class: "panels" }, dead, model));
   let last = null;
-  const kpi = (k, v, id) => h("div", { class: "kpi", id }, h("div", { class: "v" }, v), h("div", { class: "k" }, k));
   const loadMetrics = async () => {
     const text = await fetch("/metrics").then((r) => r.text());
     const ms = parseMetrics(text);
