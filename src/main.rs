@@ -4,6 +4,7 @@ mod config;
 mod evaluate;
 mod import;
 mod produce;
+mod shutdown;
 mod train;
 
 use std::{path::PathBuf, sync::Arc, time::Duration};
@@ -20,6 +21,7 @@ use ingest::{
     log::ConsumerSettings,
 };
 use processors::{Bus, Pipeline};
+use shutdown::Shutdown;
 use storage::{Store, dynamo::Dynamo, embedded::Embedded};
 
 /// Real-time inventory, analytics and recommendations for an online shop.
@@ -308,14 +310,24 @@ async fn app_state(
     Ok(AppState::new(services, tokens, metrics, config))
 }
 
-async fn serve(settings: Settings) -> anyhow::Result<()> {
-    let store = open_store(&settings).await?;
-    if settings.backend == Backend::Embedded {
-        store.create_tables().await?;
-    }
-    store.ping().await.context(
-        "the store is not reachable (for backend = \"aws\", run `shopstream init` first)",
-    )?;
+async fn serve(settings: Settings, stop: Shutdown) -> anyhow::Result<()> {
+    // Each phase of start-up ends early, and cleanly, when a stop arrives.
+    let Some(store) = stop.unless_stopped(open_store(&settings)).await else {
+        return stopped_during("opening the store");
+    };
+    let store = store?;
+    let ready = async {
+        if settings.backend == Backend::Embedded {
+            store.create_tables().await?;
+        }
+        store.ping().await.context(
+            "the store is not reachable (for backend = \"aws\", run `shopstream init` first)",
+        )
+    };
+    let Some(ready) = stop.unless_stopped(ready).await else {
+        return stopped_during("checking the store");
+    };
+    ready?;
     let bus = Bus::default();
     let events = event_sink(&settings, &store).await?;
     let shop = shop(&settings, &store, &bus);
@@ -346,11 +358,14 @@ async fn serve(settings: Settings) -> anyhow::Result<()> {
         }
         bootstrap::AdminBootstrap::AlreadyDone => {}
     }
-    if settings.seed_demo_catalogue {
+    if settings.seed_demo_catalogue && !stop.requested() {
         let made = bootstrap::seed_demo_catalogue(&state).await?;
         if made > 0 {
             tracing::info!(products = made, "seeded the demo catalogue");
         }
+    }
+    if stop.requested() {
+        return stopped_during("bootstrap");
     }
     // Stores from before the category list: file every product's category,
     // once, off the request path.
@@ -373,7 +388,8 @@ async fn serve(settings: Settings) -> anyhow::Result<()> {
     println!("shopstream listening on http://{addr}");
 
     // The pipeline: the stream's shards under leases, and the alert sweeper.
-    let (stop, stopped) = tokio::sync::watch::channel(false);
+    // Each worker sees the stop on its own and releases what it holds.
+    let stopped = stop.subscribe();
     let pipeline = Pipeline::new(store.clone(), bus.clone());
     let instance = settings.instance_id()?;
     let leases = Leases::new(
@@ -474,9 +490,14 @@ async fn serve(settings: Settings) -> anyhow::Result<()> {
         stopped,
     ));
 
-    api::serve(listener, state, shutdown_signal()).await?;
-    // Requests are done: stop the workers, which release their leases.
-    let _ = stop.send(true);
+    let requests = stop.clone();
+    api::serve(listener, state, async move {
+        requests.wait().await;
+        tracing::info!("finishing requests in flight");
+    })
+    .await?;
+    // Requests are done, and the workers, which saw the same stop, release
+    // their leases.
     let _ = consumer.await;
     let _ = sweeper.await;
     let _ = relay.await;
@@ -561,7 +582,11 @@ async fn train_periodically(
 ) {
     use processors::changes::Change;
     use tokio::sync::broadcast::error::RecvError;
-    let loaded = match recs.load().await {
+    let loaded = tokio::select! {
+        loaded = recs.load() => loaded,
+        _ = stopped.changed() => return,
+    };
+    let loaded = match loaded {
         Ok(loaded) => loaded,
         Err(e) => {
             tracing::warn!(error = %e, "recommender: the persisted model was not loaded");
@@ -576,11 +601,14 @@ async fn train_periodically(
             due = false;
             new_events = 0;
             next = tokio::time::Instant::now() + when.every;
-            match recs.train(Arc::new(|_| ())).await {
-                Ok(_) => {}
-                Err(e) => {
-                    tracing::info!(error = %e, "recommender: no new model (popularity answers meanwhile)")
-                }
+            // A stop abandons the training: the model is swapped in only
+            // once it is complete, so nothing is left half-done.
+            let trained = tokio::select! {
+                trained = recs.train(Arc::new(|_| ())) => trained,
+                _ = stopped.changed() => return,
+            };
+            if let Err(e) = trained {
+                tracing::info!(error = %e, "recommender: no new model (popularity answers meanwhile)")
             }
         }
         let every = when.every;
@@ -654,26 +682,10 @@ async fn sweep_alerts_periodically(
     }
 }
 
-async fn shutdown_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
-    #[cfg(unix)]
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
-    #[cfg(not(unix))]
-    let term = std::future::pending::<()>();
-    tokio::select! {
-        () = ctrl_c => {}
-        () = term => {}
-    }
-    tracing::info!("shutting down: finishing requests in flight");
+/// A stop during start-up is a clean exit, not an error.
+fn stopped_during(phase: &str) -> anyhow::Result<()> {
+    tracing::info!(phase, "stopped during start-up");
+    Ok(())
 }
 
 async fn create_user(settings: &Settings, command: UserCommand) -> anyhow::Result<()> {
@@ -739,19 +751,48 @@ async fn dead_letters(settings: &Settings, command: DeadLetterCommand) -> anyhow
     Ok(())
 }
 
-#[tokio::main]
-async fn main() -> std::process::ExitCode {
+fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
-    let settings = match Settings::load(cli.config.clone()) {
-        Ok(s) => s,
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
         Err(e) => {
-            eprintln!("shopstream: {e:#}");
-            return std::process::ExitCode::from(2);
+            eprintln!("shopstream: cannot start the async runtime: {e}");
+            return std::process::ExitCode::FAILURE;
         }
     };
-    init_tracing(settings.log_format);
-    let result = match cli.command.unwrap_or(Command::Serve) {
-        Command::Serve => serve(settings).await,
+    let code = runtime.block_on(run(cli));
+    // Work abandoned by a stop (a model fit, a store being opened) may still
+    // run on the blocking pool: give it a moment, never wait forever.
+    runtime.shutdown_timeout(Duration::from_secs(5));
+    code
+}
+
+async fn run(cli: Cli) -> std::process::ExitCode {
+    let command = cli.command.unwrap_or(Command::Serve);
+    // Serving catches SIGINT/SIGTERM from its first moment, before the
+    // settings are read or the store is opened.
+    let stop = match command {
+        Command::Serve => match Shutdown::on_signals() {
+            Ok(stop) => Some(stop),
+            Err(e) => {
+                eprintln!("shopstream: cannot handle signals: {e}");
+                return std::process::ExitCode::FAILURE;
+            }
+        },
+        _ => None,
+    };
+    let settings = match load_settings(cli.config) {
+        Ok(settings) => settings,
+        Err(code) => return code,
+    };
+    let result = match command {
+        Command::Serve => match stop {
+            Some(stop) => serve(settings, stop).await,
+            None => Err(anyhow::anyhow!("signal handlers were not registered")),
+        },
         Command::Init => {
             async {
                 let store = open_store(&settings).await?;
@@ -813,6 +854,24 @@ async fn main() -> std::process::ExitCode {
             send,
         } => produce::import(&settings, format, files, limit, send).await,
     };
+    exit_code(result)
+}
+
+/// The settings, or the exit code for settings that cannot be used.
+fn load_settings(file: Option<PathBuf>) -> Result<Settings, std::process::ExitCode> {
+    match Settings::load(file) {
+        Ok(settings) => {
+            init_tracing(settings.log_format);
+            Ok(settings)
+        }
+        Err(e) => {
+            eprintln!("shopstream: {e:#}");
+            Err(std::process::ExitCode::from(2))
+        }
+    }
+}
+
+fn exit_code(result: anyhow::Result<()>) -> std::process::ExitCode {
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {

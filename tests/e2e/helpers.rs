@@ -192,6 +192,11 @@ impl Env {
             let (code, out, err) = self.run(&["init"]).await;
             assert_eq!(code, 0, "init failed: {out}{err}");
         }
+        self.spawn().listening().await
+    }
+
+    /// Spawns the server without waiting for anything (no `init` either).
+    pub fn spawn(&self) -> Starting {
         let stderr_path = self
             .dir
             .path()
@@ -203,7 +208,31 @@ impl Env {
             .stderr(std::fs::File::create(&stderr_path).unwrap())
             .spawn()
             .unwrap();
-        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+        let lines = BufReader::new(child.stdout.take().unwrap()).lines();
+        Starting {
+            child,
+            lines,
+            stderr_path,
+        }
+    }
+}
+
+/// A server that was spawned and may not listen yet.
+#[derive(Debug)]
+pub struct Starting {
+    pub child: Child,
+    lines: tokio::io::Lines<BufReader<tokio::process::ChildStdout>>,
+    pub stderr_path: PathBuf,
+}
+
+impl Starting {
+    /// Waits for the line that says where the server listens.
+    pub async fn listening(self) -> App {
+        let Starting {
+            child,
+            mut lines,
+            stderr_path,
+        } = self;
         let mut printed = Vec::new();
         let base = tokio::time::timeout(Duration::from_secs(60), async {
             while let Some(line) = lines.next_line().await.unwrap() {
@@ -367,20 +396,7 @@ impl App {
 
     /// Stops the server with SIGTERM and waits for it to exit.
     pub async fn stop(mut self) {
-        let pid = self.child.id().expect("running");
-        let _ = std::process::Command::new("kill")
-            .arg("-TERM")
-            .arg(pid.to_string())
-            .status();
-        let status = tokio::time::timeout(Duration::from_secs(30), self.child.wait())
-            .await
-            .expect("server did not stop within 30 s of SIGTERM")
-            .unwrap();
-        assert!(
-            status.success(),
-            "server exited with {status}: {}",
-            self.logs()
-        );
+        stop_cleanly(&mut self.child, &self.stderr_path).await;
     }
 
     /// Kills the server with SIGKILL: no shutdown work at all.
@@ -392,6 +408,37 @@ impl App {
     pub fn logs(&self) -> String {
         std::fs::read_to_string(&self.stderr_path).unwrap_or_default()
     }
+}
+
+/// Sends SIGTERM and expects the process to exit with code 0 within 30 s.
+pub async fn stop_cleanly(child: &mut Child, stderr_path: &Path) {
+    let pid = child.id().expect("running");
+    let _ = std::process::Command::new("kill")
+        .arg("-TERM")
+        .arg(pid.to_string())
+        .status();
+    let status = tokio::time::timeout(Duration::from_secs(30), child.wait())
+        .await
+        .expect("server did not stop within 30 s of SIGTERM")
+        .unwrap();
+    assert!(
+        status.success(),
+        "server exited with {status}: {}",
+        std::fs::read_to_string(stderr_path).unwrap_or_default()
+    );
+}
+
+/// Whether the process has a handler for SIGTERM (Linux: `SigCgt` in
+/// /proc/PID/status, bit 14 for signal 15).
+pub fn catches_sigterm(pid: u32) -> bool {
+    let Ok(status) = std::fs::read_to_string(format!("/proc/{pid}/status")) else {
+        return false;
+    };
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("SigCgt:"))
+        .and_then(|mask| u64::from_str_radix(mask.trim(), 16).ok())
+        .is_some_and(|mask| mask & (1 << 14) != 0)
 }
 
 pub fn fixture(name: &str) -> PathBuf {

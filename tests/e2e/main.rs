@@ -11,4 +11,5 @@ mod ops;
 mod pipeline;
 mod products;
 mod recs;
+mod shutdown;
 mod ws;
