@@ -3,13 +3,14 @@
 //! variables `SHOPSTREAM_*` (e.g. `SHOPSTREAM_LISTEN=0.0.0.0:8080`).
 //! A wrong or unknown setting stops start-up with a message naming it.
 
-use std::{net::SocketAddr, path::PathBuf};
+use std::{net::SocketAddr, path::PathBuf, time::Duration};
 
 use anyhow::{Context, bail};
 use figment::{
     Figment,
     providers::{Env, Format, Serialized, Toml},
 };
+use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -59,11 +60,14 @@ pub struct Settings {
     pub table_prefix: String,
     /// HS256 key for our tokens, at least 32 characters. Embedded mode makes
     /// one in `data_dir` on first start if unset; AWS mode requires it.
-    pub jwt_secret: Option<String>,
+    /// Never printed (`Debug` shows it redacted) and never serialized.
+    #[serde(skip_serializing)]
+    pub jwt_secret: Option<SecretString>,
     pub access_token_ttl_secs: u64,
     pub refresh_token_ttl_secs: u64,
     pub admin_email: Option<String>,
-    pub admin_password: Option<String>,
+    #[serde(skip_serializing)]
+    pub admin_password: Option<SecretString>,
     pub seed_demo_catalogue: bool,
     pub max_body_bytes: usize,
     pub request_timeout_secs: u64,
@@ -257,9 +261,62 @@ impl Settings {
         }
     }
 
+    /// The API's limits, as the settings give them.
+    pub fn api_config(&self) -> api::ApiConfig {
+        api::ApiConfig {
+            max_body_bytes: self.max_body_bytes,
+            request_timeout: Duration::from_secs(self.request_timeout_secs),
+            max_events_per_request: self.max_events_per_request,
+            lease_stream: match self.stream {
+                StreamKind::Embedded => ingest::log::STREAM.to_owned(),
+                StreamKind::Kinesis => self.kinesis_stream.clone(),
+                StreamKind::Kafka => self.kafka_topic.clone(),
+            },
+            image_max_bytes: self.image_max_bytes,
+            recommend_per_category: self.recommend_per_category,
+            recommend_repeat_categories: list(&self.recommend_repeat_categories),
+            ws: api::ws::WsConfig {
+                allowed_origins: list(&self.ws_allowed_origins),
+                max_connections_per_user: self.ws_max_connections_per_user,
+                max_subscriptions: self.ws_max_subscriptions,
+                queue: self.ws_queue,
+                ping_interval: Duration::from_secs(self.ws_ping_secs),
+            },
+        }
+    }
+
+    /// The shop's limits and timings.
+    pub fn shop_config(&self) -> commerce::ShopConfig {
+        commerce::ShopConfig {
+            max_quantity: self.max_quantity,
+            basket_idle: Duration::from_secs(self.basket_idle_secs),
+            reservation_ttl: Duration::from_secs(self.reservation_ttl_secs),
+            payment_timeout: Duration::from_millis(self.payment_timeout_ms),
+            ..commerce::ShopConfig::default()
+        }
+    }
+
+    /// How often expired reservations are looked for.
+    pub fn reservation_sweep(&self) -> Duration {
+        Duration::from_secs(self.reservation_sweep_secs)
+    }
+
+    /// How long a lease lives without renewal.
+    pub fn lease_failover(&self) -> Duration {
+        Duration::from_secs(self.lease_failover_secs)
+    }
+
+    /// The embedded log's consumer.
+    pub fn log_consumer(&self) -> ingest::log::ConsumerSettings {
+        ingest::log::ConsumerSettings {
+            batch: self.consumer_batch,
+            ..ingest::log::ConsumerSettings::default()
+        }
+    }
+
     fn validate(&self) -> anyhow::Result<()> {
         if let Some(s) = &self.jwt_secret
-            && s.len() < 32
+            && s.expose_secret().len() < 32
         {
             bail!(
                 "invalid configuration: jwt_secret (SHOPSTREAM_JWT_SECRET) must be at least 32 characters"
@@ -287,6 +344,19 @@ impl Settings {
             ("access_token_ttl_secs", self.access_token_ttl_secs),
             ("refresh_token_ttl_secs", self.refresh_token_ttl_secs),
             ("request_timeout_secs", self.request_timeout_secs),
+            ("reservation_sweep_secs", self.reservation_sweep_secs),
+            ("ws_ping_secs", self.ws_ping_secs),
+            ("ws_queue", self.ws_queue as u64),
+            ("ws_max_subscriptions", self.ws_max_subscriptions as u64),
+            (
+                "ws_max_connections_per_user",
+                self.ws_max_connections_per_user as u64,
+            ),
+            ("recommend_per_category", self.recommend_per_category as u64),
+            ("max_quantity", self.max_quantity.max(0) as u64),
+            ("basket_idle_secs", self.basket_idle_secs),
+            ("reservation_ttl_secs", self.reservation_ttl_secs),
+            ("payment_timeout_ms", self.payment_timeout_ms),
         ] {
             if value == 0 {
                 bail!("invalid configuration: {name} must be more than 0");
@@ -337,6 +407,9 @@ impl Settings {
         if !(1..=64).contains(&self.log_partitions) {
             bail!("invalid configuration: log_partitions must be from 1 to 64");
         }
+        if self.recommender_history_hours < 1 {
+            bail!("invalid configuration: recommender_history_hours must be at least 1");
+        }
         Ok(())
     }
 
@@ -365,7 +438,7 @@ impl Settings {
     /// kept in the data directory with owner-only permissions.
     pub fn jwt_secret(&self) -> anyhow::Result<Vec<u8>> {
         if let Some(s) = &self.jwt_secret {
-            return Ok(s.as_bytes().to_vec());
+            return Ok(s.expose_secret().as_bytes().to_vec());
         }
         let path = self.data_dir.join("jwt_secret");
         match std::fs::read_to_string(&path) {
@@ -394,9 +467,78 @@ impl Settings {
     }
 }
 
+impl From<InitialPosition> for ingest::kinesis::InitialPosition {
+    fn from(p: InitialPosition) -> Self {
+        match p {
+            InitialPosition::TrimHorizon => Self::TrimHorizon,
+            InitialPosition::Latest => Self::Latest,
+        }
+    }
+}
+
+/// A comma-separated list, trimmed, without empty entries.
+fn list(s: &str) -> Vec<String> {
+    s.split(',')
+        .map(str::trim)
+        .filter(|c| !c.is_empty())
+        .map(str::to_owned)
+        .collect()
+}
+
 fn uuid_like() -> String {
     use rand::distr::{Alphanumeric, SampleString};
     Alphanumeric
         .sample_string(&mut rand::rng(), 12)
         .to_lowercase()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_out_of_range_value_names_its_setting() {
+        for (setting, apply) in [
+            (
+                "ws_ping_secs",
+                (|s: &mut Settings| s.ws_ping_secs = 0) as fn(&mut Settings),
+            ),
+            ("reservation_sweep_secs", |s| s.reservation_sweep_secs = 0),
+            ("ws_queue", |s| s.ws_queue = 0),
+            ("recommend_per_category", |s| s.recommend_per_category = 0),
+            ("recommender_history_hours", |s| {
+                s.recommender_history_hours = 0
+            }),
+            ("max_quantity", |s| s.max_quantity = -1),
+        ] {
+            let mut settings = Settings::default();
+            assert!(settings.validate().is_ok(), "the defaults are valid");
+            apply(&mut settings);
+            let error = settings.validate().expect_err(setting).to_string();
+            assert!(error.contains(setting), "{setting}: {error}");
+        }
+    }
+
+    #[test]
+    fn secrets_are_never_printed() {
+        let settings = Settings {
+            jwt_secret: Some("a-signing-key-that-is-long-enough-0123".into()),
+            admin_password: Some("correct horse battery staple".into()),
+            ..Settings::default()
+        };
+        let shown = format!("{settings:?}");
+        assert!(!shown.contains("signing-key"), "{shown}");
+        assert!(!shown.contains("horse"), "{shown}");
+        assert!(shown.contains("REDACTED"), "{shown}");
+        assert_eq!(
+            settings.jwt_secret().unwrap(),
+            b"a-signing-key-that-is-long-enough-0123"
+        );
+    }
+
+    #[test]
+    fn lists_drop_blanks() {
+        assert_eq!(list(" a, ,b ,"), ["a", "b"]);
+        assert!(list("").is_empty());
+    }
 }

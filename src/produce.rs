@@ -8,7 +8,10 @@ use domain::Event;
 use indicatif::{ProgressBar, ProgressStyle};
 use ingest::EventSink;
 
-use crate::{config::Settings, event_sink, open_store_unless_served, outside_sink};
+use crate::{
+    config::Settings,
+    wiring::{event_sink, open_store_unless_served, outside_sink},
+};
 
 /// Where produced records go: straight onto the stream, or through a running
 /// server's `POST /api/events` (when that server holds the embedded store).

@@ -3,24 +3,24 @@
 //! The handlers are registered synchronously by [`Shutdown::on_signals`], the
 //! first thing `serve` does: a signal that arrives while the store opens, the
 //! admin is bootstrapped or leases are taken is caught, not left to the
-//! default action (which kills the process without releasing leases). Every
-//! task gets a [`watch::Receiver`] that turns `true` once; waiting on it
-//! returns at once when the stop came before the wait began.
+//! default action (which kills the process without releasing leases).
+//! Waiting on it returns at once when the stop came before the wait began.
 
-use std::future::Future;
+use std::{future::Future, sync::Arc};
 
 use tokio::sync::watch;
 
 /// The server's stop request, shared by every phase and task.
 #[derive(Clone, Debug)]
 pub struct Shutdown {
-    requested: watch::Receiver<bool>,
+    requested: Arc<watch::Sender<bool>>,
 }
 
 impl Shutdown {
     /// Catches SIGINT and SIGTERM from now on. Must run inside the runtime.
     pub fn on_signals() -> std::io::Result<Self> {
-        let (tx, requested) = watch::channel(false);
+        let requested = Arc::new(watch::Sender::new(false));
+        let tx = requested.clone();
         #[cfg(unix)]
         {
             use tokio::signal::unix::{SignalKind, signal};
@@ -33,24 +33,30 @@ impl Shutdown {
                     _ = int.recv() => "SIGINT",
                 };
                 tracing::info!(signal = name, "shutting down");
-                let _ = tx.send(true);
+                tx.send_replace(true);
             });
         }
         #[cfg(not(unix))]
         tokio::spawn(async move {
             if tokio::signal::ctrl_c().await.is_ok() {
                 tracing::info!("shutting down");
-                let _ = tx.send(true);
+                tx.send_replace(true);
             }
         });
         Ok(Self { requested })
     }
 
-    /// A stop that only [`Shutdown::trigger`] sets off (for tests).
+    /// A stop that only [`Shutdown::request`] sets off (for tests).
     #[cfg(test)]
-    fn manual() -> (watch::Sender<bool>, Self) {
-        let (tx, requested) = watch::channel(false);
-        (tx, Self { requested })
+    fn manual() -> Self {
+        Self {
+            requested: Arc::new(watch::Sender::new(false)),
+        }
+    }
+
+    /// Asks for a stop, as a signal does.
+    pub fn request(&self) {
+        self.requested.send_replace(true);
     }
 
     /// Whether a stop was requested.
@@ -58,16 +64,10 @@ impl Shutdown {
         *self.requested.borrow()
     }
 
-    /// For a task's loop: turns `true` when a stop is requested.
-    pub fn subscribe(&self) -> watch::Receiver<bool> {
-        self.requested.clone()
-    }
-
     /// Returns once a stop is requested (at once if it already was).
     pub async fn wait(&self) {
-        let mut rx = self.requested.clone();
-        // An error means the signal task is gone, which only happens when
-        // the runtime shuts down: treat it as a stop.
+        let mut rx = self.requested.subscribe();
+        // The sender lives as long as `self`: an error cannot happen.
         let _ = rx.wait_for(|stop| *stop).await;
     }
 
@@ -94,8 +94,8 @@ mod tests {
 
     #[tokio::test]
     async fn a_stop_before_the_wait_is_seen() {
-        let (tx, stop) = Shutdown::manual();
-        tx.send(true).unwrap();
+        let stop = Shutdown::manual();
+        stop.request();
         assert!(stop.requested());
         tokio::time::timeout(Duration::from_secs(5), stop.wait())
             .await
@@ -106,11 +106,11 @@ mod tests {
 
     #[tokio::test]
     async fn a_phase_is_abandoned_when_the_stop_comes() {
-        let (tx, stop) = Shutdown::manual();
+        let stop = Shutdown::manual();
         let phase = stop.unless_stopped(std::future::pending::<()>());
         let trigger = async {
             tokio::task::yield_now().await;
-            tx.send(true).unwrap();
+            stop.request();
         };
         let (out, ()) = tokio::time::timeout(Duration::from_secs(5), async {
             tokio::join!(phase, trigger)
@@ -119,7 +119,7 @@ mod tests {
         .expect("the phase ends with the stop");
         assert_eq!(out, None);
         assert_eq!(stop.unless_stopped(async { 2 }).await, None);
-        let (_tx, running) = Shutdown::manual();
+        let running = Shutdown::manual();
         assert_eq!(running.unless_stopped(async { 3 }).await, Some(3));
     }
 }

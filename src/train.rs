@@ -8,7 +8,10 @@ use std::{sync::Arc, time::Duration};
 use anyhow::{Context, bail};
 use indicatif::{ProgressBar, ProgressStyle};
 
-use crate::{config::Settings, open_store_unless_served};
+use crate::{
+    config::Settings,
+    wiring::{blobs, open_store_unless_served},
+};
 
 pub async fn run(
     settings: &Settings,
@@ -25,7 +28,7 @@ pub async fn run(
     {
         let recs = api::recs::Recs::new(
             store,
-            crate::blobs(settings).await,
+            blobs(settings).await,
             settings.recommender_history_hours,
         );
         let b = bar.clone();

@@ -103,7 +103,7 @@ impl Recs {
             blobs,
             current: RwLock::new(None),
             training: tokio::sync::Mutex::new(()),
-            history_hours: history_hours.max(1),
+            history_hours,
         }
     }
 
@@ -505,6 +505,93 @@ pub fn history_of(profile: &processors::state::Profile) -> (Vec<String>, HashSet
         touches.into_iter().map(|(_, p)| p.to_owned()).collect(),
         bought,
     )
+}
+
+/// When the recommender retrains.
+#[derive(Debug)]
+pub struct Retrain {
+    /// On a schedule (zero: never).
+    pub every: std::time::Duration,
+    /// When this many behaviour events (views, basket adds, purchases) were
+    /// applied since the last run (zero: never).
+    pub after_events: u64,
+    /// The bus, whose analytics ticks count the events applied.
+    pub changes: tokio::sync::broadcast::Receiver<processors::changes::Change>,
+}
+
+impl Recs {
+    /// Serves the persisted model at once, trains one if there is none, then
+    /// retrains on the schedule and when enough new events arrived — off the
+    /// request path throughout.
+    pub async fn train_periodically(
+        self: Arc<Self>,
+        mut when: Retrain,
+        mut stopped: tokio::sync::watch::Receiver<bool>,
+    ) {
+        let recs = self;
+        use processors::changes::Change;
+        use tokio::sync::broadcast::error::RecvError;
+        let loaded = tokio::select! {
+            loaded = recs.load() => loaded,
+            _ = stopped.changed() => return,
+        };
+        let loaded = match loaded {
+            Ok(loaded) => loaded,
+            Err(e) => {
+                tracing::warn!(error = %e, "recommender: the persisted model was not loaded");
+                false
+            }
+        };
+        let mut due = !loaded;
+        let mut next = tokio::time::Instant::now() + when.every;
+        let mut new_events = 0u64;
+        loop {
+            if due {
+                due = false;
+                new_events = 0;
+                next = tokio::time::Instant::now() + when.every;
+                // A stop abandons the training: the model is swapped in only
+                // once it is complete, so nothing is left half-done.
+                let trained = tokio::select! {
+                    trained = recs.train(Arc::new(|_| ())) => trained,
+                    _ = stopped.changed() => return,
+                };
+                if let Err(e) = trained {
+                    tracing::info!(error = %e, "recommender: no new model (popularity answers meanwhile)")
+                }
+            }
+            let every = when.every;
+            let scheduled = async move {
+                if every.is_zero() {
+                    std::future::pending::<()>().await;
+                }
+                tokio::time::sleep_until(next).await;
+            };
+            tokio::select! {
+                () = scheduled => due = true,
+                change = when.changes.recv(), if when.after_events > 0 => {
+                    new_events += match change {
+                        Ok(Change::AnalyticsTick { views, basket_adds, purchases, .. }) => {
+                            (views + basket_adds + purchases).max(0) as u64
+                        }
+                        Ok(_) => 0,
+                        // Missed changes were mostly ticks: count them as one
+                        // event each, a lower bound.
+                        Err(RecvError::Lagged(n)) => n,
+                        Err(RecvError::Closed) => {
+                            when.after_events = 0;
+                            0
+                        }
+                    };
+                    if new_events >= when.after_events {
+                        tracing::info!(events = new_events, "recommender: enough new events, retraining");
+                        due = true;
+                    }
+                }
+                _ = stopped.changed() => return,
+            }
+        }
+    }
 }
 
 #[cfg(test)]

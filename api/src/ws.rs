@@ -61,7 +61,8 @@ pub struct WsConfig {
     pub allowed_origins: Vec<String>,
     pub max_connections_per_user: usize,
     pub max_subscriptions: usize,
-    /// Messages a connection may have waiting before it is cut off.
+    /// Messages a connection may have waiting before it is cut off (at
+    /// least 1: the settings refuse 0).
     pub queue: usize,
     pub ping_interval: Duration,
 }
@@ -257,7 +258,7 @@ impl Connection {
     async fn run(mut self, socket: WebSocket) {
         let config = self.state.config.ws.clone();
         let (mut sink, mut stream) = socket.split();
-        let (out, mut queue) = mpsc::channel::<Message>(config.queue.max(1));
+        let (out, mut queue) = mpsc::channel::<Message>(config.queue);
         let (close_tx, mut close_rx) = oneshot::channel::<(u16, String)>();
         // The writer: the only task that waits on this client's socket.
         let writer = tokio::spawn(async move {

@@ -349,4 +349,23 @@ impl Shop {
         }
         Ok(released)
     }
+
+    /// Releases the stock of checkouts whose payment never settled.
+    pub async fn sweep_reservations_periodically(
+        self,
+        every: std::time::Duration,
+        mut stopped: tokio::sync::watch::Receiver<bool>,
+    ) {
+        loop {
+            match self.sweep_reservations().await {
+                Ok(0) => {}
+                Ok(n) => tracing::info!(orders = n, "released expired reservations"),
+                Err(e) => tracing::warn!(error = %e, "reservation sweep failed"),
+            }
+            tokio::select! {
+                () = tokio::time::sleep(every) => {}
+                _ = stopped.changed() => return,
+            }
+        }
+    }
 }

@@ -473,3 +473,23 @@ pub async fn merge_profiles(
         "merging {session} into {user} kept conflicting"
     )))
 }
+
+/// Runs [`sweep_alerts`] at start and then `every`, until `stopped` turns
+/// true: raises alerts whose check a crash interrupted.
+pub async fn sweep_alerts_periodically(
+    store: std::sync::Arc<dyn Store>,
+    bus: Bus,
+    every: std::time::Duration,
+    mut stopped: tokio::sync::watch::Receiver<bool>,
+) {
+    loop {
+        match sweep_alerts(store.as_ref(), &bus).await {
+            Ok(n) => tracing::debug!(products = n, "low-stock sweep done"),
+            Err(e) => tracing::warn!(error = %e, "low-stock sweep failed"),
+        }
+        tokio::select! {
+            () = tokio::time::sleep(every) => {}
+            _ = stopped.changed() => return,
+        }
+    }
+}

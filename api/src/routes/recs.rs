@@ -424,7 +424,7 @@ fn answer(
 }
 
 fn per_category(state: &AppState) -> usize {
-    state.config.recommend_per_category.max(1)
+    state.config.recommend_per_category
 }
 
 async fn product_param(state: &AppState, field: &str, raw: &str) -> ApiResult<domain::Product> {

@@ -1,0 +1,153 @@
+//! The adapters the settings choose — store, stream, blobs, notifier,
+//! payments — and the API's state built from them. Settings become each
+//! crate's own configuration in `config.rs`; this file only picks and
+//! connects.
+
+use std::{sync::Arc, time::Duration};
+
+use anyhow::Context;
+use api::{AppState, JwksSettings, Tokens};
+use ingest::{EventSink, StoreLog, kafka::KafkaSink, kinesis::KinesisSink};
+use processors::Bus;
+use storage::{Store, dynamo::Dynamo, embedded::Embedded};
+
+use crate::config::{Backend, NotifierKind, Settings, StreamKind};
+
+pub(crate) async fn open_store(settings: &Settings) -> anyhow::Result<Arc<dyn Store>> {
+    Ok(match settings.backend {
+        Backend::Embedded => {
+            let dir = settings.data_dir.clone();
+            let prefix = settings.table_prefix.clone();
+            let store =
+                tokio::task::spawn_blocking(move || Embedded::open(&dir, &prefix)).await??;
+            Arc::new(store)
+        }
+        Backend::Aws => Arc::new(Dynamo::from_env(&settings.table_prefix).await),
+    })
+}
+
+/// The store, or `None` when a running server holds the embedded store (the
+/// CLI then goes through that server's API).
+pub(crate) async fn open_store_unless_served(
+    settings: &Settings,
+) -> anyhow::Result<Option<Arc<dyn Store>>> {
+    match open_store(settings).await {
+        Ok(store) => Ok(Some(store)),
+        Err(e)
+            if matches!(
+                e.downcast_ref::<storage::StoreError>(),
+                Some(storage::StoreError::InUse { .. })
+            ) =>
+        {
+            Ok(None)
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// The outside stream events are published to, if one is configured.
+pub(crate) async fn outside_sink(
+    settings: &Settings,
+) -> anyhow::Result<Option<Arc<dyn EventSink>>> {
+    Ok(match settings.stream {
+        StreamKind::Embedded => None,
+        StreamKind::Kinesis => Some(Arc::new(KinesisSink::new(
+            ingest::kinesis::client_from_env().await,
+            settings.kinesis_stream.clone(),
+        ))),
+        StreamKind::Kafka => Some(Arc::new(
+            KafkaSink::new(&settings.kafka()).map_err(anyhow::Error::msg)?,
+        )),
+    })
+}
+
+/// The stream events are published to, as configured.
+pub(crate) async fn event_sink(
+    settings: &Settings,
+    store: &Arc<dyn Store>,
+) -> anyhow::Result<Arc<dyn EventSink>> {
+    Ok(match outside_sink(settings).await? {
+        Some(sink) => sink,
+        None => Arc::new(StoreLog::new(store.clone(), settings.log_partitions)),
+    })
+}
+
+pub(crate) async fn app_state(
+    settings: &Settings,
+    store: Arc<dyn Store>,
+    events: Arc<dyn EventSink>,
+    bus: Bus,
+    shop: commerce::Shop,
+) -> anyhow::Result<AppState> {
+    let blobs = blobs(settings).await;
+    let jwks = settings.jwks_url.clone().map(|url| JwksSettings {
+        url,
+        issuer: settings.jwks_issuer.clone(),
+        audience: settings.jwks_audience.clone(),
+        groups_claim: settings.jwks_groups_claim.clone(),
+    });
+    let tokens = Tokens::new(
+        &settings.jwt_secret()?,
+        Duration::from_secs(settings.access_token_ttl_secs),
+        Duration::from_secs(settings.refresh_token_ttl_secs),
+        jwks,
+    );
+    let metrics = api::install_recorder()?;
+    let config = settings.api_config();
+    let recs = Arc::new(api::recs::Recs::new(
+        store.clone(),
+        blobs.clone(),
+        settings.recommender_history_hours,
+    ));
+    let services = api::Services {
+        store,
+        events,
+        bus,
+        shop,
+        blobs,
+        recs,
+    };
+    Ok(AppState::new(services, tokens, metrics, config))
+}
+
+/// Where product images and the recommender's model are kept: S3 with `images_bucket`, else the data dir.
+pub(crate) async fn blobs(settings: &Settings) -> Arc<dyn storage::blobs::Blobs> {
+    match &settings.images_bucket {
+        Some(bucket) => Arc::new(storage::blobs::S3Blobs::from_env(bucket.clone()).await),
+        None => Arc::new(storage::blobs::DirBlobs {
+            dir: settings.data_dir.clone(),
+        }),
+    }
+}
+
+pub(crate) async fn notifier(
+    settings: &Settings,
+) -> anyhow::Result<Arc<dyn commerce::outbox::Notifier>> {
+    Ok(match settings.notifier {
+        NotifierKind::File => Arc::new(commerce::outbox::FileNotifier {
+            dir: settings.data_dir.join("notifications"),
+        }),
+        NotifierKind::Ses => {
+            let from = settings
+                .ses_from
+                .clone()
+                .context("notifier = \"ses\" needs `ses_from`, the sender address")?;
+            Arc::new(commerce::outbox::SesNotifier::from_env(from).await)
+        }
+        NotifierKind::Sns => {
+            let topic = settings
+                .sns_topic_arn
+                .clone()
+                .context("notifier = \"sns\" needs `sns_topic_arn`, the topic to publish to")?;
+            Arc::new(commerce::outbox::SnsNotifier::from_env(topic).await)
+        }
+    })
+}
+
+pub(crate) fn shop(settings: &Settings, store: &Arc<dyn Store>, bus: &Bus) -> commerce::Shop {
+    let payments = Arc::new(commerce::payment::SimulatedProcessor::new(
+        store.clone(),
+        Duration::from_millis(settings.payment_slow_ms),
+    ));
+    commerce::Shop::new(store.clone(), payments, bus.clone(), settings.shop_config())
+}
