@@ -17,6 +17,8 @@
 //!    commits.
 //! 6. `reservation sweeper`: stock held by payments that never settled.
 //! 7. `trainer`: the recommender's model, loaded, trained and retrained.
+//! 8. `attribution`: writes the impressions responses counted; drains its
+//!    queue as it stops.
 //!
 //! A worker that ends on its own before the stop (a failed consumer) is
 //! logged and stops the whole server, so that the orchestrator restarts it
@@ -59,6 +61,7 @@ pub struct Application {
     events: Arc<dyn ingest::EventSink>,
     shop: commerce::Shop,
     state: AppState,
+    attribution: serving::attribution::Writer,
     listener: tokio::net::TcpListener,
 }
 
@@ -87,7 +90,7 @@ impl Application {
         let bus = Bus::default();
         let events = wiring::event_sink(&settings, &store).await?;
         let shop = wiring::shop(&settings, &store, &bus);
-        let state = wiring::app_state(
+        let (state, attribution) = wiring::app_state(
             &settings,
             store.clone(),
             events.clone(),
@@ -116,6 +119,7 @@ impl Application {
             events,
             shop,
             state,
+            attribution,
             listener,
         }))
     }
@@ -129,6 +133,10 @@ impl Application {
         println!("shopstream listening on http://{addr}");
         let mut workers = Workers::default();
         self.start_workers(&mut workers).await?;
+        // Responses count what they show through it: it stops first after
+        // the requests, draining its queue.
+        let attribution = self.attribution;
+        workers.start("attribution", |stopped| attribution.run(stopped));
         let stop = self.stop.clone();
         let serving = api::serve(self.listener, self.state, async move {
             stop.wait().await;
@@ -200,7 +208,7 @@ impl Application {
             shop.sweep_reservations_periodically(every, stopped)
         });
         let recs = self.state.recs.clone();
-        let retrain = api::recs::Retrain {
+        let retrain = serving::Retrain {
             every: Duration::from_secs(settings.recommender_train_secs),
             after_events: settings.recommender_retrain_events,
             changes: self.bus.subscribe(),

@@ -38,7 +38,7 @@ pub(crate) async fn create_user(settings: &Settings, command: UserCommand) -> an
     let events = event_sink(settings, &store).await?;
     let bus = Bus::default();
     let shop = shop(settings, &store, &bus);
-    let state = app_state(settings, store, events, bus, shop).await?;
+    let (state, _) = app_state(settings, store, events, bus, shop).await?;
     let user = api::create_user(&state, email, password, name, role, supplier_id)
         .await
         .map_err(|e| anyhow::anyhow!("{e}"))?;

@@ -26,10 +26,13 @@ pub async fn run(
     if url.is_none()
         && let Some(store) = open_store_unless_served(settings).await?
     {
-        let recs = api::recs::Recs::new(
+        // Nothing is served here: the impression queue has no writer.
+        let (impressions, _) = serving::attribution::channel(store.clone(), 1);
+        let recs = serving::Recs::new(
             store,
             blobs(settings).await,
             settings.recommender_history_hours,
+            impressions,
         );
         let b = bar.clone();
         let t = recs

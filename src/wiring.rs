@@ -72,13 +72,19 @@ pub(crate) async fn event_sink(
     })
 }
 
+/// Responses whose impression counts may wait for the attribution writer
+/// (beyond that they are dropped and counted).
+const IMPRESSIONS_QUEUE: usize = 4096;
+
+/// The API's state, and the attribution writer its responses count through
+/// (a worker of its own: see `app.rs`).
 pub(crate) async fn app_state(
     settings: &Settings,
     store: Arc<dyn Store>,
     events: Arc<dyn EventSink>,
     bus: Bus,
     shop: commerce::Shop,
-) -> anyhow::Result<AppState> {
+) -> anyhow::Result<(AppState, serving::attribution::Writer)> {
     let blobs = blobs(settings).await;
     let jwks = settings.jwks_url.clone().map(|url| JwksSettings {
         url,
@@ -94,10 +100,13 @@ pub(crate) async fn app_state(
     );
     let metrics = api::install_recorder()?;
     let config = settings.api_config();
-    let recs = Arc::new(api::recs::Recs::new(
+    let (impressions, attribution) =
+        serving::attribution::channel(store.clone(), IMPRESSIONS_QUEUE);
+    let recs = Arc::new(serving::Recs::new(
         store.clone(),
         blobs.clone(),
         settings.recommender_history_hours,
+        impressions,
     ));
     let services = api::Services {
         store,
@@ -107,7 +116,10 @@ pub(crate) async fn app_state(
         blobs,
         recs,
     };
-    Ok(AppState::new(services, tokens, metrics, config))
+    Ok((
+        AppState::new(services, tokens, metrics, config),
+        attribution,
+    ))
 }
 
 /// Where product images and the recommender's model are kept: S3 with `images_bucket`, else the data dir.

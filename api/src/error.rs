@@ -46,6 +46,10 @@ pub enum ApiError {
     UnsupportedMedia(String),
     #[error("{0}")]
     TooManyRequests(String),
+    /// The request is well-formed but what it asks cannot be done with the
+    /// data there is (e.g. training on too little behaviour).
+    #[error("{0}")]
+    Unprocessable(String),
     #[error("internal error")]
     Internal(String),
 }
@@ -71,6 +75,7 @@ impl ApiError {
             ApiError::Payment { status, .. } => *status,
             ApiError::UnsupportedMedia(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::TooManyRequests(_) => StatusCode::TOO_MANY_REQUESTS,
+            ApiError::Unprocessable(_) => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -91,6 +96,7 @@ impl ApiError {
             ApiError::Payment { .. } => "payment-failed",
             ApiError::UnsupportedMedia(_) => "unsupported-media-type",
             ApiError::TooManyRequests(_) => "too-many-requests",
+            ApiError::Unprocessable(_) => "unprocessable",
             ApiError::Internal(_) => "internal",
         }
     }
@@ -111,6 +117,18 @@ impl From<ingest::PublishError> for ApiError {
         match e {
             ingest::PublishError::Store(e) => e.into(),
             e => ApiError::Unavailable(format!("the stream did not take the records: {e}")),
+        }
+    }
+}
+
+impl From<serving::TrainError> for ApiError {
+    fn from(e: serving::TrainError) -> Self {
+        use serving::TrainError;
+        match e {
+            TrainError::Busy => ApiError::Conflict(e.to_string()),
+            TrainError::NotEnoughData(m) => ApiError::Unprocessable(m),
+            TrainError::Store(e) => e.into(),
+            e => ApiError::Internal(e.to_string()),
         }
     }
 }

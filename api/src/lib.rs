@@ -20,7 +20,6 @@ mod error;
 mod extract;
 mod metrics;
 mod openapi;
-pub mod recs;
 mod routes;
 pub mod web;
 pub mod ws;
@@ -83,7 +82,7 @@ pub struct AppState {
     /// Where product images are kept.
     pub blobs: Arc<dyn storage::blobs::Blobs>,
     /// The recommender being served.
-    pub recs: Arc<recs::Recs>,
+    pub recs: Arc<serving::Recs>,
 }
 
 /// The services the API runs on.
@@ -94,7 +93,7 @@ pub struct Services {
     pub bus: Bus,
     pub shop: commerce::Shop,
     pub blobs: Arc<dyn storage::blobs::Blobs>,
-    pub recs: Arc<recs::Recs>,
+    pub recs: Arc<serving::Recs>,
 }
 
 impl AppState {
@@ -155,6 +154,7 @@ pub fn router(state: AppState) -> Router {
         .merge(routes::orders::router())
         .merge(routes::supplier::router())
         .merge(routes::recs::router())
+        .merge(routes::model::router())
         .merge(ws::router())
         .merge(web::router())
         .layer(DefaultBodyLimit::max(state.config.max_body_bytes))

@@ -6,7 +6,8 @@ use utoipa::{
 };
 
 use crate::routes::{
-    analytics, auth, basket, events, images, inventory, me, ops, orders, products, recs, supplier,
+    analytics, auth, basket, events, images, inventory, me, model, ops, orders, products, recs,
+    supplier,
 };
 
 #[derive(OpenApi)]
@@ -25,7 +26,7 @@ use crate::routes::{
         basket::get_basket, basket::add_item, basket::set_item, basket::remove_item, basket::clear_basket,
         orders::checkout, orders::list_orders, orders::get_order, orders::cancel_order, orders::set_status, orders::admin_orders,
         supplier::list_alerts, supplier::ack_alert, supplier::list_products,
-        recs::recommendations, recs::similar, recs::bought_together, recs::basket_suggestions, recs::trending, recs::model_info, recs::train, recs::attribution,
+        recs::recommendations, recs::similar, recs::bought_together, recs::basket_suggestions, recs::trending, model::model_info, model::train, model::attribution,
         ops::healthz, ops::readyz, ops::metrics, ops::openapi,
     ),
     components(schemas(crate::Problem, domain::Product, domain::Role, domain::user::Address)),

@@ -5,7 +5,10 @@ use std::collections::BTreeMap;
 use storage::{Key, Query, SortRange, Store, StoreError, Table, from_item};
 use time::{Duration, OffsetDateTime};
 
-use crate::state::{ALL, Counters, DeadLetter, Stock, hour_of, minute_key, minute_of, stock_key};
+use crate::state::{
+    ALL, Counters, DeadLetter, Profile, Stock, hour_of, minute_key, minute_of, profile_key,
+    reco_key, stock_key,
+};
 
 /// One product's stock, if any event has touched it.
 pub async fn stock(store: &dyn Store, product_id: &str) -> Result<Option<Stock>, StoreError> {
@@ -14,6 +17,69 @@ pub async fn stock(store: &dyn Store, product_id: &str) -> Result<Option<Stock>,
         .await?
         .map(from_item)
         .transpose()
+}
+
+/// A subject's behaviour profile (`user:{id}` or `session:{id}`); empty
+/// when it has none yet.
+pub async fn profile(store: &dyn Store, subject: &str) -> Result<Profile, StoreError> {
+    Ok(
+        match store.get(Table::Behaviour, &profile_key(subject)).await? {
+            Some(item) => from_item(item)?,
+            None => Profile::default(),
+        },
+    )
+}
+
+/// One row of recommendation attribution: a model version's totals
+/// (`source` empty) or one source's within it.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct AttributionRow {
+    pub model_version: String,
+    /// The candidate source, or `None` for the version's totals.
+    pub source: Option<String>,
+    pub responses: i64,
+    pub impressions: i64,
+    pub clicks: i64,
+    pub basket_adds: i64,
+    pub purchases: i64,
+}
+
+/// Every attribution row, newest model version first.
+pub async fn attribution(store: &dyn Store) -> Result<Vec<AttributionRow>, StoreError> {
+    let pk = reco_key("", None).pk;
+    let mut q = Query {
+        limit: 1000,
+        descending: true,
+        ..Query::default()
+    };
+    let mut out = Vec::new();
+    loop {
+        let page = store.query(Table::Analytics, &pk, &q).await?;
+        for item in &page.items {
+            let n = |a: &str| match item.get(a) {
+                Some(storage::Value::N(v)) => v.parse::<i64>().unwrap_or(0),
+                _ => 0,
+            };
+            let sk = Key::of(item)?.sk;
+            let (model_version, source) = match sk.split_once('#') {
+                Some((v, s)) => (v.to_owned(), Some(s.to_owned())),
+                None => (sk, None),
+            };
+            out.push(AttributionRow {
+                model_version,
+                source,
+                responses: n("responses"),
+                impressions: n("impressions"),
+                clicks: n("clicks"),
+                basket_adds: n("basket_adds"),
+                purchases: n("purchases"),
+            });
+        }
+        match page.cursor {
+            Some(c) => q.cursor = Some(c),
+            None => return Ok(out),
+        }
+    }
 }
 
 /// A page of stock, by product id; `below_threshold` keeps only products whose
@@ -118,8 +184,11 @@ pub async fn trending(
         }
     }
     let mut ranked: Vec<(String, Counters)> = totals.into_iter().collect();
-    let score = |c: &Counters| c.purchases * 10 + c.basket_adds * 3 + c.views;
-    ranked.sort_by(|a, b| score(&b.1).cmp(&score(&a.1)).then_with(|| a.0.cmp(&b.0)));
+    ranked.sort_by(|a, b| {
+        b.1.trend_score()
+            .cmp(&a.1.trend_score())
+            .then_with(|| a.0.cmp(&b.0))
+    });
     ranked.truncate(limit);
     Ok(ranked)
 }

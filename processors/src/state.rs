@@ -66,6 +66,12 @@ pub struct Counters {
 }
 
 impl Counters {
+    /// How much a product is trending: a purchase weighs 10, a basket add 3,
+    /// a view 1. The one definition every ranking of "trending" uses.
+    pub fn trend_score(&self) -> i64 {
+        self.purchases * 10 + self.basket_adds * 3 + self.views
+    }
+
     /// Reads counters from a stored item. Numbers are parsed from their exact
     /// decimal text (revenue never passes through a float).
     pub fn from_item(item: &storage::Item) -> Self {

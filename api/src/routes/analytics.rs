@@ -9,7 +9,6 @@ use axum::{
 use domain::{ProductId, Role};
 use processors::{read, state::Counters};
 use serde::Serialize;
-use time::Duration;
 
 use crate::{
     AppState,
@@ -169,14 +168,7 @@ pub async fn trending(
 ) -> ApiResult<Json<Vec<TrendingItem>>> {
     caller.require(Role::Admin)?;
     let mut p = Params::parse(q.as_deref())?;
-    let window = match p.take("window").as_deref() {
-        None | Some("1h") => Duration::hours(1),
-        Some("24h") => Duration::hours(24),
-        Some(_) => {
-            p.errors.push("window", "must be 1h or 24h");
-            Duration::hours(1)
-        }
-    };
+    let (window, _) = p.window();
     let limit = p.limit();
     p.finish()?;
     let ranked = read::trending(

@@ -5,6 +5,7 @@ pub mod events;
 pub mod images;
 pub mod inventory;
 pub mod me;
+pub mod model;
 pub mod ops;
 pub mod orders;
 pub mod params;

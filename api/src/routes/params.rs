@@ -44,6 +44,18 @@ impl Params {
         }
     }
 
+    /// The trending `window`: `1h` (the default) or `24h`, with its name.
+    pub fn window(&mut self) -> (time::Duration, &'static str) {
+        match self.take("window").as_deref() {
+            None | Some("1h") => (time::Duration::hours(1), "1h"),
+            Some("24h") => (time::Duration::hours(24), "24h"),
+            Some(_) => {
+                self.errors.push("window", "must be 1h or 24h");
+                (time::Duration::hours(1), "1h")
+            }
+        }
+    }
+
     /// An opaque cursor this API returned earlier.
     pub fn cursor(&mut self) -> Option<String> {
         let raw = self.take("cursor")?;

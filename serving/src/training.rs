@@ -1,92 +1,50 @@
-//! Live recommendations: the trained model (swapped in atomically, persisted
-//! so a restart serves at once), training from the store's interaction log
-//! off the async runtime, and serving with the shop's rules applied at
-//! request time.
+//! Training from the store's interaction log: read the log, fit off the
+//! async runtime, persist, swap in atomically; and the retrain loop, a task
+//! that owns its own stop.
 
 use std::{
-    collections::{HashMap, HashSet},
+    collections::HashMap,
     sync::{Arc, RwLock},
     time::Instant,
 };
 
 use processors::state::{InteractionChunk, interaction, interactions_pk};
-use recommender::model::{self, Hybrid, Reason, TrainingReport};
-use serde::{Deserialize, Serialize};
+use recommender::model::{self, Hybrid};
 use storage::{Query, Store, Table, blobs::Blobs, from_item};
 use time::{Duration, OffsetDateTime, format_description::well_known::Rfc3339};
 
-/// Where the model is persisted in the blob store.
-pub const MODEL_KEY: &str = "models/recommender.json";
+use crate::{
+    attribution::Impressions,
+    catalogue::{Catalogue, StoreCatalogue},
+    model::{MODEL_KEY, Trained},
+};
 
-/// A trained model with what it knows about its training.
-#[derive(Debug, Serialize, Deserialize)]
-pub struct Trained {
-    pub version: String,
-    pub trained_at: String,
-    pub training_ms: u64,
-    /// Interactions and distinct subjects (users and sessions) trained on.
-    pub interactions: usize,
-    pub subjects: usize,
-    /// Product id of each dense item id.
-    pub items: Vec<String>,
-    pub report: TrainingReport,
-    pub model: Hybrid,
-    /// The category of each item when the model was trained (empty where
-    /// the product was not in the catalogue): a hint that lets the
-    /// per-category cap skip a candidate without reading its product. Only
-    /// ever used to skip; what is served is read live.
-    #[serde(default)]
-    pub categories: Vec<String>,
-    /// Per item, the items bought with it (in the same order, or by the
-    /// same customer within [`BASKET_GAP_MS`]), best first, with a cosine
-    /// score. Empty in models saved before it existed.
-    #[serde(default)]
-    pub together: Vec<Vec<(u32, f32)>>,
-    #[serde(skip)]
-    index: HashMap<String, u32>,
-    #[serde(skip)]
-    hints: Vec<Option<Arc<str>>>,
-}
-
-impl Trained {
-    fn indexed(mut self) -> Self {
-        self.index = self
-            .items
-            .iter()
-            .enumerate()
-            .map(|(k, id)| (id.clone(), k as u32))
-            .collect();
-        let mut names: HashMap<&str, Arc<str>> = HashMap::new();
-        self.hints = (0..self.items.len())
-            .map(|k| {
-                let c = self.categories.get(k).map_or("", String::as_str);
-                (!c.is_empty()).then(|| names.entry(c).or_insert_with(|| Arc::from(c)).clone())
-            })
-            .collect();
-        self
-    }
-
-    pub fn item(&self, product_id: &str) -> Option<u32> {
-        self.index.get(product_id).copied()
-    }
-}
-
-/// Why training did not produce a model.
+/// Why training (or loading) did not produce a model.
 #[derive(Debug, thiserror::Error)]
 pub enum TrainError {
     #[error("reading the interaction log: {0}")]
     Store(#[from] storage::StoreError),
+    /// The log holds too little behaviour to learn from.
     #[error("{0}")]
-    Model(String),
+    NotEnoughData(String),
+    #[error("the persisted model is unreadable: {0}")]
+    Unreadable(serde_json::Error),
+    #[error("the model could not be encoded: {0}")]
+    Encode(serde_json::Error),
+    #[error("the training thread failed: {0}")]
+    Thread(#[from] tokio::task::JoinError),
     #[error("a training run is already going on")]
     Busy,
 }
 
-/// The recommender service.
+/// The recommender service: the model being served, its training, and what
+/// serving reads and counts.
 #[derive(Debug)]
 pub struct Recs {
     store: Arc<dyn Store>,
     blobs: Arc<dyn Blobs>,
+    catalogue: Arc<dyn Catalogue>,
+    impressions: Impressions,
     current: RwLock<Option<Arc<Trained>>>,
     training: tokio::sync::Mutex<()>,
     /// How far back the training log is read.
@@ -97,14 +55,32 @@ pub struct Recs {
 pub type Progress = Arc<dyn Fn(&str) + Send + Sync>;
 
 impl Recs {
-    pub fn new(store: Arc<dyn Store>, blobs: Arc<dyn Blobs>, history_hours: i64) -> Self {
+    /// `history_hours` is at least 1 (the settings check it).
+    pub fn new(
+        store: Arc<dyn Store>,
+        blobs: Arc<dyn Blobs>,
+        history_hours: i64,
+        impressions: Impressions,
+    ) -> Self {
         Self {
+            catalogue: Arc::new(StoreCatalogue::new(store.clone())),
+            impressions,
             store,
             blobs,
             current: RwLock::new(None),
             training: tokio::sync::Mutex::new(()),
             history_hours,
         }
+    }
+
+    /// What the live rules read.
+    pub fn catalogue(&self) -> &dyn Catalogue {
+        self.catalogue.as_ref()
+    }
+
+    /// Where responses count what they showed.
+    pub fn impressions(&self) -> &Impressions {
+        &self.impressions
     }
 
     /// The model being served, if there is one.
@@ -133,9 +109,8 @@ impl Recs {
             return Ok(false);
         };
         let t = tokio::task::spawn_blocking(move || serde_json::from_slice::<Trained>(&bytes))
-            .await
-            .map_err(|e| TrainError::Model(e.to_string()))?
-            .map_err(|e| TrainError::Model(format!("the persisted model is unreadable: {e}")))?;
+            .await?
+            .map_err(TrainError::Unreadable)?;
         self.swap(Arc::new(t.indexed()));
         Ok(true)
     }
@@ -242,15 +217,13 @@ impl Recs {
         progress("reading the interaction log");
         let log = self.read_log(OffsetDateTime::now_utc()).await?;
         let p = progress.clone();
-        let t = tokio::task::spawn_blocking(move || fit(&log, &*p))
-            .await
-            .map_err(|e| TrainError::Model(e.to_string()))??;
+        let t = tokio::task::spawn_blocking(move || fit(&log, &*p)).await??;
         let mut t = t;
         progress("reading the catalogue's categories");
         t.categories = self.categories(&t.items).await?;
         t.training_ms = started.elapsed().as_millis() as u64;
         progress("saving the model");
-        let bytes = serde_json::to_vec(&t).map_err(|e| TrainError::Model(e.to_string()))?;
+        let bytes = serde_json::to_vec(&t).map_err(TrainError::Encode)?;
         self.blobs.put(MODEL_KEY, bytes, "application/json").await?;
         let t = Arc::new(t.indexed());
         self.swap(t.clone());
@@ -293,7 +266,7 @@ pub fn fit(
         });
     }
     let (m, report) = Hybrid::fit(&rows, items.len(), model::Config::default(), progress)
-        .map_err(TrainError::Model)?;
+        .map_err(TrainError::NotEnoughData)?;
     let together = bought_together(log, &index, items.len());
     let now = OffsetDateTime::now_utc();
     Ok(Trained {
@@ -373,138 +346,6 @@ fn bought_together(
         l.truncate(TOGETHER_KEEP);
     }
     out
-}
-
-/// Items bought together with one product, from the model.
-pub fn bought_with(t: &Trained, product_id: &str) -> Vec<Candidate> {
-    let Some(i) = t.item(product_id) else {
-        return Vec::new();
-    };
-    let list = t.together.get(i as usize).map_or(&[][..], Vec::as_slice);
-    related(t, list.iter().copied(), || {
-        Why::Bought(product_id.to_owned())
-    })
-}
-
-/// A candidate before the live rules: product id, score, reason.
-#[derive(Clone, Debug)]
-pub struct Candidate {
-    pub product_id: String,
-    /// Its category when the model was trained, if known (see
-    /// [`Trained::categories`]).
-    pub category_hint: Option<Arc<str>>,
-    pub score: f32,
-    pub reason: Why,
-}
-
-/// Why, with product ids still to be named.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Why {
-    After(String),
-    With(String),
-    /// Near it in the learned embedding.
-    Like(String),
-    /// Bought in the same basket as it.
-    Bought(String),
-    Again,
-    Popular,
-    Category(String),
-}
-
-impl Why {
-    pub fn source(&self) -> &'static str {
-        match self {
-            Why::After(_) => "sequence",
-            Why::With(_) => "co-occurrence",
-            Why::Like(_) => "embedding",
-            Why::Bought(_) => "bought-together",
-            Why::Again => "repeat",
-            Why::Popular => "popularity",
-            Why::Category(_) => "category",
-        }
-    }
-}
-
-/// The model's ranking for a history of product ids (oldest first), never
-/// an item in `exclude`; `want` at most. Item numbers: turn the ones
-/// needed into candidates with [`candidate`].
-pub fn rank(
-    t: &Trained,
-    history: &[String],
-    want: usize,
-    exclude: &HashSet<String>,
-) -> Vec<model::Scored> {
-    let h: Vec<u32> = history.iter().filter_map(|p| t.item(p)).collect();
-    // The model asks about every candidate it meets: answer from the
-    // item numbers (a sorted list of a few), not by hashing product ids.
-    let mut ex: Vec<u32> = exclude.iter().filter_map(|p| t.item(p)).collect();
-    ex.sort_unstable();
-    t.model.rank(&h, want, &|i| ex.binary_search(&i).is_ok())
-}
-
-/// One ranked item as a candidate, with product ids.
-pub fn candidate(t: &Trained, s: &model::Scored) -> Candidate {
-    Candidate {
-        product_id: t.items[s.item as usize].clone(),
-        category_hint: t.hints.get(s.item as usize).cloned().flatten(),
-        score: s.score,
-        reason: match s.reason {
-            Reason::After(i) => Why::After(t.items[i as usize].clone()),
-            Reason::With(i) => Why::With(t.items[i as usize].clone()),
-            Reason::Like(i) => Why::Like(t.items[i as usize].clone()),
-            Reason::Again => Why::Again,
-            Reason::Popular => Why::Popular,
-        },
-    }
-}
-
-/// Items like one product, from the model.
-pub fn similar(t: &Trained, product_id: &str) -> Vec<Candidate> {
-    let Some(i) = t.item(product_id) else {
-        return Vec::new();
-    };
-    related(t, t.model.sources.similar(i), || {
-        Why::With(product_id.to_owned())
-    })
-}
-
-/// Item numbers and scores related to one product, as candidates that all
-/// give the same reason.
-fn related(
-    t: &Trained,
-    items: impl IntoIterator<Item = (u32, f32)>,
-    why: impl Fn() -> Why,
-) -> Vec<Candidate> {
-    items
-        .into_iter()
-        .map(|(j, score)| Candidate {
-            product_id: t.items[j as usize].clone(),
-            category_hint: t.hints.get(j as usize).cloned().flatten(),
-            score,
-            reason: why(),
-        })
-        .collect()
-}
-
-/// What the rules need to know about a subject.
-pub fn history_of(profile: &processors::state::Profile) -> (Vec<String>, HashSet<String>) {
-    let mut touches: Vec<(i64, &str)> = profile
-        .recent_views
-        .iter()
-        .chain(&profile.basket_adds)
-        .chain(&profile.purchases)
-        .map(|t| (t.at, t.product_id.as_str()))
-        .collect();
-    touches.sort();
-    let bought = profile
-        .purchases
-        .iter()
-        .map(|t| t.product_id.clone())
-        .collect();
-    (
-        touches.into_iter().map(|(_, p)| p.to_owned()).collect(),
-        bought,
-    )
 }
 
 /// When the recommender retrains.
