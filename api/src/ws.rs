@@ -478,23 +478,8 @@ impl Connection {
             }
             Topic::Alerts => match self.caller.as_ref().and_then(|c| c.supplier_id.clone()) {
                 Some(s) if self.caller.as_ref().is_some_and(|c| c.role != Role::Admin) => {
-                    let page = store
-                        .query(
-                            storage::Table::Alerts,
-                            &format!("supplier#{s}"),
-                            &storage::Query {
-                                limit: 20,
-                                descending: true,
-                                ..storage::Query::default()
-                            },
-                        )
-                        .await?;
-                    Value::Array(
-                        page.items
-                            .into_iter()
-                            .filter_map(|i| storage::from_item::<Value>(i).ok())
-                            .collect(),
-                    )
+                    let (alerts, _) = read::alerts(store, &s, 20, None).await?;
+                    serde_json::to_value(alerts).unwrap_or(Value::Array(Vec::new()))
                 }
                 // An admin's alerts come from every supplier: the snapshot
                 // is empty, `GET /api/supplier/alerts` pages through them.

@@ -381,6 +381,28 @@ pub async fn check_alert(
     Ok(())
 }
 
+/// Marks a supplier's alert as seen; `None` when the supplier has no such
+/// alert.
+pub async fn acknowledge_alert(
+    store: &dyn Store,
+    supplier_id: &str,
+    id: &str,
+) -> Result<Option<crate::state::Alert>, StoreError> {
+    match store
+        .update(
+            storage::Table::Alerts,
+            &crate::state::alert_key(supplier_id, id),
+            vec![storage::Update::set("acknowledged", true)],
+            Some(storage::Cond::Exists),
+        )
+        .await
+    {
+        Ok(item) => Ok(Some(storage::from_item(item)?)),
+        Err(StoreError::ConditionFailed) => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
 /// Runs [`check_alert`] over every product's stock: catches a crossing whose
 /// alert check a crash interrupted after the commit.
 pub async fn sweep_alerts(store: &dyn Store, bus: &Bus) -> Result<usize, StoreError> {

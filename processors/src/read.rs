@@ -6,8 +6,8 @@ use storage::{Key, Query, SortRange, Store, StoreError, Table, from_item};
 use time::{Duration, OffsetDateTime};
 
 use crate::state::{
-    ALL, Counters, DeadLetter, Profile, Stock, hour_of, minute_key, minute_of, profile_key,
-    reco_key, stock_key,
+    ALL, Alert, Counters, DeadLetter, Profile, Stock, alert_key, hour_of, minute_key, minute_of,
+    profile_key, reco_key, stock_key,
 };
 
 /// One product's stock, if any event has touched it.
@@ -17,6 +17,33 @@ pub async fn stock(store: &dyn Store, product_id: &str) -> Result<Option<Stock>,
         .await?
         .map(from_item)
         .transpose()
+}
+
+/// A supplier's low-stock alerts, newest first, a page at a time.
+pub async fn alerts(
+    store: &dyn Store,
+    supplier_id: &str,
+    limit: usize,
+    cursor: Option<String>,
+) -> Result<(Vec<Alert>, Option<String>), StoreError> {
+    let page = store
+        .query(
+            Table::Alerts,
+            &alert_key(supplier_id, "").pk,
+            &Query {
+                limit,
+                cursor,
+                descending: true,
+                ..Query::default()
+            },
+        )
+        .await?;
+    let alerts = page
+        .items
+        .into_iter()
+        .map(from_item)
+        .collect::<Result<_, _>>()?;
+    Ok((alerts, page.cursor))
 }
 
 /// A subject's behaviour profile (`user:{id}` or `session:{id}`); empty

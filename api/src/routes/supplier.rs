@@ -8,10 +8,10 @@ use axum::{
 use domain::Role;
 use processors::{
     read,
-    state::{Alert, Stock, alert_key},
+    state::{Alert, Stock},
 };
 use serde::Serialize;
-use storage::{Cond, Query, Table, Update, from_item, products::ProductFilter};
+use storage::products::ProductFilter;
 
 use crate::{
     AppState,
@@ -68,26 +68,10 @@ pub async fn list_alerts(
     let limit = p.limit();
     let cursor = p.cursor();
     p.finish()?;
-    let page = state
-        .store
-        .query(
-            Table::Alerts,
-            &format!("supplier#{supplier}"),
-            &Query {
-                limit,
-                cursor,
-                descending: true,
-                ..Query::default()
-            },
-        )
-        .await?;
+    let (items, next) = read::alerts(state.store.as_ref(), &supplier, limit, cursor).await?;
     Ok(Json(AlertPage {
-        items: page
-            .items
-            .into_iter()
-            .map(from_item)
-            .collect::<Result<_, _>>()?,
-        next_cursor: encode_cursor(page.cursor),
+        items,
+        next_cursor: encode_cursor(next),
     }))
 }
 
@@ -104,20 +88,10 @@ pub async fn ack_alert(
     let mut p = Params::parse(q.as_deref())?;
     let supplier = supplier_of(&caller, &mut p)?;
     p.finish()?;
-    let item = state
-        .store
-        .update(
-            Table::Alerts,
-            &alert_key(&supplier, &id),
-            vec![Update::set("acknowledged", true)],
-            Some(Cond::Exists),
-        )
-        .await
-        .map_err(|e| match e {
-            storage::StoreError::ConditionFailed => ApiError::NotFound("alert"),
-            e => e.into(),
-        })?;
-    Ok(Json(from_item(item)?))
+    let alert = processors::pipeline::acknowledge_alert(state.store.as_ref(), &supplier, &id)
+        .await?
+        .ok_or(ApiError::NotFound("alert"))?;
+    Ok(Json(alert))
 }
 
 /// A supplier's product with its live stock.
