@@ -456,20 +456,31 @@ pub fn product(sku: &str) -> Value {
 }
 
 /// Polls until `check` holds, for up to a minute.
-pub async fn eventually<F, Fut>(what: &str, mut check: F)
+pub async fn eventually<F, Fut>(what: &str, check: F)
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Result<(), String>>,
 {
+    eventually_within(what, Duration::from_secs(60), check).await
+}
+
+/// Polls until `check` holds, for up to `deadline` (for conditions whose
+/// time grows with the load on the machine and the emulators).
+pub async fn eventually_within<F, Fut>(what: &str, deadline: Duration, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<(), String>>,
+{
+    let start = std::time::Instant::now();
     let mut last = String::new();
-    for _ in 0..600 {
+    while start.elapsed() < deadline {
         match check().await {
             Ok(()) => return,
             Err(e) => last = e,
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    panic!("{what} did not happen within 60 s: {last}");
+    panic!("{what} did not happen within {deadline:?}: {last}");
 }
 
 /// Appends events through `POST /api/events` (admin), which must take them all.
