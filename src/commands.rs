@@ -17,7 +17,7 @@ pub(crate) async fn create_user(settings: &Settings, command: UserCommand) -> an
         supplier_id,
         name,
     } = command;
-    let role: Role = role.parse().map_err(|e: String| anyhow::anyhow!(e))?;
+    let role: Role = role.parse().map_err(|e| anyhow::anyhow!("--role {e}"))?;
     let email = Email::parse(&email).map_err(|e| anyhow::anyhow!("--email {e}"))?;
     domain::user::check_password(&password).map_err(|e| anyhow::anyhow!("--password {e}"))?;
     if role == Role::Supplier && supplier_id.is_none() {
@@ -88,14 +88,11 @@ pub(crate) async fn init(settings: &Settings) -> anyhow::Result<()> {
     if settings.stream == StreamKind::Kinesis {
         let client = ingest::kinesis::client_from_env().await;
         ingest::kinesis::ensure_stream(&client, &settings.kinesis_stream, settings.kinesis_shards)
-            .await
-            .map_err(anyhow::Error::msg)?;
+            .await?;
         println!("kinesis stream {:?} active", settings.kinesis_stream);
     }
     if settings.stream == StreamKind::Kafka {
-        ingest::kafka::ensure_topic(&settings.kafka(), settings.kafka_partitions)
-            .await
-            .map_err(anyhow::Error::msg)?;
+        ingest::kafka::ensure_topic(&settings.kafka(), settings.kafka_partitions).await?;
         println!("kafka topic {:?} ready", settings.kafka_topic);
     }
     if settings.images_bucket.is_some() {

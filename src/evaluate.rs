@@ -75,8 +75,7 @@ pub fn run(
         started.elapsed().as_secs_f64()
     );
     let started = Instant::now();
-    let ease =
-        Ease::fit(&train, data.items.len(), ease_items, EASE_LAMBDA).map_err(anyhow::Error::msg)?;
+    let ease = Ease::fit(&train, data.items.len(), ease_items, EASE_LAMBDA)?;
     eprintln!(
         "trained EASE (the {} most popular items, lambda {EASE_LAMBDA}) in {:.2} s",
         ease_items.min(data.items.len()),
@@ -89,8 +88,7 @@ pub fn run(
     };
     let (learned, report) = Hybrid::fit(&train, data.items.len(), cfg, &|phase| {
         eprintln!("model: {phase}")
-    })
-    .map_err(anyhow::Error::msg)?;
+    })?;
     eprintln!(
         "trained the model in {:.2} s ({} ranker examples; the next item was a candidate for {} of {} training targets); weights: {:?}",
         started.elapsed().as_secs_f64(),

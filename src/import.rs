@@ -22,6 +22,7 @@
 //! this shop's stock: they carry `stock_settled: true`, so they count in
 //! analytics and behaviour and leave stock alone.
 
+use domain::Invalid;
 use std::{
     collections::BTreeMap,
     path::{Path, PathBuf},
@@ -52,20 +53,23 @@ enum Kind {
     Transaction,
 }
 
-fn parse_row(line: &str) -> Result<Row, String> {
+fn parse_row(line: &str) -> Result<Row, Invalid> {
     let f: Vec<&str> = line.split(',').map(str::trim).collect();
     if f.len() != 5 {
-        return Err(format!("expected 5 fields, found {}", f.len()));
+        return Err(Invalid::new(format!(
+            "expected 5 fields, found {}",
+            f.len()
+        )));
     }
-    let num = |i: usize, name: &str| -> Result<u64, String> {
+    let num = |i: usize, name: &str| -> Result<u64, Invalid> {
         f[i].parse::<u64>()
-            .map_err(|_| format!("{name} {:?} is not a whole number", f[i]))
+            .map_err(|_| Invalid::new(format!("{name} {:?} is not a whole number", f[i])))
     };
     let kind = match f[2] {
         "view" => Kind::View,
         "addtocart" => Kind::AddToCart,
         "transaction" => Kind::Transaction,
-        other => return Err(format!("unknown event {other:?}")),
+        other => return Err(Invalid::new(format!("unknown event {other:?}"))),
     };
     let transaction = if f[4].is_empty() {
         None

@@ -55,9 +55,7 @@ pub(crate) async fn outside_sink(
             ingest::kinesis::client_from_env().await,
             settings.kinesis_stream.clone(),
         ))),
-        StreamKind::Kafka => Some(Arc::new(
-            KafkaSink::new(&settings.kafka()).map_err(anyhow::Error::msg)?,
-        )),
+        StreamKind::Kafka => Some(Arc::new(KafkaSink::new(&settings.kafka())?)),
     })
 }
 

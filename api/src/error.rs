@@ -126,7 +126,9 @@ impl From<serving::TrainError> for ApiError {
         use serving::TrainError;
         match e {
             TrainError::Busy => ApiError::Conflict(e.to_string()),
-            TrainError::NotEnoughData(m) => ApiError::Unprocessable(m),
+            TrainError::Fit(e @ recommender::model::FitError::TooLittleData { .. }) => {
+                ApiError::Unprocessable(e.to_string())
+            }
             TrainError::Store(e) => e.into(),
             e => ApiError::Internal(e.to_string()),
         }

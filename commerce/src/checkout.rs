@@ -127,8 +127,9 @@ impl Shop {
             user_id: customer.user_id.clone(),
             email: customer.email.clone(),
             status: Status::PendingPayment,
-            total: Price::from_decimal(total)
-                .map_err(|e| Reserve::Failed(CheckoutError::Store(StoreError::Invalid(e))))?,
+            total: Price::from_decimal(total).map_err(|e| {
+                Reserve::Failed(CheckoutError::Store(StoreError::Invalid(e.into())))
+            })?,
             currency: currency.expect("a non-empty basket has a currency"),
             lines,
             created_at: now,

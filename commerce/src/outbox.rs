@@ -74,11 +74,48 @@ pub fn put(work: Work) -> Result<TxOp, StoreError> {
     })
 }
 
+/// Why a notification was not delivered (the relay retries it).
+#[derive(Debug, thiserror::Error)]
+pub enum NotifyError {
+    #[error("cannot {what} {path}: {source}")]
+    File {
+        what: &'static str,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot encode the notification: {0}")]
+    Encode(#[from] serde_json::Error),
+    /// The e-mail or messaging service refused or failed the call.
+    #[error("{service}: {detail}")]
+    Service {
+        service: &'static str,
+        detail: String,
+    },
+}
+
+impl NotifyError {
+    fn service(service: &'static str) -> impl FnOnce(String) -> Self {
+        move |detail| Self::Service { service, detail }
+    }
+}
+
+/// Why a piece of outbox work did not get done (it is retried).
+#[derive(Debug, thiserror::Error)]
+pub enum WorkError {
+    #[error("publishing: {0}")]
+    Publish(#[from] ingest::PublishError),
+    #[error("notifying: {0}")]
+    Notify(#[from] NotifyError),
+    #[error("refunding: {0}")]
+    Refund(#[from] crate::payment::PaymentError),
+}
+
 /// Where notifications go.
 #[async_trait]
 pub trait Notifier: Send + Sync + std::fmt::Debug + 'static {
     fn name(&self) -> &'static str;
-    async fn deliver(&self, n: &Notification) -> Result<(), String>;
+    async fn deliver(&self, n: &Notification) -> Result<(), NotifyError>;
 }
 
 /// Writes each notification as `{dir}/{id}.json` (written whole, then
@@ -94,19 +131,23 @@ impl Notifier for FileNotifier {
         "file"
     }
 
-    async fn deliver(&self, n: &Notification) -> Result<(), String> {
-        let body = serde_json::to_vec_pretty(n).map_err(|e| e.to_string())?;
+    async fn deliver(&self, n: &Notification) -> Result<(), NotifyError> {
+        let file = |what, path: &std::path::Path| {
+            let path = path.to_owned();
+            move |source| NotifyError::File { what, path, source }
+        };
+        let body = serde_json::to_vec_pretty(n)?;
         tokio::fs::create_dir_all(&self.dir)
             .await
-            .map_err(|e| format!("cannot create {}: {e}", self.dir.display()))?;
+            .map_err(file("create", &self.dir))?;
         let path = self.dir.join(format!("{}.json", n.id));
         let tmp = self.dir.join(format!(".{}.tmp", n.id));
         tokio::fs::write(&tmp, body)
             .await
-            .map_err(|e| format!("cannot write {}: {e}", tmp.display()))?;
+            .map_err(file("write", &tmp))?;
         tokio::fs::rename(&tmp, &path)
             .await
-            .map_err(|e| format!("cannot rename to {}: {e}", path.display()))?;
+            .map_err(file("rename to", &path))?;
         tracing::info!(order_id = %n.order_id, kind = %n.kind, to = ?n.to, subject = %n.subject, file = %path.display(), "notification delivered");
         Ok(())
     }
@@ -227,20 +268,13 @@ impl Relay {
         Ok(done)
     }
 
-    async fn perform(&self, work: &Work) -> Result<(), String> {
+    async fn perform(&self, work: &Work) -> Result<(), WorkError> {
         match work {
-            Work::Publish { event } => self
-                .events
-                .publish(std::slice::from_ref(event))
-                .await
-                .map_err(|e| e.to_string()),
-            Work::Notify { notification } => self.notifier.deliver(notification).await,
-            Work::Refund { order_id } => self
-                .payments
-                .refund(order_id)
-                .await
-                .map_err(|e| e.to_string()),
+            Work::Publish { event } => self.events.publish(std::slice::from_ref(event)).await?,
+            Work::Notify { notification } => self.notifier.deliver(notification).await?,
+            Work::Refund { order_id } => self.payments.refund(order_id).await?,
         }
+        Ok(())
     }
 }
 
@@ -277,7 +311,7 @@ impl Notifier for SesNotifier {
         "ses"
     }
 
-    async fn deliver(&self, n: &Notification) -> Result<(), String> {
+    async fn deliver(&self, n: &Notification) -> Result<(), NotifyError> {
         use aws_sdk_sesv2::types::{Body, Content, Destination, EmailContent, Message};
         let Some(to) = &n.to else {
             tracing::info!(order_id = %n.order_id, kind = %n.kind, "notification without an address; not e-mailed");
@@ -288,7 +322,7 @@ impl Notifier for SesNotifier {
                 .data(s)
                 .charset("UTF-8")
                 .build()
-                .map_err(|e| e.to_string())
+                .map_err(|e| NotifyError::service("ses")(e.to_string()))
         };
         let message = Message::builder()
             .subject(content(&n.subject)?)
@@ -301,7 +335,11 @@ impl Notifier for SesNotifier {
             .content(EmailContent::builder().simple(message).build())
             .send()
             .await
-            .map_err(|e| aws_sdk_sesv2::error::DisplayErrorContext(e).to_string())?;
+            .map_err(|e| {
+                NotifyError::service("ses")(
+                    aws_sdk_sesv2::error::DisplayErrorContext(e).to_string(),
+                )
+            })?;
         tracing::info!(order_id = %n.order_id, kind = %n.kind, %to, "notification e-mailed");
         Ok(())
     }
@@ -353,20 +391,20 @@ impl Notifier for SnsNotifier {
         "sns"
     }
 
-    async fn deliver(&self, n: &Notification) -> Result<(), String> {
+    async fn deliver(&self, n: &Notification) -> Result<(), NotifyError> {
         use aws_sdk_sns::types::MessageAttributeValue;
         let attr = |v: &str| {
             MessageAttributeValue::builder()
                 .data_type("String")
                 .string_value(v)
                 .build()
-                .map_err(|e| e.to_string())
+                .map_err(|e| NotifyError::service("sns")(e.to_string()))
         };
         let mut publish = self
             .client
             .publish()
             .topic_arn(&self.topic_arn)
-            .message(serde_json::to_string(n).map_err(|e| e.to_string())?)
+            .message(serde_json::to_string(n)?)
             .message_attributes("kind", attr(&n.kind)?)
             .message_attributes("order_id", attr(&n.order_id)?);
         let subject = sns_subject(&n.subject);
@@ -378,10 +416,9 @@ impl Notifier for SnsNotifier {
                 .message_group_id(&n.order_id)
                 .message_deduplication_id(&n.id);
         }
-        publish
-            .send()
-            .await
-            .map_err(|e| aws_sdk_sns::error::DisplayErrorContext(e).to_string())?;
+        publish.send().await.map_err(|e| {
+            NotifyError::service("sns")(aws_sdk_sns::error::DisplayErrorContext(e).to_string())
+        })?;
         tracing::info!(order_id = %n.order_id, kind = %n.kind, topic = %self.topic_arn, "notification published to SNS");
         Ok(())
     }

@@ -12,6 +12,7 @@
 
 pub mod event;
 pub mod ids;
+mod invalid;
 pub mod money;
 pub mod product;
 pub mod user;
@@ -19,6 +20,7 @@ pub mod validate;
 
 pub use event::{Actor, DeadLetterReason, Event, EventPayload, Rejection, Subject};
 pub use ids::{ProductId, UserId};
+pub use invalid::Invalid;
 pub use money::{Currency, Price};
 pub use product::{Product, ProductDraft, ProductPatch};
 pub use user::{Email, Role, User};

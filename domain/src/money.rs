@@ -3,6 +3,7 @@
 
 use std::{fmt, str::FromStr};
 
+use crate::Invalid;
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 
@@ -20,7 +21,7 @@ pub struct Price(Decimal);
 impl Price {
     /// Parses a decimal string: non-negative, at most [`MAX_SCALE`] decimals,
     /// at most [`MAX_PRICE`].
-    pub fn parse(s: &str) -> Result<Self, String> {
+    pub fn parse(s: &str) -> Result<Self, Invalid> {
         let s = s.trim();
         if s.is_empty()
             || !s
@@ -30,25 +31,27 @@ impl Price {
             return Err("must be a decimal number such as \"19.99\"".into());
         }
         let d = Decimal::from_str(s)
-            .map_err(|_| "must be a decimal number such as \"19.99\"".to_string())?;
+            .map_err(|_| Invalid::new("must be a decimal number such as \"19.99\""))?;
         Self::from_decimal(d)
     }
 
     /// A price from integer minor units (cents): `1999` with scale 2 is 19.99.
-    pub fn from_minor_units(units: i64, scale: u32) -> Result<Self, String> {
+    pub fn from_minor_units(units: i64, scale: u32) -> Result<Self, Invalid> {
         Self::from_decimal(Decimal::new(units, scale))
     }
 
-    pub fn from_decimal(d: Decimal) -> Result<Self, String> {
+    pub fn from_decimal(d: Decimal) -> Result<Self, Invalid> {
         if d.is_sign_negative() && !d.is_zero() {
             return Err("must not be negative".into());
         }
         if d > MAX_PRICE {
-            return Err(format!("must be at most {MAX_PRICE}"));
+            return Err(Invalid::new(format!("must be at most {MAX_PRICE}")));
         }
         let normalized = d.normalize();
         if normalized.scale() > MAX_SCALE {
-            return Err(format!("must have at most {MAX_SCALE} decimal places"));
+            return Err(Invalid::new(format!(
+                "must have at most {MAX_SCALE} decimal places"
+            )));
         }
         Ok(Self(d.abs()))
     }
@@ -65,8 +68,8 @@ impl fmt::Display for Price {
 }
 
 impl TryFrom<String> for Price {
-    type Error = String;
-    fn try_from(s: String) -> Result<Self, String> {
+    type Error = Invalid;
+    fn try_from(s: String) -> Result<Self, Invalid> {
         Self::parse(&s)
     }
 }
@@ -83,7 +86,7 @@ impl From<Price> for String {
 pub struct Currency([u8; 3]);
 
 impl Currency {
-    pub fn parse(s: &str) -> Result<Self, String> {
+    pub fn parse(s: &str) -> Result<Self, Invalid> {
         let b = s.as_bytes();
         if b.len() == 3 && b.iter().all(u8::is_ascii_uppercase) {
             Ok(Self([b[0], b[1], b[2]]))
@@ -105,8 +108,8 @@ impl fmt::Display for Currency {
 }
 
 impl TryFrom<String> for Currency {
-    type Error = String;
-    fn try_from(s: String) -> Result<Self, String> {
+    type Error = Invalid;
+    fn try_from(s: String) -> Result<Self, Invalid> {
         Self::parse(&s)
     }
 }

@@ -2,6 +2,7 @@
 
 use std::{collections::BTreeMap, fmt, str::FromStr};
 
+use crate::Invalid;
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
@@ -44,16 +45,16 @@ impl fmt::Display for Role {
 }
 
 impl FromStr for Role {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
+    type Err = Invalid;
+    fn from_str(s: &str) -> Result<Self, Invalid> {
         match s {
             "customer" => Ok(Role::Customer),
             "admin" => Ok(Role::Admin),
             "supplier" => Ok(Role::Supplier),
             "service" => Ok(Role::Service),
-            other => Err(format!(
+            other => Err(Invalid::new(format!(
                 "unknown role {other:?}: expected customer, admin, supplier or service"
-            )),
+            ))),
         }
     }
 }
@@ -65,7 +66,7 @@ impl FromStr for Role {
 pub struct Email(String);
 
 impl Email {
-    pub fn parse(s: &str) -> Result<Self, String> {
+    pub fn parse(s: &str) -> Result<Self, Invalid> {
         let s = s.trim();
         if s.len() > 254 {
             return Err("must be at most 254 characters".into());
@@ -103,8 +104,8 @@ impl fmt::Display for Email {
 }
 
 impl TryFrom<String> for Email {
-    type Error = String;
-    fn try_from(s: String) -> Result<Self, String> {
+    type Error = Invalid;
+    fn try_from(s: String) -> Result<Self, Invalid> {
         Self::parse(&s)
     }
 }
@@ -116,12 +117,16 @@ impl From<Email> for String {
 }
 
 /// Checks a new password against the policy.
-pub fn check_password(password: &str) -> Result<(), String> {
+pub fn check_password(password: &str) -> Result<(), Invalid> {
     let chars = password.chars().count();
     if chars < MIN_PASSWORD_CHARS {
-        Err(format!("must be at least {MIN_PASSWORD_CHARS} characters"))
+        Err(Invalid::new(format!(
+            "must be at least {MIN_PASSWORD_CHARS} characters"
+        )))
     } else if chars > MAX_PASSWORD_CHARS {
-        Err(format!("must be at most {MAX_PASSWORD_CHARS} characters"))
+        Err(Invalid::new(format!(
+            "must be at most {MAX_PASSWORD_CHARS} characters"
+        )))
     } else {
         Ok(())
     }

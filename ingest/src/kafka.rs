@@ -70,12 +70,39 @@ impl KafkaSettings {
     }
 }
 
+/// Why a Kafka client could not be made or the topic not be set up.
+#[derive(Debug, thiserror::Error)]
+pub enum KafkaSetupError {
+    /// librdkafka refused `what` (a client, a subscription, a topic).
+    #[error("cannot {what}: {source}")]
+    Client {
+        what: String,
+        #[source]
+        source: rdkafka::error::KafkaError,
+    },
+    #[error("cannot create topic {topic}: {code}")]
+    Topic {
+        topic: String,
+        code: RDKafkaErrorCode,
+    },
+}
+
+impl KafkaSetupError {
+    fn client(what: impl Into<String>) -> impl FnOnce(rdkafka::error::KafkaError) -> Self {
+        let what = what.into();
+        move |source| Self::Client { what, source }
+    }
+}
+
 /// Creates the topic with `partitions` partitions unless it exists.
-pub async fn ensure_topic(settings: &KafkaSettings, partitions: i32) -> Result<(), String> {
+pub async fn ensure_topic(
+    settings: &KafkaSettings,
+    partitions: i32,
+) -> Result<(), KafkaSetupError> {
     let admin: AdminClient<_> = settings
         .client()
         .create()
-        .map_err(|e| format!("cannot create a Kafka admin client: {e}"))?;
+        .map_err(KafkaSetupError::client("create a Kafka admin client"))?;
     let topic = NewTopic::new(&settings.topic, partitions, TopicReplication::Fixed(1));
     let results = admin
         .create_topics(
@@ -83,11 +110,14 @@ pub async fn ensure_topic(settings: &KafkaSettings, partitions: i32) -> Result<(
             &AdminOptions::new().operation_timeout(Some(Duration::from_secs(30))),
         )
         .await
-        .map_err(|e| format!("cannot create topic {}: {e}", settings.topic))?;
+        .map_err(KafkaSetupError::client(format!(
+            "create topic {}",
+            settings.topic
+        )))?;
     for r in results {
         match r {
             Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
-            Err((t, e)) => return Err(format!("cannot create topic {t}: {e}")),
+            Err((topic, code)) => return Err(KafkaSetupError::Topic { topic, code }),
         }
     }
     Ok(())
@@ -158,7 +188,7 @@ impl Partition {
 impl KafkaConsumer {
     /// Runs until `shutdown` turns true, then leaves the group. Dropping
     /// (aborting) this future leaves without a goodbye, as a crash would.
-    pub async fn run(self, mut shutdown: watch::Receiver<bool>) -> Result<(), String> {
+    pub async fn run(self, mut shutdown: watch::Receiver<bool>) -> Result<(), KafkaSetupError> {
         let s = &self.settings;
         let consumer: StreamConsumer<Context> = s
             .client()
@@ -177,10 +207,10 @@ impl KafkaConsumer {
             )
             .set("partition.assignment.strategy", "range")
             .create_with_context(Context::default())
-            .map_err(|e| format!("cannot create the Kafka consumer: {e}"))?;
+            .map_err(KafkaSetupError::client("create the Kafka consumer"))?;
         consumer
             .subscribe(&[&s.topic])
-            .map_err(|e| format!("cannot subscribe to {}: {e}", s.topic))?;
+            .map_err(KafkaSetupError::client(format!("subscribe to {}", s.topic)))?;
         let mut owned: BTreeMap<i32, Partition> = BTreeMap::new();
         let mut backoff = Duration::from_millis(100);
         loop {
@@ -407,7 +437,7 @@ impl std::fmt::Debug for KafkaSink {
 }
 
 impl KafkaSink {
-    pub fn new(settings: &KafkaSettings) -> Result<Self, String> {
+    pub fn new(settings: &KafkaSettings) -> Result<Self, KafkaSetupError> {
         let producer = settings
             .client()
             .set("acks", "all")
@@ -418,7 +448,7 @@ impl KafkaSink {
             // Retries keep each key's order.
             .set("max.in.flight.requests.per.connection", "1")
             .create()
-            .map_err(|e| format!("cannot create the Kafka producer: {e}"))?;
+            .map_err(KafkaSetupError::client("create the Kafka producer"))?;
         Ok(Self {
             producer,
             topic: settings.topic.clone(),

@@ -193,7 +193,7 @@ impl Ease {
         items: usize,
         max_items: usize,
         lambda: f64,
-    ) -> Result<Self, String> {
+    ) -> Result<Self, crate::model::FitError> {
         use linfa_linalg::cholesky::InverseC;
         let fallback = MostPopular::fit(train, items);
         let kept: Vec<u32> = fallback.ranked.iter().copied().take(max_items).collect();
@@ -211,9 +211,7 @@ impl Ease {
         for k in 0..n {
             g[[k, k]] += lambda;
         }
-        let p = g
-            .invc()
-            .map_err(|e| format!("EASE: the Gram matrix cannot be inverted: {e}"))?;
+        let p = g.invc()?;
         let mut b = ndarray::Array2::<f32>::zeros((n, n));
         for i in 0..n {
             for j in 0..n {

@@ -24,9 +24,9 @@ use crate::{
 pub enum TrainError {
     #[error("reading the interaction log: {0}")]
     Store(#[from] storage::StoreError),
-    /// The log holds too little behaviour to learn from.
-    #[error("{0}")]
-    NotEnoughData(String),
+    /// The model could not be fitted (e.g. too little behaviour).
+    #[error(transparent)]
+    Fit(#[from] recommender::model::FitError),
     #[error("the persisted model is unreadable: {0}")]
     Unreadable(serde_json::Error),
     #[error("the model could not be encoded: {0}")]
@@ -265,8 +265,7 @@ pub fn fit(
             },
         });
     }
-    let (m, report) = Hybrid::fit(&rows, items.len(), model::Config::default(), progress)
-        .map_err(TrainError::NotEnoughData)?;
+    let (m, report) = Hybrid::fit(&rows, items.len(), model::Config::default(), progress)?;
     let together = bought_together(log, &index, items.len());
     let now = OffsetDateTime::now_utc();
     Ok(Trained {

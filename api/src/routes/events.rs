@@ -47,7 +47,7 @@ fn allowed(
     caller: Option<&Caller>,
     session: Option<&str>,
     payload: &EventPayload,
-) -> Result<(), String> {
+) -> Result<(), domain::Invalid> {
     if let Some(c) = caller
         && matches!(c.role, Role::Admin | Role::Service)
     {
@@ -58,10 +58,10 @@ fn allowed(
             actor.subject()
         }
         _ => {
-            return Err(format!(
+            return Err(domain::Invalid::new(format!(
                 "{} events need the admin or service role",
                 payload.type_name()
-            ));
+            )));
         }
     };
     let own_session = |s: &str| session.is_some_and(|h| h == s);
@@ -71,9 +71,9 @@ fn allowed(
         (Some(Subject::User(_)), _) => {
             Err("a customer may only send events about itself (user_id must be yours)".into())
         }
-        _ => Err(format!(
+        _ => Err(domain::Invalid::new(format!(
             "a session may only send events about itself (session_id must match {SESSION_HEADER})"
-        )),
+        ))),
     }
 }
 
@@ -139,7 +139,7 @@ pub async fn collect(
                 Err(detail) => rejected.push(EventError {
                     index,
                     reason: "forbidden".into(),
-                    detail,
+                    detail: detail.into(),
                 }),
             },
         }

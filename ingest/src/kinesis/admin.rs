@@ -8,11 +8,11 @@ use aws_sdk_kinesis::{
     types::{Shard, StreamStatus},
 };
 
-use super::{backoff, describe, is_throttle};
+use super::{KinesisError, backoff, is_throttle};
 
 /// Creates the stream with `shards` shards unless it exists, and waits
 /// until it is active.
-pub async fn ensure_stream(client: &Client, stream: &str, shards: i32) -> Result<(), String> {
+pub async fn ensure_stream(client: &Client, stream: &str, shards: i32) -> Result<(), KinesisError> {
     match client
         .create_stream()
         .stream_name(stream)
@@ -22,13 +22,13 @@ pub async fn ensure_stream(client: &Client, stream: &str, shards: i32) -> Result
     {
         Ok(_) => {}
         Err(e) if e.code() == Some("ResourceInUseException") => {}
-        Err(e) => return Err(format!("cannot create stream {stream}: {}", describe(&e))),
+        Err(e) => return Err(KinesisError::api("CreateStream", &e)),
     }
     wait_active(client, stream).await
 }
 
 /// Waits until the stream is `ACTIVE` (after a create, split or merge).
-pub async fn wait_active(client: &Client, stream: &str) -> Result<(), String> {
+pub async fn wait_active(client: &Client, stream: &str) -> Result<(), KinesisError> {
     for _ in 0..600 {
         let out = client
             .describe_stream_summary()
@@ -43,11 +43,11 @@ pub async fn wait_active(client: &Client, stream: &str) -> Result<(), String> {
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    Err(format!("stream {stream} did not become active in 60 s"))
+    Err(KinesisError::NotActive(stream.to_owned()))
 }
 
 /// Every shard of the stream, through as many `ListShards` pages as it takes.
-pub async fn list_shards(client: &Client, stream: &str) -> Result<Vec<Shard>, String> {
+pub async fn list_shards(client: &Client, stream: &str) -> Result<Vec<Shard>, KinesisError> {
     let mut shards = Vec::new();
     let mut token: Option<String> = None;
     let mut attempt = 0;
@@ -74,7 +74,7 @@ pub async fn list_shards(client: &Client, stream: &str) -> Result<Vec<Shard>, St
                 shards.clear();
                 token = None;
             }
-            Err(e) => return Err(describe(&e)),
+            Err(e) => return Err(KinesisError::api("ListShards", &e)),
         }
     }
 }

@@ -12,7 +12,7 @@ use processors::Pipeline;
 use tokio::{sync::watch, task::JoinSet};
 
 use super::KinesisSettings;
-use super::{ShardReader, list_shards};
+use super::{KinesisError, ShardReader, list_shards};
 use crate::{Lease, Leases, lease::now_ms};
 
 /// Reads a stream's shards through the pipeline, sharing them with the other
@@ -84,7 +84,7 @@ impl KinesisConsumer {
     }
 
     /// Makes sure every shard has a lease, with its parents.
-    async fn sync_shards(&self) -> Result<(), String> {
+    async fn sync_shards(&self) -> Result<(), KinesisError> {
         let shards = list_shards(&self.client, &self.stream).await?;
         for shard in shards {
             let parents: Vec<String> = [shard.parent_shard_id(), shard.adjacent_parent_shard_id()]
@@ -94,8 +94,7 @@ impl KinesisConsumer {
                 .collect();
             self.leases
                 .ensure(&self.stream, shard.shard_id(), parents)
-                .await
-                .map_err(|e| e.to_string())?;
+                .await?;
         }
         Ok(())
     }

@@ -36,6 +36,31 @@ use std::time::Duration;
 use aws_sdk_kinesis::{Client, error::ProvideErrorMetadata};
 use rand::Rng;
 
+/// Why a call about the stream itself failed.
+#[derive(Debug, thiserror::Error)]
+pub enum KinesisError {
+    /// The Kinesis API refused or failed the call (its code and message).
+    #[error("{operation}: {detail}")]
+    Api {
+        operation: &'static str,
+        detail: String,
+    },
+    #[error("stream {0} did not become active in 60 s")]
+    NotActive(String),
+    /// The lease store failed while leases were being made.
+    #[error(transparent)]
+    Store(#[from] storage::StoreError),
+}
+
+impl KinesisError {
+    fn api<E: ProvideErrorMetadata + std::fmt::Debug>(operation: &'static str, e: &E) -> Self {
+        Self::Api {
+            operation,
+            detail: describe(e),
+        }
+    }
+}
+
 /// Where a shard without a checkpoint is read from.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum InitialPosition {

@@ -36,6 +36,18 @@ mod tests;
 mod validation;
 
 pub use ranker::{Hybrid, TrainingReport};
+
+/// Why a model could not be fitted.
+#[derive(Debug, thiserror::Error)]
+pub enum FitError {
+    /// No training target had its true next item among the candidates.
+    #[error("too little data to train the ranker: {targets} targets, none with a candidate")]
+    TooLittleData { targets: usize },
+    #[error("the ranker did not fit: {0}")]
+    Ranker(#[from] linfa_logistic::error::Error),
+    #[error("the Gram matrix cannot be inverted: {0}")]
+    Singular(#[from] linfa_linalg::LinalgError),
+}
 pub use sources::Sources;
 pub use validation::Validation;
 use {embedding::*, validation::*};

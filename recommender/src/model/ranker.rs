@@ -49,7 +49,7 @@ impl Hybrid {
         items: usize,
         cfg: Config,
         progress: &dyn Fn(&str),
-    ) -> Result<(Self, TrainingReport), String> {
+    ) -> Result<(Self, TrainingReport), FitError> {
         progress("fitting candidate sources on the first four fifths");
         let split = cut(train, 0.8);
         let early = Sources::fit(&train[..split], items, &cfg);
@@ -111,9 +111,7 @@ impl Hybrid {
             list.push(i.item);
         }
         if found == 0 {
-            return Err(format!(
-                "too little data to train the ranker: {targets} targets, {found} with a candidate"
-            ));
+            return Err(FitError::TooLittleData { targets });
         }
         if !y.contains(&0) {
             // Every candidate was the right one (a tiny catalogue): nothing
@@ -171,8 +169,7 @@ impl Hybrid {
         let fitted = LogisticRegression::default()
             .alpha(1.0)
             .max_iterations(200)
-            .fit(&linfa::Dataset::new(records, targets_arr))
-            .map_err(|e| format!("the ranker did not fit: {e}"))?;
+            .fit(&linfa::Dataset::new(records, targets_arr))?;
         // linfa-logistic's "positive" class is the more frequent label (here
         // the negatives): turn the weights to speak for the true next item.
         let sign = if fitted.labels().pos.class == 1 {

@@ -265,5 +265,6 @@ fn the_embedding_puts_items_of_one_taste_together() {
 #[test]
 fn too_little_data_is_a_clear_error() {
     let e = Hybrid::fit(&log(&[(0, 0)]), 1, Config::default(), &|_| ()).unwrap_err();
-    assert!(e.contains("too little data"), "{e}");
+    assert!(matches!(e, FitError::TooLittleData { .. }), "{e}");
+    assert!(e.to_string().contains("too little data"), "{e}");
 }
