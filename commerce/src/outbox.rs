@@ -131,6 +131,7 @@ impl Notifier for FileNotifier {
         "file"
     }
 
+    #[tracing::instrument(name = "notify.deliver", skip_all, fields(notifier = self.name(), order_id = %n.order_id, kind = %n.kind), err(level = "debug"))]
     async fn deliver(&self, n: &Notification) -> Result<(), NotifyError> {
         let file = |what, path: &std::path::Path| {
             let path = path.to_owned();
@@ -311,6 +312,7 @@ impl Notifier for SesNotifier {
         "ses"
     }
 
+    #[tracing::instrument(name = "notify.deliver", skip_all, fields(notifier = self.name(), order_id = %n.order_id, kind = %n.kind), err(level = "debug"))]
     async fn deliver(&self, n: &Notification) -> Result<(), NotifyError> {
         use aws_sdk_sesv2::types::{Body, Content, Destination, EmailContent, Message};
         let Some(to) = &n.to else {
@@ -391,6 +393,7 @@ impl Notifier for SnsNotifier {
         "sns"
     }
 
+    #[tracing::instrument(name = "notify.deliver", skip_all, fields(notifier = self.name(), order_id = %n.order_id, kind = %n.kind), err(level = "debug"))]
     async fn deliver(&self, n: &Notification) -> Result<(), NotifyError> {
         use aws_sdk_sns::types::MessageAttributeValue;
         let attr = |v: &str| {

@@ -188,6 +188,7 @@ impl PaymentProvider for SimulatedProcessor {
         "simulated"
     }
 
+    #[tracing::instrument(name = "payment.charge", skip_all, fields(order_id = %charge.order_id), err(level = "debug"))]
     async fn charge(&self, charge: &Charge) -> Result<ChargeOutcome, PaymentError> {
         if let Some(done) = self.recorded(&charge.order_id).await? {
             return Ok(done);
@@ -216,6 +217,7 @@ impl PaymentProvider for SimulatedProcessor {
         }
     }
 
+    #[tracing::instrument(name = "payment.refund", skip(self), err(level = "debug"))]
     async fn refund(&self, order_id: &str) -> Result<(), PaymentError> {
         let key = ledger_key(order_id);
         // Marks the charge refunded; with no charge yet, writes a void so a

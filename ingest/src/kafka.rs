@@ -458,6 +458,7 @@ impl KafkaSink {
 
 #[async_trait]
 impl EventSink for KafkaSink {
+    #[tracing::instrument(name = "stream.publish", skip_all, fields(records = records.len()), err(level = "debug"))]
     async fn publish_raw(&self, records: &[(String, Vec<u8>)]) -> Result<(), PublishError> {
         let mut deliveries = Vec::with_capacity(records.len());
         for (key, data) in records {

@@ -225,6 +225,7 @@ impl StoreLog {
 
     /// Up to `limit` records of a partition from offset `from` on, in order
     /// and without gaps.
+    #[tracing::instrument(name = "log.read", skip(self), level = "debug")]
     pub async fn read(
         &self,
         partition: u32,
@@ -272,6 +273,7 @@ impl StoreLog {
 
 #[async_trait]
 impl EventSink for StoreLog {
+    #[tracing::instrument(name = "stream.publish", skip_all, fields(records = records.len()), err(level = "debug"))]
     async fn publish_raw(&self, records: &[(String, Vec<u8>)]) -> Result<(), PublishError> {
         self.append(records).await?;
         Ok(())

@@ -130,6 +130,7 @@ impl Pipeline {
     /// Applies `records` (in shard order, all after `checkpoint.from`) and
     /// moves the checkpoint to the last one. Large batches are committed in
     /// as many transactions as the store needs, each with its own checkpoint.
+    #[tracing::instrument(name = "pipeline.commit", skip_all, fields(records = records.len()), err(level = "debug"))]
     pub async fn apply(
         &self,
         checkpoint: &Checkpoint,

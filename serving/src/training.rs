@@ -209,6 +209,7 @@ impl Recs {
 
     /// Trains a model on the log, persists it and swaps it in. The fit runs
     /// on a blocking thread; serving goes on with the old model meanwhile.
+    #[tracing::instrument(name = "model.train", skip_all, err(level = "info"))]
     pub async fn train(&self, progress: Progress) -> Result<Arc<Trained>, TrainError> {
         let Ok(_guard) = self.training.try_lock() else {
             return Err(TrainError::Busy);

@@ -390,6 +390,7 @@ impl Store for Dynamo {
         Ok(out.attributes.map(from_av))
     }
 
+    #[tracing::instrument(name = "store.query", skip_all, fields(backend = "dynamodb", table = ?table), level = "debug")]
     async fn query(&self, table: Table, pk: &str, q: &Query) -> StoreResult<Page> {
         let limit = q.limit.clamp(1, MAX_PAGE);
         let mut e = Expr::default();
@@ -443,6 +444,7 @@ impl Store for Dynamo {
         Ok(Page { items, cursor })
     }
 
+    #[tracing::instrument(name = "store.transact", skip_all, fields(backend = "dynamodb", ops = ops.len()), err(level = "debug"))]
     async fn transact(&self, ops: Vec<TxOp>) -> StoreResult<()> {
         check_transaction(&ops, MAX_TRANSACTION_OPS)?;
         let mut items = Vec::with_capacity(ops.len());

@@ -402,6 +402,7 @@ impl Store for Embedded {
         }
     }
 
+    #[tracing::instrument(name = "store.query", skip_all, fields(backend = "embedded", table = ?table), level = "debug")]
     async fn query(&self, table: Table, pk: &str, query: &Query) -> StoreResult<Page> {
         let inner = self.inner.clone();
         let pk = pk.to_owned();
@@ -415,6 +416,7 @@ impl Store for Embedded {
         EMBEDDED_MAX_TRANSACTION_OPS
     }
 
+    #[tracing::instrument(name = "store.transact", skip_all, fields(backend = "embedded", ops = ops.len()), err(level = "debug"))]
     async fn transact(&self, ops: Vec<TxOp>) -> StoreResult<()> {
         check_transaction(&ops, EMBEDDED_MAX_TRANSACTION_OPS)?;
         self.submit(Write::Transact(ops)).await.map(drop)

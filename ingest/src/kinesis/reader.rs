@@ -109,6 +109,7 @@ impl ShardReader {
     }
 
     /// Renews the lease, commits what is pending, or reads more.
+    #[tracing::instrument(name = "kinesis.read", skip_all, fields(shard = %self.held.shard), level = "debug")]
     pub async fn step(&mut self) -> Step {
         let leases = &self.consumer.leases;
         if self.renewed.elapsed() > leases.failover() / 3 {

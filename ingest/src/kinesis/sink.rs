@@ -111,6 +111,7 @@ impl KinesisSink {
 
 #[async_trait]
 impl EventSink for KinesisSink {
+    #[tracing::instrument(name = "stream.publish", skip_all, fields(records = records.len()), err(level = "debug"))]
     async fn publish_raw(&self, records: &[(String, Vec<u8>)]) -> Result<(), PublishError> {
         self.put(records).await
     }
