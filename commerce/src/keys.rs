@@ -7,14 +7,7 @@ use time::OffsetDateTime;
 
 use crate::order::Status;
 
-pub(crate) fn now_ms() -> i64 {
-    (OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000) as i64
-}
-
-pub(crate) fn ms_to_time(ms: i64) -> OffsetDateTime {
-    OffsetDateTime::from_unix_timestamp_nanos(ms as i128 * 1_000_000)
-        .unwrap_or(OffsetDateTime::UNIX_EPOCH)
-}
+pub(crate) use domain::clock::{from_ms as ms_to_time, now_ms};
 
 pub(crate) fn line_total(unit: Price, q: i64) -> Price {
     Price::from_decimal(unit.amount() * Decimal::from(q)).unwrap_or(unit)
@@ -36,7 +29,7 @@ pub(crate) fn idem_key(user_id: &str, key: &str) -> Key {
     Key::new(format!("idem#{user_id}#{key}"), "idem")
 }
 pub(crate) fn reservation_key(until: OffsetDateTime, order_id: &str) -> Key {
-    let ms = (until.unix_timestamp_nanos() / 1_000_000) as i64;
+    let ms = domain::clock::to_ms(until);
     Key::new("reservation", format!("{ms:013}#{order_id}"))
 }
 

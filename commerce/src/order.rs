@@ -218,7 +218,7 @@ pub struct Order {
 
 impl Order {
     pub fn created_ms(&self) -> i64 {
-        (self.created_at.unix_timestamp_nanos() / 1_000_000) as i64
+        domain::clock::to_ms(self.created_at)
     }
 
     /// The sort key of the order's summaries: oldest first, unique.

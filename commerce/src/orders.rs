@@ -298,7 +298,7 @@ impl Shop {
     /// releasing its stock. Returns how many were released.
     pub async fn sweep_reservations(&self) -> Result<usize, StoreError> {
         let now = OffsetDateTime::now_utc();
-        let upto = format!("{:013}~", (now.unix_timestamp_nanos() / 1_000_000) as i64);
+        let upto = format!("{:013}~", domain::clock::to_ms(now));
         let page = self
             .store
             .query(

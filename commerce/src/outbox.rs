@@ -6,6 +6,7 @@
 //! can (the file notifier names each file after the notification id, so a
 //! repeat rewrites the same file).
 
+use domain::clock::now_ms;
 use std::{path::PathBuf, sync::Arc, time::Duration};
 
 use async_trait::async_trait;
@@ -52,10 +53,6 @@ struct Entry {
 }
 
 const PK: &str = "outbox";
-
-fn now_ms() -> i64 {
-    (time::OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000) as i64
-}
 
 /// The transaction operation that puts `work` in the outbox.
 pub fn put(work: Work) -> Result<TxOp, StoreError> {

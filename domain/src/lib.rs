@@ -10,6 +10,7 @@
 //! - [`event`]: the versioned event envelope the stream carries.
 //! - [`validate`]: field-by-field JSON reading that collects every error.
 
+pub mod clock;
 pub mod event;
 pub mod ids;
 mod invalid;

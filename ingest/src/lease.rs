@@ -51,9 +51,7 @@ impl Held {
     }
 }
 
-pub fn now_ms() -> i64 {
-    (time::OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000) as i64
-}
+pub use domain::clock::now_ms;
 
 /// Takes, renews and releases leases for one worker.
 #[derive(Clone, Debug)]

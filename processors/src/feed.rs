@@ -9,6 +9,7 @@
 //! delivered, so a change written late (clock skew, a slow write) is still
 //! delivered once. Delay: the poll interval plus one store round trip.
 
+use domain::clock::now_ms;
 use std::{collections::HashMap, sync::Arc, time::Duration};
 
 use serde::{Deserialize, Serialize};
@@ -26,10 +27,6 @@ const TTL_SECS: i64 = 600;
 struct Entry {
     change: String,
     ttl: i64,
-}
-
-fn now_ms() -> i64 {
-    (time::OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000) as i64
 }
 
 /// One instance's end of the feed.

@@ -317,7 +317,7 @@ pub fn fold(records: &[Decoded], snapshot: &Snapshot, origin: &Origin<'_>) -> Fo
             }
         };
         *out.applied.entry(e.payload.type_name()).or_default() += 1;
-        let at = (e.occurred_at.unix_timestamp_nanos() / 1_000_000) as i64;
+        let at = domain::clock::to_ms(e.occurred_at);
         let minute = e.occurred_at.unix_timestamp().div_euclid(60);
         match &e.payload {
             EventPayload::ProductUpserted(p) => {

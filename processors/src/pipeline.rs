@@ -7,6 +7,7 @@
 //! a crash before the commit replays the batch, a crash after it does not.
 //! That gives exactly-once effects from an at-least-once stream.
 
+use domain::clock::now_ms;
 use std::{sync::Arc, time::Instant};
 
 use domain::{DeadLetterReason, Event, Rejection};
@@ -93,10 +94,6 @@ pub struct Applied {
 pub struct Pipeline {
     store: Arc<dyn Store>,
     bus: Bus,
-}
-
-fn now_ms() -> i64 {
-    (time::OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000) as i64
 }
 
 /// Decodes records into events or dead-letter reasons.
