@@ -354,49 +354,38 @@ pub fn fold(records: &[Decoded], snapshot: &Snapshot, origin: &Origin<'_>) -> Fo
                 actor,
                 product_id,
                 recommendation_id,
-            } => {
-                attribute(recommendation_id, 0);
-                let c = Counters {
-                    views: 1,
-                    ..Counters::default()
-                };
-                counts.product(*product_id, minute, &c);
-                counts.shop(minute, &c);
-                if let Some(subject) = actor.subject() {
-                    logged(
-                        e,
-                        subject.key(),
-                        product_id.to_string(),
-                        interaction::VIEW,
-                        at,
-                    );
-                    profile_of(&mut profiles, snapshot, subject.key())
-                        .viewed(product_id.to_string(), at);
-                }
             }
-            EventPayload::BasketAdded {
+            | EventPayload::BasketAdded {
                 actor,
                 product_id,
                 recommendation_id,
                 ..
             } => {
-                attribute(recommendation_id, 1);
-                let c = Counters {
-                    basket_adds: 1,
-                    ..Counters::default()
+                let viewed = matches!(e.payload, EventPayload::BrowseViewed { .. });
+                let (step, c, kind) = if viewed {
+                    let c = Counters {
+                        views: 1,
+                        ..Counters::default()
+                    };
+                    (0, c, interaction::VIEW)
+                } else {
+                    let c = Counters {
+                        basket_adds: 1,
+                        ..Counters::default()
+                    };
+                    (1, c, interaction::BASKET_ADD)
                 };
+                attribute(recommendation_id, step);
                 counts.product(*product_id, minute, &c);
                 counts.shop(minute, &c);
                 if let Some(subject) = actor.subject() {
-                    logged(
-                        e,
-                        subject.key(),
-                        product_id.to_string(),
-                        interaction::BASKET_ADD,
-                        at,
-                    );
-                    profile_of(&mut profiles, snapshot, subject.key())
-                        .added(product_id.to_string(), at);
+                    logged(e, subject.key(), product_id.to_string(), kind, at);
+                    let profile = profile_of(&mut profiles, snapshot, subject.key());
+                    if viewed {
+                        profile.viewed(product_id.to_string(), at);
+                    } else {
+                        profile.added(product_id.to_string(), at);
+                    }
                 }
             }
             EventPayload::PurchaseCompleted {

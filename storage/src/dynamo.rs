@@ -426,22 +426,13 @@ impl Store for Dynamo {
             .await
             .map_err(map_err)?;
         let more = out.last_evaluated_key.is_some();
-        let mut items: Vec<Item> = out
+        let items: Vec<Item> = out
             .items
             .unwrap_or_default()
             .into_iter()
             .map(from_av)
             .collect();
-        let cursor = if items.len() > limit || (more && !items.is_empty()) {
-            items.truncate(limit);
-            match items.last().and_then(|i| i.get(SK)) {
-                Some(Value::S(sk)) => Some(sk.clone()),
-                _ => None,
-            }
-        } else {
-            None
-        };
-        Ok(Page { items, cursor })
+        Ok(Page::cut(items, limit, more))
     }
 
     #[tracing::instrument(name = "store.transact", skip_all, fields(backend = "dynamodb", ops = ops.len()), err(level = "debug"))]

@@ -25,7 +25,7 @@ use tokio::sync::oneshot;
 use crate::{
     StoreError, StoreResult, Table,
     expr::{apply_updates, check_size, holds},
-    port::{Cond, Item, Key, MAX_PAGE, Page, Query, SK, SortRange, Store, TxOp, Update, Value},
+    port::{Cond, Item, Key, MAX_PAGE, Page, Query, SortRange, Store, TxOp, Update},
 };
 
 /// The file the embedded store keeps in the data directory.
@@ -487,14 +487,5 @@ fn query_blocking(inner: &Inner, table: Table, pk: &str, q: &Query) -> StoreResu
             }
         }
     }
-    let cursor = if items.len() > limit {
-        items.truncate(limit);
-        match items.last().and_then(|i| i.get(SK)) {
-            Some(Value::S(sk)) => Some(sk.clone()),
-            _ => None,
-        }
-    } else {
-        None
-    };
-    Ok(Page { items, cursor })
+    Ok(Page::cut(items, limit, false))
 }

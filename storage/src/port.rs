@@ -200,6 +200,24 @@ pub struct Page {
     pub cursor: Option<String>,
 }
 
+impl Page {
+    /// A page from what an adapter read: up to `limit` items, one more to
+    /// see whether others follow (or `more`, when the backend itself says
+    /// so). The cursor is the sort key of the last item kept.
+    pub fn cut(mut items: Vec<Item>, limit: usize, more: bool) -> Self {
+        let cursor = if items.len() > limit || (more && !items.is_empty()) {
+            items.truncate(limit);
+            match items.last().and_then(|i| i.get(SK)) {
+                Some(Value::S(sk)) => Some(sk.clone()),
+                _ => None,
+            }
+        } else {
+            None
+        };
+        Self { items, cursor }
+    }
+}
+
 /// One operation of a transaction.
 #[derive(Clone, Debug, PartialEq)]
 pub enum TxOp {
