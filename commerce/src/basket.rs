@@ -4,7 +4,7 @@
 use domain::{Event, Price, ProductId};
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
-use storage::{Cond, Key, Store, StoreError, Table, TxOp, from_item, to_item};
+use storage::{Cond, Contention, Key, Store, StoreError, Table, TxOp, from_item, to_item};
 
 use crate::{
     BasketError, BasketLineView, BasketView, Shop, basket,
@@ -173,7 +173,8 @@ impl Shop {
         mut f: impl FnMut(&mut Basket) -> Result<(), BasketError>,
         then: Vec<TxOp>,
     ) -> Result<BasketView, BasketError> {
-        for _ in 0..8 {
+        let mut tries = Contention::new(8);
+        while tries.next().await {
             let now = now_ms();
             let mut b = basket::load(self.store.as_ref(), owner, self.idle_ms(), now).await?;
             f(&mut b)?;
@@ -186,7 +187,7 @@ impl Shop {
                     }
                     return Ok(self.view(&b).await?);
                 }
-                Err(StoreError::TransactionCanceled { .. } | StoreError::Conflict(_)) => continue,
+                Err(e) if e.is_contention() => continue,
                 Err(e) => return Err(e.into()),
             }
         }
@@ -302,7 +303,8 @@ impl Shop {
     /// quantities added and capped, the session's basket deleted, in one
     /// transaction.
     pub async fn merge_baskets(&self, from: &str, into: &str) -> Result<(), BasketError> {
-        for _ in 0..8 {
+        let mut tries = Contention::new(8);
+        while tries.next().await {
             let now = now_ms();
             let anon = basket::load(self.store.as_ref(), from, self.idle_ms(), now).await?;
             if anon.version == 0 {
@@ -317,7 +319,7 @@ impl Shop {
             ];
             match self.store.transact(ops).await {
                 Ok(()) => return Ok(()),
-                Err(StoreError::TransactionCanceled { .. } | StoreError::Conflict(_)) => continue,
+                Err(e) if e.is_contention() => continue,
                 Err(e) => return Err(e.into()),
             }
         }

@@ -3,7 +3,9 @@
 
 use domain::{Actor, Event, EventPayload, event::PurchaseLine};
 use processors::{changes::Change, state::stock_key};
-use storage::{Cond, Key, Query, SortRange, StoreError, Table, TxOp, Update, from_item, to_item};
+use storage::{
+    Cond, Contention, Key, Query, SortRange, StoreError, Table, TxOp, Update, from_item, to_item,
+};
 use time::OffsetDateTime;
 
 use crate::{
@@ -106,7 +108,8 @@ impl Shop {
         if to == Status::Shipped && shipment.is_none() {
             return Err(ChangeError::ShipmentMissing);
         }
-        for _ in 0..8 {
+        let mut tries = Contention::new(8);
+        while tries.next().await {
             let order = self.order(id).await?.ok_or(ChangeError::NotFound)?;
             match self
                 .apply(
@@ -274,7 +277,7 @@ impl Shop {
         ops.extend(extra);
         match self.store.transact(ops).await {
             Ok(()) => {}
-            Err(StoreError::TransactionCanceled { .. } | StoreError::Conflict(_)) => {
+            Err(e) if e.is_contention() => {
                 return Err(ChangeError::Busy);
             }
             Err(e) => return Err(e.into()),

@@ -234,9 +234,7 @@ impl Pipeline {
                         shard: cp.shard.clone(),
                     });
                 }
-                Err(StoreError::TransactionCanceled { .. } | StoreError::Conflict(_))
-                    if attempt < RETRIES =>
-                {
+                Err(e) if e.is_contention() && attempt < RETRIES => {
                     // An item the fold read changed meanwhile: read and fold again.
                     attempt += 1;
                     metrics::counter!("shopstream_pipeline_retries_total", "stream" => cp.stream.clone()).increment(1);
@@ -445,7 +443,8 @@ pub async fn merge_profiles(
         all.into()
     }
     let (from_key, into_key) = (profile_key(session), profile_key(user));
-    for attempt in 0..RETRIES {
+    let mut tries = storage::Contention::new(RETRIES);
+    while tries.next().await {
         let Some(from_item_) = store.get(Table::Behaviour, &from_key).await? else {
             return Ok(false);
         };
@@ -483,9 +482,7 @@ pub async fn merge_profiles(
         ];
         match store.transact(ops).await {
             Ok(()) => return Ok(true),
-            Err(StoreError::TransactionCanceled { .. } | StoreError::Conflict(_)) => {
-                tokio::time::sleep(std::time::Duration::from_millis(u64::from(attempt) * 5)).await;
-            }
+            Err(e) if e.is_contention() => {}
             Err(e) => return Err(e),
         }
     }

@@ -37,3 +37,81 @@ pub enum StoreError {
 }
 
 pub type StoreResult<T> = Result<T, StoreError>;
+
+impl StoreError {
+    /// Whether a conditional write lost a race with another writer: read
+    /// again and retry (see [`retry_contended`]).
+    pub fn is_contention(&self) -> bool {
+        matches!(
+            self,
+            StoreError::TransactionCanceled { .. } | StoreError::Conflict(_)
+        )
+    }
+}
+
+/// The tries of a read–modify–write that may lose races with other writers
+/// ([`StoreError::is_contention`]): `while tries.next().await { … }` runs the
+/// body at most `attempts` times, with a short jittered pause (growing,
+/// under 0.3 s) before every try but the first.
+#[derive(Debug)]
+pub struct Contention {
+    attempt: u32,
+    attempts: u32,
+}
+
+impl Contention {
+    pub fn new(attempts: u32) -> Self {
+        Self {
+            attempt: 0,
+            attempts,
+        }
+    }
+
+    /// Whether another try may run (after its pause).
+    pub async fn next(&mut self) -> bool {
+        if self.attempt >= self.attempts {
+            return false;
+        }
+        if self.attempt > 0 {
+            tokio::time::sleep(contention_pause(self.attempt - 1)).await;
+        }
+        self.attempt += 1;
+        true
+    }
+}
+
+/// Between `base` and twice `base`, where `base` doubles per try from 2 ms
+/// up to 128 ms.
+fn contention_pause(attempt: u32) -> std::time::Duration {
+    use rand::Rng;
+    let base = 2u64 << attempt.min(6);
+    std::time::Duration::from_millis(base + rand::rng().random_range(0..base))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn tries_run_out_after_the_attempts() {
+        let mut tries = Contention::new(4);
+        let mut ran = 0;
+        while tries.next().await {
+            ran += 1;
+        }
+        assert_eq!(ran, 4);
+        assert!(!tries.next().await, "no try after the last");
+        assert!(StoreError::Conflict("x".into()).is_contention());
+        assert!(StoreError::TransactionCanceled { failed: vec![0] }.is_contention());
+        assert!(!StoreError::ConditionFailed.is_contention());
+    }
+
+    #[test]
+    fn pauses_grow_and_stay_bounded() {
+        for n in 0..10 {
+            let base = 2u64 << n.min(6);
+            let ms = contention_pause(n).as_millis() as u64;
+            assert!((base..2 * base).contains(&ms), "{n}: {ms}");
+        }
+    }
+}

@@ -24,7 +24,7 @@ pub mod products;
 mod tables;
 pub mod users;
 
-pub use error::{StoreError, StoreResult};
+pub use error::{Contention, StoreError, StoreResult};
 pub use port::{
     Cond, Item, Key, Page, Query, SortRange, Store, TxOp, Update, Value, from_item, to_item,
 };
