@@ -5,7 +5,10 @@
 //!   routed, with the middleware every request passes (request id, tracing,
 //!   metrics, body limit, timeout).
 //! - `routes/`: one file per resource (`auth`, `me`, `products`, `events`,
-//!   `inventory`, `analytics`, `basket`, `orders`, `supplier`, `ops`).
+//!   `inventory`, `analytics`, `basket`, `orders`, `supplier`, `ops`,
+//!   `recs`, `model`), handlers and request/response types only: what they
+//!   read or write goes through the crate that owns the table (`processors`,
+//!   `commerce`, `serving`, `storage`'s repositories).
 //! - [`auth`]: password hashing, our tokens, the external JWKS verifier and
 //!   the `Caller` extractor.
 //! - `error`: the one error type and its mapping to RFC 9457 problems.

@@ -10,7 +10,9 @@
 //! - [`pipeline`]: reads the snapshots, folds, and commits the operations and
 //!   the new checkpoint in one transaction fenced by the lease; then checks
 //!   low-stock alerts and publishes [`Change`]s.
-//! - [`read`]: what the API reads of that state.
+//! - [`read`]: typed reads of every table the pipeline writes (stock,
+//!   counters, trending, profiles, alerts, attribution, dead letters): no
+//!   caller builds a key or parses a raw item.
 //! - [`changes`]: the in-process bus the websocket hub and the recommender
 //!   listen to.
 //! - [`feed`]: the change feed in the store through which instances sharing
