@@ -204,24 +204,25 @@ pub async fn recommendations(
         category,
         per_category: state.config.recommend_per_category,
     };
+    let answer = recommend(&state, "personal", &history, context.as_ref(), rules, limit);
+    Ok(Json(answer.await?))
+}
+
+/// The model's candidates for `history`, then popularity, then the
+/// category: the answer of the personal endpoints.
+async fn recommend(
+    state: &AppState,
+    endpoint: &'static str,
+    history: &[String],
+    context: Option<&domain::Product>,
+    rules: Rules,
+    limit: usize,
+) -> ApiResult<Recommendations> {
     let model = state.recs.current();
-    let served = rules::recommend(
-        catalogue,
-        model.as_deref(),
-        &history,
-        context.as_ref(),
-        rules,
-        limit,
-    )
-    .await?;
+    let (catalogue, trained) = (state.recs.catalogue(), model.as_deref());
+    let served = rules::recommend(catalogue, trained, history, context, rules, limit).await?;
     let fallback = model.is_none().then_some("popularity");
-    Ok(Json(answer(
-        &state,
-        "personal",
-        model.as_deref(),
-        fallback,
-        served,
-    )))
+    Ok(answer(state, endpoint, trained, fallback, served))
 }
 
 /// A request about one product (`/api/products/{id}/…`): its `limit`, the
@@ -336,24 +337,9 @@ pub async fn basket_suggestions(
         category: None,
         per_category: state.config.recommend_per_category,
     };
-    let model = state.recs.current();
-    let served = rules::recommend(
-        state.recs.catalogue(),
-        model.as_deref(),
-        &basket,
-        None,
-        rules,
-        limit,
-    )
-    .await?;
-    let fallback = model.is_none().then_some("popularity");
-    Ok(Json(answer(
-        &state,
-        "basket",
-        model.as_deref(),
-        fallback,
-        served,
-    )))
+    Ok(Json(
+        recommend(&state, "basket", &basket, None, rules, limit).await?,
+    ))
 }
 
 /// One trending product, for the storefront.
