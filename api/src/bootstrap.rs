@@ -17,7 +17,7 @@ fn marker(name: &str) -> Key {
 
 async fn mark(state: &AppState, name: &str) -> anyhow::Result<bool> {
     match state
-        .store
+        .bootstrap_store()
         .put(Table::Meta, marker(name).to_item(), Some(Cond::NotExists))
         .await
     {
@@ -28,7 +28,11 @@ async fn mark(state: &AppState, name: &str) -> anyhow::Result<bool> {
 }
 
 async fn marked(state: &AppState, name: &str) -> anyhow::Result<bool> {
-    Ok(state.store.get(Table::Meta, &marker(name)).await?.is_some())
+    Ok(state
+        .bootstrap_store()
+        .get(Table::Meta, &marker(name))
+        .await?
+        .is_some())
 }
 
 /// What the admin bootstrap did.

@@ -24,16 +24,13 @@ mod extract;
 mod metrics;
 mod openapi;
 mod routes;
+mod state;
 pub mod web;
 pub mod ws;
 
-use std::{future::Future, sync::Arc, time::Duration};
+use std::{future::Future, time::Duration};
 
 use axum::{Router, extract::DefaultBodyLimit, http::HeaderName, middleware};
-use ingest::EventSink;
-use metrics_exporter_prometheus::PrometheusHandle;
-use processors::Bus;
-use storage::{Store, products::Products, users::Users};
 use tower_http::{
     request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer},
     timeout::TimeoutLayer,
@@ -44,6 +41,7 @@ pub use auth::{JwksSettings, Tokens};
 pub use error::{ApiError, Problem};
 pub use metrics::install_recorder;
 pub use routes::auth::create_user;
+pub use state::{AppState, Services};
 
 /// Limits and switches of the API.
 #[derive(Clone, Debug)]
@@ -64,71 +62,6 @@ pub struct ApiConfig {
     pub recommend_per_category: usize,
     /// Categories whose bought items may be recommended again (groceries).
     pub recommend_repeat_categories: Vec<String>,
-}
-
-/// What every handler can reach.
-#[derive(Clone, Debug)]
-pub struct AppState {
-    pub store: Arc<dyn Store>,
-    pub users: Users,
-    pub products: Products,
-    pub events: Arc<dyn EventSink>,
-    /// What the pipeline changed, for live pushes.
-    pub bus: Bus,
-    /// Baskets, checkout and orders.
-    pub shop: commerce::Shop,
-    pub tokens: Arc<Tokens>,
-    pub metrics: PrometheusHandle,
-    pub config: Arc<ApiConfig>,
-    /// Open websocket connections.
-    pub hub: Arc<ws::Hub>,
-    /// Where product images are kept.
-    pub blobs: Arc<dyn storage::blobs::Blobs>,
-    /// The recommender being served.
-    pub recs: Arc<serving::Recs>,
-}
-
-/// The services the API runs on.
-#[derive(Debug)]
-pub struct Services {
-    pub store: Arc<dyn Store>,
-    pub events: Arc<dyn EventSink>,
-    pub bus: Bus,
-    pub shop: commerce::Shop,
-    pub blobs: Arc<dyn storage::blobs::Blobs>,
-    pub recs: Arc<serving::Recs>,
-}
-
-impl AppState {
-    pub fn new(
-        services: Services,
-        tokens: Tokens,
-        metrics: PrometheusHandle,
-        config: ApiConfig,
-    ) -> Self {
-        let Services {
-            store,
-            events,
-            bus,
-            shop,
-            blobs,
-            recs,
-        } = services;
-        Self {
-            shop,
-            users: Users::new(store.clone()),
-            products: Products::new(store.clone()),
-            store,
-            events,
-            bus,
-            tokens: Arc::new(tokens),
-            metrics,
-            config: Arc::new(config),
-            hub: Arc::default(),
-            blobs,
-            recs,
-        }
-    }
 }
 
 const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");

@@ -47,7 +47,7 @@ use axum::{
 };
 use domain::Role;
 use futures::{SinkExt, StreamExt};
-use processors::{Change, read};
+use processors::Change;
 use serde::Deserialize;
 use serde_json::{Value, json};
 use tokio::sync::{broadcast::error::RecvError, mpsc, oneshot};
@@ -445,15 +445,15 @@ impl Connection {
     }
 
     async fn snapshot(&mut self, topic: &Topic) -> Result<Value, ApiError> {
-        let store = self.state.store.as_ref();
+        let tables = &self.state.tables;
         Ok(match topic {
             Topic::Stock(Some(id)) => {
-                let s = read::stock(store, id).await?.unwrap_or_default();
+                let s = tables.stock(id).await?.unwrap_or_default();
                 self.saw(id, s.version);
                 stock_json(id, s.on_hand, s.reserved, s.available, s.backorder)
             }
             Topic::Stock(None) => {
-                let (items, _) = read::stock_page(store, 1000, None, false).await?;
+                let (items, _) = tables.stock_page(1000, None, false).await?;
                 for (id, s) in &items {
                     self.saw(id, s.version);
                 }
@@ -467,8 +467,9 @@ impl Connection {
                 )
             }
             Topic::Analytics => {
-                let minutes =
-                    read::minutes(store, None, time::OffsetDateTime::now_utc(), 60).await?;
+                let minutes = tables
+                    .minutes(None, time::OffsetDateTime::now_utc(), 60)
+                    .await?;
                 Value::Array(
                     minutes
                         .into_iter()
@@ -478,7 +479,7 @@ impl Connection {
             }
             Topic::Alerts => match self.caller.as_ref().and_then(|c| c.supplier_id.clone()) {
                 Some(s) if self.caller.as_ref().is_some_and(|c| c.role != Role::Admin) => {
-                    let (alerts, _) = read::alerts(store, &s, 20, None).await?;
+                    let (alerts, _) = tables.alerts(&s, 20, None).await?;
                     serde_json::to_value(alerts).unwrap_or(Value::Array(Vec::new()))
                 }
                 // An admin's alerts come from every supplier: the snapshot

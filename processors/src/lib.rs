@@ -24,6 +24,8 @@ pub mod fold;
 pub mod pipeline;
 pub mod read;
 pub mod state;
+pub mod tables;
 
 pub use changes::{Bus, Change};
 pub use pipeline::{Checkpoint, CommitError, Pipeline, Record};
+pub use tables::Tables;

@@ -7,7 +7,7 @@ use axum::{
     routing::{get, post},
 };
 use domain::{ProductId, Role};
-use processors::{read, state::Counters};
+use processors::state::Counters;
 use serde::Serialize;
 
 use crate::{
@@ -89,13 +89,8 @@ fn window_minutes(p: &mut Params) -> i64 {
 }
 
 async fn summarise(state: &AppState, scope: Option<&str>, minutes: i64) -> ApiResult<Summary> {
-    let rows = read::minutes(
-        state.store.as_ref(),
-        scope,
-        time::OffsetDateTime::now_utc(),
-        minutes,
-    )
-    .await?;
+    let now = time::OffsetDateTime::now_utc();
+    let rows = state.tables.minutes(scope, now, minutes).await?;
     let mut totals = Counters::default();
     for (_, c) in &rows {
         totals.add(c);
@@ -171,13 +166,8 @@ pub async fn trending(
     let (window, _) = p.window();
     let limit = p.limit();
     p.finish()?;
-    let ranked = read::trending(
-        state.store.as_ref(),
-        time::OffsetDateTime::now_utc(),
-        window,
-        limit,
-    )
-    .await?;
+    let now = time::OffsetDateTime::now_utc();
+    let ranked = state.tables.trending(now, window, limit).await?;
     Ok(Json(
         ranked
             .iter()
@@ -225,7 +215,7 @@ pub async fn dead_letters(
     let limit = p.limit();
     let cursor = p.cursor();
     p.finish()?;
-    let (items, next) = read::dead_letters(state.store.as_ref(), limit, cursor).await?;
+    let (items, next) = state.tables.dead_letters(limit, cursor).await?;
     Ok(Json(DeadLetterPage {
         items: items
             .into_iter()
@@ -269,9 +259,7 @@ pub async fn leases(
     caller: Caller,
 ) -> ApiResult<Json<Vec<LeaseView>>> {
     caller.require(Role::Admin)?;
-    let leases = ingest::Leases::new(state.store.clone(), "api", std::time::Duration::ZERO)
-        .list(&state.config.lease_stream)
-        .await?;
+    let leases = state.leases.list(&state.config.lease_stream).await?;
     Ok(Json(
         leases
             .into_iter()
@@ -309,8 +297,7 @@ pub async fn replay_dead_letter(
 ) -> ApiResult<(StatusCode, Json<Replayed>)> {
     caller.require(Role::Admin)?;
     let to = state
-        .events
-        .replay_dead_letter(state.store.as_ref(), &id)
+        .replay_dead_letter(&id)
         .await?
         .ok_or(ApiError::NotFound("dead letter"))?;
     Ok((StatusCode::ACCEPTED, Json(Replayed { to })))

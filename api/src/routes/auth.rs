@@ -224,7 +224,7 @@ async fn merge_session(state: &AppState, headers: &axum::http::HeaderMap, user: 
     };
     let from = domain::Subject::Session(session.clone()).key();
     let into = domain::Subject::User(user.id.to_string()).key();
-    if let Err(e) = processors::pipeline::merge_profiles(state.store.as_ref(), &from, &into).await {
+    if let Err(e) = state.tables.merge_profiles(&from, &into).await {
         tracing::warn!(error = %e, "could not merge the session's behaviour into the user's");
     }
     if let Err(e) = state.shop.merge_baskets(&from, &into).await {

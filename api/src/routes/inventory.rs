@@ -6,7 +6,7 @@ use axum::{
     routing::get,
 };
 use domain::{ProductId, Role};
-use processors::{read, state::Stock};
+use processors::state::Stock;
 use serde::Serialize;
 
 use crate::{
@@ -71,7 +71,7 @@ pub async fn get_inventory(
     Path(id): Path<String>,
 ) -> ApiResult<Json<StockView>> {
     let id: ProductId = id.parse().map_err(|_| ApiError::NotFound("product"))?;
-    let stock = match read::stock(state.store.as_ref(), &id.to_string()).await? {
+    let stock = match state.tables.stock(&id.to_string()).await? {
         Some(s) if !s.deleted => s,
         _ => {
             // A catalogue product without stock events has zero stock.
@@ -106,7 +106,7 @@ pub async fn list_inventory(
     let cursor = p.cursor();
     let below = p.flag("below_threshold");
     p.finish()?;
-    let (items, next) = read::stock_page(state.store.as_ref(), limit, cursor, below).await?;
+    let (items, next) = state.tables.stock_page(limit, cursor, below).await?;
     Ok(Json(StockPage {
         items: items
             .into_iter()

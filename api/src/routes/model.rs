@@ -121,7 +121,7 @@ pub async fn attribution(
     caller: Caller,
 ) -> ApiResult<Json<Vec<Attribution>>> {
     caller.require(Role::Admin)?;
-    let rows = processors::read::attribution(state.store.as_ref()).await?;
+    let rows = state.tables.attribution().await?;
     let funnel = |r: &processors::read::AttributionRow| Funnel {
         impressions: r.impressions,
         clicks: r.clicks,

@@ -33,8 +33,7 @@ pub async fn healthz() -> &'static str {
     responses((status = 200, description = "ready"), (status = 503, body = crate::Problem)))]
 pub async fn readyz(State(state): State<AppState>) -> Result<&'static str, ApiError> {
     state
-        .store
-        .ping()
+        .ready()
         .await
         .map_err(|e| ApiError::Unavailable(e.to_string()))?;
     Ok("ready")

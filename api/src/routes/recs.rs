@@ -185,7 +185,7 @@ pub async fn recommendations(
     }
     let (profile, basket) = match owner(&caller, &headers, false)? {
         Some(o) => (
-            processors::read::profile(state.store.as_ref(), &o.key).await?,
+            state.tables.profile(&o.key).await?,
             state.shop.basket(&o.key).await?.lines,
         ),
         None => Default::default(),

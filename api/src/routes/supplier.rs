@@ -6,10 +6,7 @@ use axum::{
     routing::{get, post},
 };
 use domain::Role;
-use processors::{
-    read,
-    state::{Alert, Stock},
-};
+use processors::state::{Alert, Stock};
 use serde::Serialize;
 use storage::products::ProductFilter;
 
@@ -68,7 +65,7 @@ pub async fn list_alerts(
     let limit = p.limit();
     let cursor = p.cursor();
     p.finish()?;
-    let (items, next) = read::alerts(state.store.as_ref(), &supplier, limit, cursor).await?;
+    let (items, next) = state.tables.alerts(&supplier, limit, cursor).await?;
     Ok(Json(AlertPage {
         items,
         next_cursor: encode_cursor(next),
@@ -88,7 +85,9 @@ pub async fn ack_alert(
     let mut p = Params::parse(q.as_deref())?;
     let supplier = supplier_of(&caller, &mut p)?;
     p.finish()?;
-    let alert = processors::pipeline::acknowledge_alert(state.store.as_ref(), &supplier, &id)
+    let alert = state
+        .tables
+        .acknowledge_alert(&supplier, &id)
         .await?
         .ok_or(ApiError::NotFound("alert"))?;
     Ok(Json(alert))
@@ -131,12 +130,10 @@ pub async fn list_products(
     let mut items = Vec::with_capacity(products.len());
     for product in products {
         let id = product.id.to_string();
-        let stock = read::stock(state.store.as_ref(), &id)
-            .await?
-            .unwrap_or_else(|| Stock {
-                low_stock_threshold: Some(i64::from(product.low_stock_threshold)),
-                ..Stock::default()
-            });
+        let stock = state.tables.stock(&id).await?.unwrap_or_else(|| Stock {
+            low_stock_threshold: Some(i64::from(product.low_stock_threshold)),
+            ..Stock::default()
+        });
         items.push(SupplierProduct {
             stock: StockView::new(id, stock),
             product,

@@ -1,0 +1,107 @@
+//! [`AppState`]: what every handler can reach — the owners of the tables,
+//! never the raw store.
+
+use std::sync::Arc;
+
+use ingest::EventSink;
+use metrics_exporter_prometheus::PrometheusHandle;
+use processors::Bus;
+use storage::{Store, products::Products, users::Users};
+
+use crate::{ApiConfig, Tokens, ws};
+
+/// What every handler can reach.
+#[derive(Clone, Debug)]
+pub struct AppState {
+    /// Private: handlers read and write through the owners of the tables
+    /// (`tables`, `users`, `products`, `shop`, `recs`), never the raw store.
+    store: Arc<dyn Store>,
+    /// The pipeline's tables, typed.
+    pub tables: processors::Tables,
+    /// The stream's leases, to show them.
+    pub leases: ingest::Leases,
+    pub users: Users,
+    pub products: Products,
+    pub events: Arc<dyn EventSink>,
+    /// What the pipeline changed, for live pushes.
+    pub bus: Bus,
+    /// Baskets, checkout and orders.
+    pub shop: commerce::Shop,
+    pub tokens: Arc<Tokens>,
+    pub metrics: PrometheusHandle,
+    pub config: Arc<ApiConfig>,
+    /// Open websocket connections.
+    pub hub: Arc<ws::Hub>,
+    /// Where product images are kept.
+    pub blobs: Arc<dyn storage::blobs::Blobs>,
+    /// The recommender being served.
+    pub recs: Arc<serving::Recs>,
+}
+
+/// The services the API runs on.
+#[derive(Debug)]
+pub struct Services {
+    pub store: Arc<dyn Store>,
+    pub events: Arc<dyn EventSink>,
+    pub bus: Bus,
+    pub shop: commerce::Shop,
+    pub blobs: Arc<dyn storage::blobs::Blobs>,
+    pub recs: Arc<serving::Recs>,
+}
+
+impl AppState {
+    pub fn new(
+        services: Services,
+        tokens: Tokens,
+        metrics: PrometheusHandle,
+        config: ApiConfig,
+    ) -> Self {
+        let Services {
+            store,
+            events,
+            bus,
+            shop,
+            blobs,
+            recs,
+        } = services;
+        Self {
+            shop,
+            tables: processors::Tables::new(store.clone()),
+            leases: ingest::Leases::new(store.clone(), "api", std::time::Duration::ZERO),
+            users: Users::new(store.clone()),
+            products: Products::new(store.clone()),
+            store,
+            events,
+            bus,
+            tokens: Arc::new(tokens),
+            metrics,
+            config: Arc::new(config),
+            hub: Arc::default(),
+            blobs,
+            recs,
+        }
+    }
+}
+
+impl AppState {
+    /// Whether the store answers (`/readyz`).
+    pub async fn ready(&self) -> Result<(), storage::StoreError> {
+        self.store.ping().await
+    }
+
+    /// Puts a dead letter's record back on the stream; where it went, or
+    /// `None` when there is no such dead letter.
+    pub async fn replay_dead_letter(
+        &self,
+        id: &str,
+    ) -> Result<Option<String>, ingest::PublishError> {
+        self.events
+            .replay_dead_letter(self.store.as_ref(), id)
+            .await
+    }
+
+    /// The store, for the first-start bootstrap only.
+    pub(crate) fn bootstrap_store(&self) -> &dyn Store {
+        self.store.as_ref()
+    }
+}
