@@ -19,6 +19,23 @@ pub async fn stock(store: &dyn Store, product_id: &str) -> Result<Option<Stock>,
         .transpose()
 }
 
+/// One page of a partition, highest sort key (newest) first.
+async fn newest_first(
+    store: &dyn Store,
+    table: Table,
+    pk: &str,
+    limit: usize,
+    cursor: Option<String>,
+) -> Result<storage::Page, StoreError> {
+    let query = Query {
+        limit,
+        cursor,
+        descending: true,
+        ..Query::default()
+    };
+    store.query(table, pk, &query).await
+}
+
 /// A supplier's low-stock alerts, newest first, a page at a time.
 pub async fn alerts(
     store: &dyn Store,
@@ -26,18 +43,14 @@ pub async fn alerts(
     limit: usize,
     cursor: Option<String>,
 ) -> Result<(Vec<Alert>, Option<String>), StoreError> {
-    let page = store
-        .query(
-            Table::Alerts,
-            &alert_key(supplier_id, "").pk,
-            &Query {
-                limit,
-                cursor,
-                descending: true,
-                ..Query::default()
-            },
-        )
-        .await?;
+    let page = newest_first(
+        store,
+        Table::Alerts,
+        &alert_key(supplier_id, "").pk,
+        limit,
+        cursor,
+    )
+    .await?;
     let alerts = page
         .items
         .into_iter()
@@ -226,18 +239,7 @@ pub async fn dead_letters(
     limit: usize,
     cursor: Option<String>,
 ) -> Result<(Vec<(String, DeadLetter)>, Option<String>), StoreError> {
-    let page = store
-        .query(
-            Table::DeadLetters,
-            "dead",
-            &Query {
-                limit,
-                cursor,
-                descending: true,
-                ..Query::default()
-            },
-        )
-        .await?;
+    let page = newest_first(store, Table::DeadLetters, "dead", limit, cursor).await?;
     let items = page
         .items
         .into_iter()
