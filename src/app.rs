@@ -21,8 +21,9 @@
 //!    queue as it stops.
 //!
 //! A worker that ends on its own before the stop (a failed consumer) is
-//! logged and stops the whole server, so that the orchestrator restarts it
-//! rather than leaving an instance that serves without a pipeline.
+//! logged and stops the whole server with a non-zero exit, so that the
+//! orchestrator restarts it rather than leaving an instance that serves
+//! without a pipeline.
 
 use std::{
     collections::{HashMap, HashSet},
@@ -143,18 +144,23 @@ impl Application {
             tracing::info!("finishing requests in flight");
         });
         tokio::pin!(serving);
-        let served = tokio::select! {
-            served = &mut serving => served,
+        let (served, failed) = tokio::select! {
+            served = &mut serving => (served, None),
             ended = workers.ended() => {
                 tracing::error!(worker = ended, "a worker ended before the stop; stopping the server");
                 // Ends the server the same way a SIGTERM does.
                 self.stop.request();
-                serving.await
+                (serving.await, Some(ended))
             }
         };
         workers.stop_in_reverse().await;
         tracing::info!("shopstream stopped");
-        Ok(served?)
+        served?;
+        match failed {
+            // A non-zero exit, so that the orchestrator restarts the task.
+            Some(worker) => anyhow::bail!("the {worker} worker ended before the stop"),
+            None => Ok(()),
+        }
     }
 
     async fn start_workers(&self, workers: &mut Workers) -> anyhow::Result<()> {
