@@ -581,7 +581,7 @@ mod tests {
         let served = similar(&cat, None, &this, rules, 5).await.unwrap();
         assert_eq!(names(&served), ["close", "cheap"]);
         assert!(served.iter().all(|s| s.source == "category"));
-        let none = bought_together(&cat, None, &this.id.to_string(), &rules(5), 5)
+        let none = bought_together(&cat, None, &this.id.to_string(), &self::rules(5), 5)
             .await
             .unwrap();
         assert!(none.is_empty(), "bought-together has no fallback");
