@@ -338,18 +338,17 @@ pub struct LogConsumer {
 }
 
 impl LogConsumer {
-    /// Runs until `shutdown` turns true; then releases the leases.
+    /// Runs until `shutdown` turns true; then releases the leases. Dropping
+    /// (aborting) this future ends every partition's task with it, with no
+    /// release, as a crash would.
     pub async fn run(self, shutdown: watch::Receiver<bool>) {
-        let tasks: Vec<_> = (0..self.log.partitions())
-            .map(|p| {
-                let this = self.clone();
-                let shutdown = shutdown.clone();
-                tokio::spawn(async move { this.run_partition(p, shutdown).await })
-            })
-            .collect();
-        for t in tasks {
-            let _ = t.await;
+        let mut tasks = tokio::task::JoinSet::new();
+        for p in 0..self.log.partitions() {
+            let this = self.clone();
+            let shutdown = shutdown.clone();
+            tasks.spawn(async move { this.run_partition(p, shutdown).await });
         }
+        while tasks.join_next().await.is_some() {}
     }
 
     async fn acquire(&self, shard: &str) -> Result<Option<Held>, StoreError> {

@@ -1,0 +1,49 @@
+//! The event sources against real servers on loopback, started by
+//! ./scripts/test.sh: kinesis-mock (Kinesis) and tansu (Kafka), and the
+//! embedded log; state and leases in the embedded store.
+//!
+//! - `suite`: what every source must do, written once and run on all three
+//!   (good and bad records exactly once across a restart, fencing of a
+//!   member whose lease is taken, take-over from a member that dies,
+//!   balancing where the source has a group).
+//! - `kinesis_only`: what only Kinesis has (KPL aggregates and sub-sequence
+//!   checkpoints, resharding, throttling and expired iterators, the shard
+//!   reader's fencing).
+
+mod harness;
+mod kinesis_only;
+mod suite;
+
+/// Runs the named suite tests on one source, as `<source>::<test>`.
+macro_rules! on_source {
+    ($source:ident => $kind:ident [$($test:ident),+ $(,)?]) => {
+        mod $source {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $test() {
+                    crate::suite::$test(crate::harness::Kind::$kind).await;
+                }
+            )+
+        }
+    };
+}
+
+on_source!(log => Log [
+    good_and_bad_records_apply_once_across_a_restart,
+    a_member_whose_lease_is_taken_is_fenced,
+    a_member_that_dies_is_taken_over,
+]);
+
+on_source!(kinesis => Kinesis [
+    good_and_bad_records_apply_once_across_a_restart,
+    a_member_whose_lease_is_taken_is_fenced,
+    a_member_that_dies_is_taken_over,
+    two_members_split_the_partitions,
+]);
+
+on_source!(kafka => Kafka [
+    good_and_bad_records_apply_once_across_a_restart,
+    a_member_whose_lease_is_taken_is_fenced,
+    a_member_that_dies_is_taken_over,
+    two_members_split_the_partitions,
+]);
