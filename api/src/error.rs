@@ -116,6 +116,7 @@ impl From<ingest::PublishError> for ApiError {
     fn from(e: ingest::PublishError) -> Self {
         match e {
             ingest::PublishError::Store(e) => e.into(),
+            e @ ingest::PublishError::Truncated { .. } => ApiError::Conflict(e.to_string()),
             e => ApiError::Unavailable(format!("the stream did not take the records: {e}")),
         }
     }

@@ -22,6 +22,12 @@ pub const SCHEMA_VERSION: u32 = 1;
 pub const MAX_EVENT_BYTES: usize = 64 * 1024;
 /// The most units one line or adjustment may move: a bound on typos.
 pub const MAX_QUANTITY: i64 = 1_000_000;
+/// The longest user, session or order id, in bytes. Ids become parts of
+/// store keys and stream partition keys, whose length is bounded
+/// (DynamoDB: 2,048 bytes; Kinesis: 256 characters).
+pub const MAX_ID_BYTES: usize = 128;
+/// The longest `recommendation_id`, in bytes.
+pub const MAX_RECOMMENDATION_ID_BYTES: usize = 256;
 
 /// One event, as it travels on the stream.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -233,6 +239,15 @@ impl EventPayload {
             |detail: String| Err(Rejection::new(DeadLetterReason::InvalidPayload, detail));
         let negative =
             |detail: String| Err(Rejection::new(DeadLetterReason::NegativeQuantity, detail));
+        if let Some(actor) = self.actor() {
+            id_field("user_id", actor.user_id.as_deref(), MAX_ID_BYTES)?;
+            id_field("session_id", actor.session_id.as_deref(), MAX_ID_BYTES)?;
+        }
+        id_field(
+            "recommendation_id",
+            self.recommendation_id(),
+            MAX_RECOMMENDATION_ID_BYTES,
+        )?;
         match self {
             EventPayload::StockAdjusted { delta, reason, .. } => {
                 if *delta == 0 || delta.abs() > MAX_QUANTITY {
@@ -299,10 +314,47 @@ impl EventPayload {
                 if order_id.is_empty() || status.is_empty() || status.len() > 32 {
                     return invalid("order_id and status are required".into());
                 }
+                id_field("order_id", Some(order_id), MAX_ID_BYTES)?;
             }
-            EventPayload::ProductUpserted(_) | EventPayload::ProductDeleted { .. } => {}
+            EventPayload::ProductUpserted(p) => {
+                // The same rules as the product API's.
+                let body = serde_json::to_value(p).unwrap_or_default();
+                if let Err(errors) =
+                    crate::ProductDraft::parse(&body, crate::product::DraftMode::Replace)
+                {
+                    return invalid(errors.to_string());
+                }
+            }
+            EventPayload::ProductDeleted { .. } => {}
         }
         Ok(())
+    }
+
+    /// Who a behaviour, purchase or order event is about.
+    pub fn actor(&self) -> Option<&Actor> {
+        match self {
+            EventPayload::BrowseViewed { actor, .. }
+            | EventPayload::BasketAdded { actor, .. }
+            | EventPayload::PurchaseCompleted { actor, .. }
+            | EventPayload::OrderStatusChanged { actor, .. } => Some(actor),
+            _ => None,
+        }
+    }
+
+    /// The recommendation an event follows, if it says so.
+    pub fn recommendation_id(&self) -> Option<&str> {
+        match self {
+            EventPayload::BrowseViewed {
+                recommendation_id, ..
+            }
+            | EventPayload::BasketAdded {
+                recommendation_id, ..
+            }
+            | EventPayload::PurchaseCompleted {
+                recommendation_id, ..
+            } => recommendation_id.as_deref(),
+            _ => None,
+        }
     }
 }
 
@@ -364,12 +416,17 @@ impl Event {
                 DeadLetterReason::InvalidPayload,
                 format!("occurred_at: {e}"),
             )
+            .at("occurred_at")
         })?;
-        if raw.source.is_empty() || raw.source.len() > 128 {
+        if raw.source.is_empty()
+            || raw.source.len() > 128
+            || raw.source.chars().any(char::is_control)
+        {
             return Err(Rejection::new(
                 DeadLetterReason::InvalidPayload,
-                "source must be 1 to 128 characters",
-            ));
+                "source must be 1 to 128 bytes of printable characters",
+            )
+            .at("source"));
         }
         Ok(Event {
             id: raw.id,
@@ -378,6 +435,21 @@ impl Event {
             version: SCHEMA_VERSION,
             payload,
         })
+    }
+}
+
+/// Refuses an id that is empty, longer than `max` bytes or holds control
+/// characters (`None`: not given, which the caller allows or not).
+fn id_field(name: &str, value: Option<&str>, max: usize) -> Result<(), Rejection> {
+    match value {
+        Some(v) if v.is_empty() || v.len() > max || v.chars().any(char::is_control) => {
+            Err(Rejection::new(
+                DeadLetterReason::InvalidPayload,
+                format!("{name} must be 1 to {max} bytes of printable characters"),
+            )
+            .at(format!("data.{name}")))
+        }
+        _ => Ok(()),
     }
 }
 
@@ -405,6 +477,10 @@ pub enum DeadLetterReason {
     NegativeQuantity,
     Oversized,
     UnsupportedVersion,
+    /// A valid event whose effects the store refused for good (an item or
+    /// key too large, a request it finds invalid): isolated from its batch
+    /// so the rest commits.
+    Unprocessable,
 }
 
 impl DeadLetterReason {
@@ -416,6 +492,7 @@ impl DeadLetterReason {
             DeadLetterReason::NegativeQuantity => "negative_quantity",
             DeadLetterReason::Oversized => "oversized",
             DeadLetterReason::UnsupportedVersion => "unsupported_version",
+            DeadLetterReason::Unprocessable => "unprocessable",
         }
     }
 }
@@ -425,6 +502,9 @@ impl DeadLetterReason {
 pub struct Rejection {
     pub reason: DeadLetterReason,
     pub detail: String,
+    /// The field at fault, where one is: an envelope field (`source`,
+    /// `occurred_at`) or a payload field under `data.` (`data.session_id`).
+    pub field: Option<String>,
 }
 
 impl Rejection {
@@ -432,7 +512,14 @@ impl Rejection {
         Self {
             reason,
             detail: detail.into(),
+            field: None,
         }
+    }
+
+    /// The same rejection, naming the field at fault.
+    pub fn at(mut self, field: impl Into<String>) -> Self {
+        self.field = Some(field.into());
+        self
     }
 }
 
@@ -600,5 +687,94 @@ mod tests {
             reason: "x".into(),
         };
         assert_eq!(adjusted.partition_key(), p.to_string());
+    }
+
+    #[test]
+    fn identifiers_and_free_text_are_bounded_and_name_their_field() {
+        let p = ProductId::new();
+        let rejected =
+            |kind: &str, data: serde_json::Value| Event::decode(&envelope(kind, data)).unwrap_err();
+        // A session id that would make a partition key over DynamoDB's 2,048 bytes.
+        let r = rejected(
+            "browse.viewed",
+            json!({"session_id": "s".repeat(3000), "product_id": p}),
+        );
+        assert_eq!(r.reason, DeadLetterReason::InvalidPayload);
+        assert_eq!(r.field.as_deref(), Some("data.session_id"));
+        let r = rejected(
+            "basket.added",
+            json!({"user_id": "u".repeat(MAX_ID_BYTES + 1), "product_id": p, "quantity": 1}),
+        );
+        assert_eq!(r.field.as_deref(), Some("data.user_id"));
+        let r = rejected(
+            "browse.viewed",
+            json!({"session_id": "a\u{0}b", "product_id": p}),
+        );
+        assert_eq!(
+            r.field.as_deref(),
+            Some("data.session_id"),
+            "control characters"
+        );
+        let r = rejected(
+            "browse.viewed",
+            json!({"session_id": "s", "product_id": p, "recommendation_id": "r".repeat(300)}),
+        );
+        assert_eq!(r.field.as_deref(), Some("data.recommendation_id"));
+        let r = rejected(
+            "order.status_changed",
+            json!({"order_id": "o".repeat(129), "status": "packed"}),
+        );
+        assert_eq!(r.field.as_deref(), Some("data.order_id"));
+        // At the limit is fine.
+        assert!(
+            Event::decode(&envelope(
+                "browse.viewed",
+                json!({"session_id": "s".repeat(MAX_ID_BYTES), "product_id": p})
+            ))
+            .is_ok()
+        );
+        // The envelope's source, too.
+        let mut v: serde_json::Value = serde_json::from_slice(&envelope(
+            "browse.viewed",
+            json!({"session_id": "s", "product_id": p}),
+        ))
+        .unwrap();
+        v["source"] = json!("x".repeat(129));
+        let r = Event::decode(&serde_json::to_vec(&v).unwrap()).unwrap_err();
+        assert_eq!(r.field.as_deref(), Some("source"));
+    }
+
+    #[test]
+    fn product_events_follow_the_product_rules() {
+        let now = crate::now();
+        let draft = |name: &str| crate::ProductDraft {
+            sku: "SKU-1".into(),
+            name: name.into(),
+            description: String::new(),
+            price: crate::Price::parse("9.99").unwrap(),
+            currency: crate::Currency::parse("EUR").unwrap(),
+            category: "socks".into(),
+            supplier_id: None,
+            image_url: None,
+            attributes: Default::default(),
+            low_stock_threshold: 5,
+        };
+        let good = Event::new(
+            "api",
+            EventPayload::ProductUpserted(Box::new(
+                draft("Merino socks").into_product(ProductId::new(), now),
+            )),
+        );
+        let bytes = serde_json::to_vec(&good).unwrap();
+        assert_eq!(Event::decode(&bytes).unwrap(), good);
+        let long = Event::new(
+            "api",
+            EventPayload::ProductUpserted(Box::new(
+                draft(&"n".repeat(300)).into_product(ProductId::new(), now),
+            )),
+        );
+        let r = Event::decode(&serde_json::to_vec(&long).unwrap()).unwrap_err();
+        assert_eq!(r.reason, DeadLetterReason::InvalidPayload);
+        assert!(r.detail.contains("name"), "{}", r.detail);
     }
 }

@@ -172,7 +172,21 @@ pub struct KafkaConsumer {
 struct Partition {
     held: Held,
     pending: Vec<Record>,
+    /// When the lease was last taken or renewed.
+    renewed: Instant,
+    /// After a failed batch: not before then, and how long the next wait is.
+    retry_at: Option<Instant>,
+    backoff: Duration,
+    /// Paused at the broker because `pending` is full; records fetched
+    /// meanwhile were dropped, so fetching is rewound on resume.
+    paused: bool,
 }
+
+/// How many records a partition holds back at most while its batches fail
+/// (a multiple of the batch size): then that partition alone pauses.
+const MAX_PENDING_BATCHES: usize = 4;
+const FIRST_BACKOFF: Duration = Duration::from_millis(100);
+const MAX_BACKOFF: Duration = Duration::from_secs(5);
 
 impl Partition {
     fn done(&self) -> i64 {
@@ -212,7 +226,6 @@ impl KafkaConsumer {
             .subscribe(&[&s.topic])
             .map_err(KafkaSetupError::client(format!("subscribe to {}", s.topic)))?;
         let mut owned: BTreeMap<i32, Partition> = BTreeMap::new();
-        let mut backoff = Duration::from_millis(100);
         loop {
             if *shutdown.borrow() {
                 break;
@@ -255,6 +268,17 @@ impl KafkaConsumer {
                 {
                     continue;
                 }
+                if part.paused || part.pending.len() >= s.batch * MAX_PENDING_BATCHES {
+                    // This partition's batches keep failing: hold no more of
+                    // it (fetched records are read again on resume).
+                    if !part.paused {
+                        tracing::warn!(topic = %s.topic, partition = p, pending = part.pending.len(),
+                            "partition paused: its batches keep failing");
+                        pause(&consumer, &s.topic, p, true);
+                        part.paused = true;
+                    }
+                    continue;
+                }
                 let expected = part.pending.last().map_or(part.done() + 1, |r| {
                     r.position.parse::<i64>().unwrap_or(-1) + 1
                 });
@@ -273,10 +297,23 @@ impl KafkaConsumer {
             metrics::counter!("shopstream_records_read_total", "stream" => s.topic.clone(), "source" => "kafka")
                 .increment(read as u64);
             self.follow_group(&consumer, &mut owned).await;
-            let mut failed = false;
             let mut lost = Vec::new();
             for (&p, part) in owned.iter_mut() {
-                if part.pending.is_empty() {
+                // The group decides who owns a partition; the lease is the
+                // fence, kept current so that the lease table tells the truth.
+                if part.renewed.elapsed() > self.leases.failover() / 3 {
+                    match self.leases.renew(&mut part.held).await {
+                        Ok(true) => part.renewed = Instant::now(),
+                        Ok(false) => {
+                            lost.push(p);
+                            continue;
+                        }
+                        Err(e) => {
+                            tracing::warn!(topic = %s.topic, partition = p, error = %e, "cannot renew lease")
+                        }
+                    }
+                }
+                if part.pending.is_empty() || part.retry_at.is_some_and(|t| t > Instant::now()) {
                     continue;
                 }
                 let batch = std::mem::take(&mut part.pending);
@@ -289,6 +326,15 @@ impl KafkaConsumer {
                         part.held.lease.checkpoint = applied.checkpoint;
                         // The hint for where fetching starts after a restart.
                         let _ = consumer.store_offset(&s.topic, p, resume_at(part.done()));
+                        part.retry_at = None;
+                        part.backoff = FIRST_BACKOFF;
+                        if part.paused {
+                            // Read on from what was applied.
+                            rewind(&consumer, &s.topic, p, part.done());
+                            pause(&consumer, &s.topic, p, false);
+                            part.paused = false;
+                            tracing::info!(topic = %s.topic, partition = p, "partition resumed");
+                        }
                     }
                     Err(CommitError::Fenced { .. }) => {
                         tracing::warn!(topic = %s.topic, partition = p,
@@ -296,9 +342,12 @@ impl KafkaConsumer {
                         lost.push(p);
                     }
                     Err(e) => {
-                        tracing::warn!(topic = %s.topic, partition = p, error = %e, "batch failed; retrying");
+                        tracing::warn!(topic = %s.topic, partition = p, error = %e,
+                            backoff_ms = part.backoff.as_millis() as u64, "batch failed; retrying");
                         part.pending = batch;
-                        failed = true;
+                        // Only this partition waits; the others go on.
+                        part.retry_at = Some(Instant::now() + jittered(part.backoff));
+                        part.backoff = (part.backoff * 2).min(MAX_BACKOFF);
                     }
                 }
             }
@@ -314,17 +363,14 @@ impl KafkaConsumer {
                     && let Some(part) = self.take(p).await
                 {
                     rewind(&consumer, &s.topic, p, part.done());
+                    pause(&consumer, &s.topic, p, false);
                     owned.insert(p, part);
                 }
             }
+            metrics::gauge!("shopstream_kafka_partitions_paused", "stream" => s.topic.clone())
+                .set(owned.values().filter(|p| p.paused).count() as f64);
             metrics::gauge!("shopstream_leases_held", "stream" => s.topic.clone())
                 .set(owned.len() as f64);
-            if failed {
-                tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(Duration::from_secs(5));
-            } else {
-                backoff = Duration::from_millis(100);
-            }
         }
         // Leave the group; commit the hints we have.
         let _ = consumer.commit_consumer_state(CommitMode::Sync);
@@ -385,6 +431,10 @@ impl KafkaConsumer {
                     return Some(Partition {
                         held,
                         pending: Vec::new(),
+                        renewed: Instant::now(),
+                        retry_at: None,
+                        backoff: FIRST_BACKOFF,
+                        paused: false,
                     });
                 }
                 Ok(None) => {}
@@ -394,6 +444,26 @@ impl KafkaConsumer {
         }
         None
     }
+}
+
+/// Pauses or resumes fetching one partition.
+fn pause(consumer: &StreamConsumer<Context>, topic: &str, p: i32, paused: bool) {
+    let mut tpl = rdkafka::TopicPartitionList::new();
+    tpl.add_partition(topic, p);
+    let r = if paused {
+        consumer.pause(&tpl)
+    } else {
+        consumer.resume(&tpl)
+    };
+    if let Err(e) = r {
+        tracing::warn!(topic, partition = p, paused, error = %e, "cannot pause or resume the partition");
+    }
+}
+
+/// `d` less up to a quarter, so partitions that failed together do not
+/// retry in step.
+fn jittered(d: Duration) -> Duration {
+    d.mul_f64(1.0 - rand::random::<f64>() / 4.0)
 }
 
 /// Moves fetching back to just before the partition's checkpoint, waiting for

@@ -34,6 +34,24 @@ pub enum PublishError {
     Store(#[from] storage::StoreError),
     #[error("the stream refused the records: {0}")]
     Stream(String),
+    /// The dead letter keeps only a prefix of its record (it was over the
+    /// event size limit), so there is nothing whole to replay.
+    #[error(
+        "the dead letter keeps only the first {kept} of the record's {len} bytes: it cannot be replayed"
+    )]
+    Truncated { kept: usize, len: u64 },
+}
+
+/// The record a dead letter holds, if it is whole.
+pub(crate) fn replayable(letter: processors::state::DeadLetter) -> Result<Vec<u8>, PublishError> {
+    if letter.is_whole() {
+        Ok(letter.raw)
+    } else {
+        Err(PublishError::Truncated {
+            kept: letter.raw.len(),
+            len: letter.raw_len,
+        })
+    }
 }
 
 /// A stream the service publishes events to. Publishing returns once the
@@ -69,9 +87,9 @@ pub trait EventSink: Send + Sync + std::fmt::Debug + 'static {
         let Some(item) = store.get(Table::DeadLetters, &key).await? else {
             return Ok(None);
         };
-        let letter: processors::state::DeadLetter = storage::from_item(item)?;
-        let partition_key = replay_key(&letter.raw);
-        self.publish_raw(&[(partition_key, letter.raw)]).await?;
+        let raw = replayable(storage::from_item(item)?)?;
+        let partition_key = replay_key(&raw);
+        self.publish_raw(&[(partition_key, raw)]).await?;
         match store
             .delete(Table::DeadLetters, &key, Some(Cond::Exists))
             .await

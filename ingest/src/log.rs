@@ -200,26 +200,26 @@ impl StoreLog {
 
     /// Puts a dead letter's record back on the log (for after a fix made it
     /// valid) and deletes the dead letter, in one transaction.
-    pub async fn replay_dead_letter(&self, id: &str) -> Result<Option<(u32, u64)>, StoreError> {
+    pub async fn replay_dead_letter(&self, id: &str) -> Result<Option<(u32, u64)>, PublishError> {
         let key = Key::new("dead", id);
         let Some(item) = self.store.get(Table::DeadLetters, &key).await? else {
             return Ok(None);
         };
-        let letter: processors::state::DeadLetter = storage::from_item(item)?;
-        let partition_key = crate::replay_key(&letter.raw);
+        let raw = crate::replayable(storage::from_item(item)?)?;
+        let partition_key = crate::replay_key(&raw);
         let delete = TxOp::Delete {
             table: Table::DeadLetters,
             key,
             cond: Some(Cond::Exists),
         };
         match self
-            .append_with(&[(partition_key, letter.raw)], vec![delete])
+            .append_with(&[(partition_key, raw)], vec![delete])
             .await
         {
             Ok(placed) => Ok(placed.first().copied()),
             // Replayed by someone else meanwhile.
             Err(StoreError::ConditionFailed) => Ok(None),
-            Err(e) => Err(e),
+            Err(e) => Err(e.into()),
         }
     }
 

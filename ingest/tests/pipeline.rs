@@ -359,6 +359,131 @@ async fn low_stock_alerts_fire_once_per_crossing(f: Fixture) {
     );
 }
 
+async fn dead_letters(store: &dyn Store) -> Vec<processors::state::DeadLetter> {
+    let mut out = Vec::new();
+    let mut q = Query::default();
+    loop {
+        let page = store.query(Table::DeadLetters, "dead", &q).await.unwrap();
+        out.extend(page.items.into_iter().map(|i| from_item(i).unwrap()));
+        match page.cursor {
+            Some(c) => q.cursor = Some(c),
+            None => return out,
+        }
+    }
+}
+
+/// A valid record whose effects the store refuses for good is isolated
+/// from its batch and dead-lettered as `unprocessable` with the store's
+/// error; every other record of the batch commits and the shard moves on.
+async fn a_record_the_store_refuses_is_isolated_and_the_rest_commits(f: Fixture) {
+    // The store refuses, for good, every transaction writing P2's stock
+    // (as DynamoDB refuses an item or a key too large).
+    let refused = Arc::new(std::sync::atomic::AtomicU32::new(0));
+    let counted = refused.clone();
+    let store: Arc<dyn Store> =
+        Arc::new(storage::faulty::Faulty::new(f.store.clone(), move |ops| {
+            storage::faulty::touches(ops, Table::Inventory, &stock_key(P2)).then(|| {
+                counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                storage::StoreError::ItemTooLarge {
+                    size: 500_000,
+                    limit: storage::port::MAX_ITEM_BYTES,
+                }
+            })
+        }));
+    let pipeline = Pipeline::new(store.clone(), Bus::default());
+    let leases = Leases::new(store.clone(), "w", Duration::from_secs(10));
+    let held = lease(&leases, "0").await;
+    let mut data = Vec::new();
+    for i in 0..40 {
+        let product = if i == 23 { P2 } else { P1 };
+        data.push(event(
+            "stock.adjusted",
+            json!({"product_id": product, "delta": 1, "reason": "received"}),
+        ));
+    }
+    let applied = pipeline
+        .apply(&held.checkpoint(), records(0, data))
+        .await
+        .unwrap();
+    assert_eq!(applied.checkpoint.as_deref(), Some("39"));
+    assert_eq!((applied.events, applied.dead_letters), (39, 1));
+    assert_eq!(stock(f.store.as_ref(), P1).await.on_hand, 39);
+    assert!(
+        f.store
+            .get(Table::Inventory, &stock_key(P2))
+            .await
+            .unwrap()
+            .is_none()
+    );
+    let dead = dead_letters(f.store.as_ref()).await;
+    assert_eq!(dead.len(), 1, "{dead:?}");
+    assert_eq!(dead[0].reason, "unprocessable");
+    assert_eq!(dead[0].position, "23");
+    assert!(
+        dead[0].detail.contains("item too large"),
+        "{}",
+        dead[0].detail
+    );
+    assert!(
+        dead[0].is_whole(),
+        "a valid record is kept whole for a replay"
+    );
+    // Halving found it in about log2(40) refusals, not one per record.
+    let refusals = refused.load(std::sync::atomic::Ordering::SeqCst);
+    assert!((1..=8).contains(&refusals), "{refusals} refusals");
+}
+
+/// Dead letters are bounded: an oversized record keeps a prefix with its
+/// length and SHA-256, so it fits; batches whose records together pass the
+/// store's transaction size (DynamoDB: 4 MB) are split by bytes, and
+/// everything commits.
+async fn huge_and_many_bad_records_never_stop_the_shard(f: Fixture) {
+    use sha2::Digest;
+    let pipeline = Pipeline::new(f.store.clone(), Bus::default());
+    let leases = Leases::new(f.store.clone(), "w", Duration::from_secs(10));
+    let held = lease(&leases, "0").await;
+    let huge: Vec<u8> = (0..350 * 1024).map(|i| b'a' + (i % 26) as u8).collect();
+    let mut data = vec![huge.clone()];
+    // 80 malformed records just under the event limit: kept whole, about
+    // 80 KB each as a dead letter, 6 MB together.
+    for i in 0..80u8 {
+        let mut r = vec![b'{'; 60 * 1024];
+        r[1] = i;
+        data.push(r);
+    }
+    data.push(event(
+        "stock.adjusted",
+        json!({"product_id": P1, "delta": 5, "reason": "received"}),
+    ));
+    let applied = pipeline
+        .apply(&held.checkpoint(), records(0, data))
+        .await
+        .unwrap();
+    assert_eq!(applied.checkpoint.as_deref(), Some("81"));
+    assert_eq!((applied.events, applied.dead_letters), (1, 81));
+    if f.store.max_transaction_bytes() < 6 * 1024 * 1024 {
+        assert!(
+            applied.commits >= 2,
+            "split into {} commits",
+            applied.commits
+        );
+    }
+    assert_eq!(stock(f.store.as_ref(), P1).await.on_hand, 5);
+    let dead = dead_letters(f.store.as_ref()).await;
+    assert_eq!(dead.len(), 81);
+    let big = dead.iter().find(|d| d.position == "0").unwrap();
+    assert_eq!(big.reason, "oversized");
+    assert_eq!(big.raw_len, huge.len() as u64);
+    assert_eq!(big.raw, huge[..processors::state::DEAD_LETTER_PREFIX_BYTES]);
+    assert_eq!(big.raw_sha256, hex::encode(sha2::Sha256::digest(&huge)));
+    assert!(!big.is_whole());
+    assert!(
+        dead.iter()
+            .filter(|d| d.position != "0")
+            .all(|d| d.is_whole() && d.reason == "malformed_json" && d.raw.len() == 60 * 1024)
+    );
+}
+
 macro_rules! on_both_stores {
     ($($test:ident),* $(,)?) => {
         mod embedded_store {
@@ -377,6 +502,8 @@ on_both_stores!(
     bad_records_are_dead_lettered_and_the_rest_applies,
     purchases_never_drive_stock_negative_and_counts_respect_sequence,
     low_stock_alerts_fire_once_per_crossing,
+    a_record_the_store_refuses_is_isolated_and_the_rest_commits,
+    huge_and_many_bad_records_never_stop_the_shard,
 );
 
 async fn anonymous_behaviour_merges_into_the_user(f: Fixture) {

@@ -23,7 +23,8 @@ pub struct Decoded {
     /// The record's position in its shard (offset or sequence number).
     pub position: String,
     pub outcome: Result<Event, Rejection>,
-    /// The record's bytes, kept for the dead-letter store.
+    /// The record's bytes, kept for the dead-letter store (a valid event's
+    /// too: the store may still refuse its effects).
     pub raw: Vec<u8>,
 }
 
@@ -296,15 +297,13 @@ pub fn fold(records: &[Decoded], snapshot: &Snapshot, origin: &Origin<'_>) -> Fo
             Err(rejection) => {
                 let key =
                     dead_letter_key(origin.now_ms, origin.stream, origin.shard, &record.position);
-                let letter = DeadLetter {
-                    reason: rejection.reason.as_str().to_owned(),
-                    detail: rejection.detail.clone(),
-                    stream: origin.stream.to_owned(),
-                    shard: origin.shard.to_owned(),
-                    position: record.position.clone(),
-                    at: origin.now_ms,
-                    raw: record.raw.clone(),
-                };
+                let letter = DeadLetter::new(
+                    rejection.reason.as_str(),
+                    &rejection.detail,
+                    (origin.stream, origin.shard, &record.position),
+                    origin.now_ms,
+                    &record.raw,
+                );
                 if let Ok(item) = to_item(&key, &letter) {
                     dead_ops.push(TxOp::Put {
                         table: Table::DeadLetters,

@@ -22,6 +22,17 @@ use crate::{
 
 /// How often a batch is folded again after a concurrent change to an item it read.
 const RETRIES: u32 = 20;
+/// Room left in a transaction for the checkpoint's fence.
+const FENCE_BYTES: usize = 4 * 1024;
+
+/// The record as a dead letter of reason `unprocessable`, saying why.
+fn unprocessable(record: &Decoded, why: &str) -> Decoded {
+    Decoded {
+        position: record.position.clone(),
+        outcome: Err(Rejection::new(DeadLetterReason::Unprocessable, why)),
+        raw: record.raw.clone(),
+    }
+}
 
 /// One raw record from a stream.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -96,21 +107,15 @@ pub struct Pipeline {
     bus: Bus,
 }
 
-/// Decodes records into events or dead-letter reasons.
-pub fn decode(records: &[Record]) -> Vec<Decoded> {
+/// Decodes records into events or dead-letter reasons, keeping each
+/// record's bytes.
+pub fn decode(records: Vec<Record>) -> Vec<Decoded> {
     records
-        .iter()
-        .map(|r| {
-            let outcome = Event::decode(&r.data);
-            Decoded {
-                position: r.position.clone(),
-                raw: if outcome.is_err() {
-                    r.data.clone()
-                } else {
-                    Vec::new()
-                },
-                outcome,
-            }
+        .into_iter()
+        .map(|r| Decoded {
+            outcome: Event::decode(&r.data),
+            position: r.position,
+            raw: r.data,
         })
         .collect()
 }
@@ -140,13 +145,17 @@ impl Pipeline {
         if records.is_empty() {
             return Ok(applied);
         }
-        let decoded = tokio::task::spawn_blocking(move || decode(&records))
+        let decoded = tokio::task::spawn_blocking(move || decode(records))
             .await
             .map_err(|e| StoreError::Unavailable(e.to_string()))?;
         let mut cp = checkpoint.clone();
         let mut rest = &decoded[..];
+        let mut bound = rest.len();
         while !rest.is_empty() {
-            let (n, folded) = self.commit_prefix(&cp, rest).await?;
+            let (n, folded, next) = self
+                .commit_prefix(&cp, &rest[..bound.min(rest.len())])
+                .await?;
+            bound = next.unwrap_or(usize::MAX);
             let to = rest[n - 1].position.clone();
             applied.events += folded.applied.values().sum::<u64>();
             applied.dead_letters += folded.dead.values().sum::<u64>();
@@ -177,44 +186,71 @@ impl Pipeline {
     }
 
     /// Commits the longest prefix of `records` whose operations fit in one
-    /// transaction, and returns its length and what it did.
+    /// transaction, and returns its length, what it did, and how many of the
+    /// records after it the next call should try at most (`None`: all):
+    /// what fitted, or where the record a refusal points to must lie, so
+    /// that finding it is a binary search.
+    ///
+    /// A prefix over the store's operation or byte limit is halved until it
+    /// fits. A prefix the store refuses for good ([`StoreError::is_permanent`]:
+    /// an item or key too large, an invalid request) is halved the same way
+    /// until the one record at fault is found; that record is dead-lettered
+    /// as `unprocessable` with the store's error, so nothing stops the
+    /// shard. Races retry from fresh reads; outages go back to the caller,
+    /// which retries the batch with backoff.
     async fn commit_prefix(
         &self,
         cp: &Checkpoint,
         records: &[Decoded],
-    ) -> Result<(usize, Folded), CommitError> {
-        let max = self.store.max_transaction_ops();
+    ) -> Result<(usize, Folded, Option<usize>), CommitError> {
+        let (max_ops, max_bytes) = (
+            self.store.max_transaction_ops(),
+            self.store.max_transaction_bytes(),
+        );
         let mut n = records.len();
         let mut attempt = 0;
+        // The one record whose effects the store refused, and why.
+        let mut refused: Option<(Decoded, String)> = None;
+        // The smallest prefix the store refused, and whether one was cut to fit.
+        let mut smallest_refused: Option<usize> = None;
+        let mut cut_to_fit = false;
         loop {
-            let prefix = &records[..n];
-            let snapshot = self.snapshot(prefix).await?;
             let origin = Origin {
                 stream: &cp.stream,
                 shard: &cp.shard,
                 now_ms: now_ms(),
             };
-            let mut folded = fold(prefix, &snapshot, &origin);
-            if folded.ops.len() + 1 > max {
+            let mut folded = match &refused {
+                Some((record, why)) => fold(
+                    std::slice::from_ref(&unprocessable(record, why)),
+                    &Snapshot::default(),
+                    &origin,
+                ),
+                None => {
+                    let prefix = &records[..n];
+                    let snapshot = self.snapshot(prefix).await?;
+                    fold(prefix, &snapshot, &origin)
+                }
+            };
+            let bytes = storage::expr::transaction_size(&folded.ops);
+            if refused.is_none()
+                && (folded.ops.len() + 1 > max_ops || bytes + FENCE_BYTES > max_bytes)
+            {
                 if n > 1 {
                     n = n.div_ceil(2).min(n - 1);
+                    cut_to_fit = true;
                     continue;
                 }
-                // One record alone touches more items than a transaction holds.
-                let mut one = prefix[0].clone();
-                if let Ok(e) = &one.outcome {
-                    one.raw = serde_json::to_vec(e).unwrap_or_default();
-                }
-                one.outcome = Err(Rejection::new(
-                    DeadLetterReason::InvalidPayload,
-                    format!(
-                        "touches {} items; one transaction on this backend holds {max}",
-                        folded.ops.len()
-                    ),
-                ));
-                folded = fold(std::slice::from_ref(&one), &Snapshot::default(), &origin);
+                // One record alone touches more than a transaction holds.
+                let why = format!(
+                    "its effects are {} operations and about {bytes} bytes; one transaction on \
+                     this backend holds {max_ops} operations and {max_bytes} bytes",
+                    folded.ops.len()
+                );
+                refused = Some((records[0].clone(), why));
+                continue;
             }
-            let to = prefix[n - 1].position.clone();
+            let to = records[n - 1].position.clone();
             let fence = folded.ops.len();
             let mut ops = std::mem::take(&mut folded.ops);
             ops.push(cp.op(&to));
@@ -225,7 +261,12 @@ impl Pipeline {
                         .record(started.elapsed().as_secs_f64());
                     metrics::histogram!("shopstream_pipeline_batch_records", "stream" => cp.stream.clone())
                         .record(n as f64);
-                    return Ok((n, folded));
+                    let next = match smallest_refused {
+                        Some(m) if m > n => Some(m - n),
+                        _ if cut_to_fit => Some(n),
+                        _ => None,
+                    };
+                    return Ok((n, folded, next));
                 }
                 Err(StoreError::TransactionCanceled { failed }) if failed.contains(&fence) => {
                     metrics::counter!("shopstream_pipeline_fenced_total", "stream" => cp.stream.clone()).increment(1);
@@ -233,6 +274,18 @@ impl Pipeline {
                         stream: cp.stream.clone(),
                         shard: cp.shard.clone(),
                     });
+                }
+                Err(e) if e.is_permanent() && refused.is_none() => {
+                    metrics::counter!("shopstream_pipeline_refused_total", "stream" => cp.stream.clone()).increment(1);
+                    smallest_refused = Some(n);
+                    if n > 1 {
+                        tracing::debug!(records = n, error = %e, "the store refused a batch; halving it to find the record at fault");
+                        n = n.div_ceil(2).min(n - 1);
+                    } else {
+                        tracing::warn!(position = %records[0].position, error = %e,
+                            "the store refused a record's effects; dead-lettering it as unprocessable");
+                        refused = Some((records[0].clone(), e.to_string()));
+                    }
                 }
                 Err(e) if e.is_contention() && attempt < RETRIES => {
                     // An item the fold read changed meanwhile: read and fold again.

@@ -210,8 +210,73 @@ pub struct DeadLetter {
     pub position: String,
     /// Milliseconds since the Unix epoch, when it was dead-lettered.
     pub at: i64,
+    /// The record's bytes, whole when it was at most
+    /// [`domain::event::MAX_EVENT_BYTES`] (so it can be replayed), else its
+    /// first [`DEAD_LETTER_PREFIX_BYTES`]: a dead letter always fits in the
+    /// store.
     #[serde(with = "serde_bytes_b64")]
     pub raw: Vec<u8>,
+    /// The record's length in bytes (more than `raw`'s when it was cut).
+    #[serde(default)]
+    pub raw_len: u64,
+    /// SHA-256 of the whole record, in hex: finds the original where it was
+    /// cut.
+    #[serde(default)]
+    pub raw_sha256: String,
+}
+
+/// How much of an oversized record a dead letter keeps.
+pub const DEAD_LETTER_PREFIX_BYTES: usize = 4 * 1024;
+/// The longest reason detail a dead letter keeps.
+pub const DEAD_LETTER_DETAIL_BYTES: usize = 1024;
+
+impl DeadLetter {
+    /// A dead letter of `raw`, bounded: the whole record if it is at most
+    /// the event limit, else a prefix; the detail cut to a bounded length.
+    pub fn new(
+        reason: &str,
+        detail: &str,
+        origin: (&str, &str, &str),
+        at: i64,
+        raw: &[u8],
+    ) -> Self {
+        use sha2::Digest;
+        let (stream, shard, position) = origin;
+        let keep = if raw.len() <= domain::event::MAX_EVENT_BYTES {
+            raw.len()
+        } else {
+            DEAD_LETTER_PREFIX_BYTES
+        };
+        Self {
+            reason: reason.to_owned(),
+            detail: cut(detail, DEAD_LETTER_DETAIL_BYTES).to_owned(),
+            stream: stream.to_owned(),
+            shard: shard.to_owned(),
+            position: position.to_owned(),
+            at,
+            raw: raw[..keep].to_vec(),
+            raw_len: raw.len() as u64,
+            raw_sha256: hex::encode(sha2::Sha256::digest(raw)),
+        }
+    }
+
+    /// Whether `raw` is the whole record, so it can be replayed.
+    pub fn is_whole(&self) -> bool {
+        self.raw_len == 0 || self.raw_len == self.raw.len() as u64
+    }
+}
+
+/// The longest prefix of `s` of at most `max` bytes that ends on a
+/// character boundary.
+pub fn cut(s: &str, max: usize) -> &str {
+    if s.len() <= max {
+        return s;
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    &s[..end]
 }
 
 /// Dead letters sort by time; the position makes the key unique and makes a

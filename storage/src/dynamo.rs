@@ -23,10 +23,10 @@ use aws_sdk_dynamodb::{
 use crate::{
     StoreError, StoreResult, Table,
     embedded::check_transaction,
-    expr::check_size,
+    expr::{check_key, check_size},
     port::{
-        Cond, Item, Key, MAX_PAGE, MAX_TRANSACTION_OPS, PK, Page, Query, SK, SortRange, Store,
-        TxOp, Update, Value,
+        Cond, Item, Key, MAX_PAGE, MAX_TRANSACTION_BYTES, MAX_TRANSACTION_OPS, PK, Page, Query, SK,
+        SortRange, Store, TxOp, Update, Value,
     },
 };
 
@@ -311,6 +311,7 @@ impl Store for Dynamo {
     }
 
     async fn get(&self, table: Table, key: &Key) -> StoreResult<Option<Item>> {
+        check_key(key)?;
         let out = self
             .client
             .get_item()
@@ -348,6 +349,7 @@ impl Store for Dynamo {
         updates: Vec<Update>,
         cond: Option<Cond>,
     ) -> StoreResult<Item> {
+        check_key(key)?;
         let mut e = Expr::default();
         let update = e.update(&updates)?;
         let cond = cond.map(|c| e.cond(&c));
@@ -373,6 +375,7 @@ impl Store for Dynamo {
         key: &Key,
         cond: Option<Cond>,
     ) -> StoreResult<Option<Item>> {
+        check_key(key)?;
         let mut e = Expr::default();
         let cond = cond.map(|c| e.cond(&c));
         let out = self
@@ -392,6 +395,7 @@ impl Store for Dynamo {
 
     #[tracing::instrument(name = "store.query", skip_all, fields(backend = "dynamodb", table = ?table), level = "debug")]
     async fn query(&self, table: Table, pk: &str, q: &Query) -> StoreResult<Page> {
+        check_key(&Key::new(pk, ""))?;
         let limit = q.limit.clamp(1, MAX_PAGE);
         let mut e = Expr::default();
         let pk_name = e.name(PK);
@@ -437,7 +441,7 @@ impl Store for Dynamo {
 
     #[tracing::instrument(name = "store.transact", skip_all, fields(backend = "dynamodb", ops = ops.len()), err(level = "debug"))]
     async fn transact(&self, ops: Vec<TxOp>) -> StoreResult<()> {
-        check_transaction(&ops, MAX_TRANSACTION_OPS)?;
+        check_transaction(&ops, MAX_TRANSACTION_OPS, MAX_TRANSACTION_BYTES)?;
         let mut items = Vec::with_capacity(ops.len());
         for op in &ops {
             let mut e = Expr::default();

@@ -24,7 +24,7 @@ use tokio::sync::oneshot;
 
 use crate::{
     StoreError, StoreResult, Table,
-    expr::{apply_updates, check_size, holds},
+    expr::{apply_updates, check_key, check_size, check_transaction_size, holds},
     port::{Cond, Item, Key, MAX_PAGE, Page, Query, SortRange, Store, TxOp, Update},
 };
 
@@ -318,7 +318,7 @@ pub const EMBEDDED_MAX_TRANSACTION_OPS: usize = 20_000;
 
 /// Refuses transactions larger than `max` or touching an item twice (which
 /// DynamoDB refuses too), so both adapters agree.
-pub(crate) fn check_transaction(ops: &[TxOp], max: usize) -> StoreResult<()> {
+pub(crate) fn check_transaction(ops: &[TxOp], max: usize, max_bytes: usize) -> StoreResult<()> {
     if ops.is_empty() || ops.len() > max {
         return Err(StoreError::Invalid(format!(
             "a transaction takes 1 to {max} operations, not {}",
@@ -334,8 +334,13 @@ pub(crate) fn check_transaction(ops: &[TxOp], max: usize) -> StoreResult<()> {
             )));
         }
     }
-    Ok(())
+    check_transaction_size(ops, max_bytes)
 }
+
+/// The most bytes one embedded transaction carries: far more than
+/// DynamoDB's 4 MB, as its operation limit is, but bounded so that one
+/// commit's memory is.
+pub const EMBEDDED_MAX_TRANSACTION_BYTES: usize = 64 * 1024 * 1024;
 
 #[async_trait]
 impl Store for Embedded {
@@ -355,6 +360,7 @@ impl Store for Embedded {
     }
 
     async fn get(&self, table: Table, key: &Key) -> StoreResult<Option<Item>> {
+        check_key(key)?;
         // A point read from a snapshot takes microseconds: no need to leave the task.
         let txn = self.inner.db.begin_read().map_err(unavailable)?;
         let t = match txn.open_table(self.inner.def(table)) {
@@ -381,6 +387,7 @@ impl Store for Embedded {
         updates: Vec<Update>,
         cond: Option<Cond>,
     ) -> StoreResult<Item> {
+        check_key(key)?;
         match self
             .submit(Write::Update(table, key.clone(), updates, cond))
             .await?
@@ -396,6 +403,7 @@ impl Store for Embedded {
         key: &Key,
         cond: Option<Cond>,
     ) -> StoreResult<Option<Item>> {
+        check_key(key)?;
         match self.submit(Write::Delete(table, key.clone(), cond)).await? {
             Output::Old(old) => Ok(old),
             _ => Err(StoreError::Unavailable("unexpected writer reply".into())),
@@ -404,6 +412,7 @@ impl Store for Embedded {
 
     #[tracing::instrument(name = "store.query", skip_all, fields(backend = "embedded", table = ?table), level = "debug")]
     async fn query(&self, table: Table, pk: &str, query: &Query) -> StoreResult<Page> {
+        check_key(&Key::new(pk, ""))?;
         let inner = self.inner.clone();
         let pk = pk.to_owned();
         let query = query.clone();
@@ -416,9 +425,17 @@ impl Store for Embedded {
         EMBEDDED_MAX_TRANSACTION_OPS
     }
 
+    fn max_transaction_bytes(&self) -> usize {
+        EMBEDDED_MAX_TRANSACTION_BYTES
+    }
+
     #[tracing::instrument(name = "store.transact", skip_all, fields(backend = "embedded", ops = ops.len()), err(level = "debug"))]
     async fn transact(&self, ops: Vec<TxOp>) -> StoreResult<()> {
-        check_transaction(&ops, EMBEDDED_MAX_TRANSACTION_OPS)?;
+        check_transaction(
+            &ops,
+            EMBEDDED_MAX_TRANSACTION_OPS,
+            EMBEDDED_MAX_TRANSACTION_BYTES,
+        )?;
         self.submit(Write::Transact(ops)).await.map(drop)
     }
 }

@@ -18,6 +18,18 @@ pub enum StoreError {
     /// The item is larger than the backend accepts.
     #[error("item too large: {size} bytes, the limit is {limit} bytes")]
     ItemTooLarge { size: usize, limit: usize },
+    /// A key attribute is longer than the backend accepts (DynamoDB: 2,048
+    /// bytes for the partition key, 1,024 for the sort key).
+    #[error("{attr} too large: {size} bytes, the limit is {limit} bytes")]
+    KeyTooLarge {
+        attr: &'static str,
+        size: usize,
+        limit: usize,
+    },
+    /// The items of one transaction add up to more than the backend takes
+    /// at once (DynamoDB: 4 MB).
+    #[error("transaction too large: about {size} bytes, the limit is {limit} bytes")]
+    TransactionTooLarge { size: usize, limit: usize },
     /// The call itself is malformed (a bug in the caller).
     #[error("invalid store request: {0}")]
     Invalid(String),
@@ -39,6 +51,20 @@ pub enum StoreError {
 pub type StoreResult<T> = Result<T, StoreError>;
 
 impl StoreError {
+    /// Whether the store refused the request itself, so the same request
+    /// fails the same way however often it is retried: an item, a key or a
+    /// transaction too large, or a request the store finds invalid. (Races,
+    /// throttling and outages are not: they pass.)
+    pub fn is_permanent(&self) -> bool {
+        matches!(
+            self,
+            StoreError::ItemTooLarge { .. }
+                | StoreError::KeyTooLarge { .. }
+                | StoreError::TransactionTooLarge { .. }
+                | StoreError::Invalid(_)
+        )
+    }
+
     /// Whether a conditional write lost a race with another writer: read
     /// again and retry (see [`retry_contended`]).
     pub fn is_contention(&self) -> bool {

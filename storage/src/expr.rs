@@ -8,7 +8,10 @@ use rust_decimal::Decimal;
 
 use crate::{
     StoreError, StoreResult,
-    port::{Cond, Item, Key, MAX_ITEM_BYTES, PK, SK, Update, Value},
+    port::{
+        Cond, Item, Key, MAX_ITEM_BYTES, MAX_PARTITION_KEY_BYTES, MAX_SORT_KEY_BYTES, PK, SK, TxOp,
+        Update, Value,
+    },
 };
 
 /// Whether the condition holds on the item (`None`: the item does not exist).
@@ -126,8 +129,70 @@ fn number_size(n: &str) -> usize {
     (digits.div_ceil(2) + 1).min(21)
 }
 
-/// Refuses an item over the size limit.
+/// Refuses a key longer than DynamoDB takes.
+pub fn check_key(key: &Key) -> StoreResult<()> {
+    for (attr, size, limit) in [
+        ("partition key", key.pk.len(), MAX_PARTITION_KEY_BYTES),
+        ("sort key", key.sk.len(), MAX_SORT_KEY_BYTES),
+    ] {
+        if size > limit {
+            return Err(StoreError::KeyTooLarge { attr, size, limit });
+        }
+    }
+    Ok(())
+}
+
+/// About how many bytes a transaction's operations carry, by the item-size
+/// rules: whole items for puts, keys and new values for updates, keys for
+/// deletes and checks. What [`Store::max_transaction_bytes`] is checked
+/// against.
+///
+/// [`Store::max_transaction_bytes`]: crate::Store::max_transaction_bytes
+pub fn transaction_size(ops: &[TxOp]) -> usize {
+    ops.iter().map(op_size).sum()
+}
+
+/// About how many bytes one operation carries (see [`transaction_size`]).
+pub fn op_size(op: &TxOp) -> usize {
+    let key = |k: &Key| PK.len() + k.pk.len() + SK.len() + k.sk.len();
+    match op {
+        TxOp::Put { item, .. } => item_size(item),
+        TxOp::Update {
+            key: k, updates, ..
+        } => {
+            key(k)
+                + updates
+                    .iter()
+                    .map(|u| match u {
+                        Update::Set(a, v) | Update::Add(a, v) => a.len() + value_size(v),
+                        Update::Remove(a) => a.len(),
+                    })
+                    .sum::<usize>()
+        }
+        TxOp::Delete { key: k, .. } | TxOp::Check { key: k, .. } => key(k),
+    }
+}
+
+/// Refuses a transaction over `max_bytes` or with a key too long.
+pub fn check_transaction_size(ops: &[TxOp], max_bytes: usize) -> StoreResult<()> {
+    for op in ops {
+        check_key(&op.table_and_key()?.1)?;
+    }
+    let size = transaction_size(ops);
+    if size > max_bytes {
+        return Err(StoreError::TransactionTooLarge {
+            size,
+            limit: max_bytes,
+        });
+    }
+    Ok(())
+}
+
+/// Refuses an item over the size limit or with a key too long.
 pub fn check_size(item: &Item) -> StoreResult<()> {
+    if let Ok(key) = Key::of(item) {
+        check_key(&key)?;
+    }
     let size = item_size(item);
     if size > MAX_ITEM_BYTES {
         Err(StoreError::ItemTooLarge {

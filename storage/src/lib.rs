@@ -11,6 +11,7 @@
 //! - [`dynamo`]: the DynamoDB adapter (`aws-sdk-dynamodb`), items stored as
 //!   native attributes.
 //! - [`users`], [`products`]: repositories for the domain's entities.
+//! - [`faulty`]: a real store with faults injected, for fault tests.
 //!
 //! Nothing outside this crate knows which database is underneath.
 
@@ -19,6 +20,7 @@ pub mod dynamo;
 pub mod embedded;
 mod error;
 pub mod expr;
+pub mod faulty;
 pub mod port;
 pub mod products;
 mod tables;

@@ -13,7 +13,12 @@
 //!   [`Store::max_transaction_ops`] operations (DynamoDB: 100), at most one
 //!   per item.
 //! - Items larger than [`MAX_ITEM_BYTES`] (DynamoDB's size rules) are refused
-//!   with [`StoreError::ItemTooLarge`] by both adapters.
+//!   with [`StoreError::ItemTooLarge`] by both adapters; keys longer than
+//!   [`MAX_PARTITION_KEY_BYTES`] / [`MAX_SORT_KEY_BYTES`] with
+//!   [`StoreError::KeyTooLarge`]; a transaction whose items add up to more
+//!   than [`Store::max_transaction_bytes`] with
+//!   [`StoreError::TransactionTooLarge`]. These errors are permanent
+//!   ([`StoreError::is_permanent`]): retrying the same request cannot help.
 //! - [`Store::query`] returns a partition's items in sort-key order, a page at
 //!   a time; following `Page::cursor` returns every item exactly once.
 
@@ -33,6 +38,12 @@ pub type Item = HashMap<String, Value>;
 pub const MAX_ITEM_BYTES: usize = 400 * 1024;
 /// DynamoDB's limit on operations in one transaction.
 pub const MAX_TRANSACTION_OPS: usize = 100;
+/// DynamoDB's limit on the items of one transaction together (4 MB).
+pub const MAX_TRANSACTION_BYTES: usize = 4 * 1024 * 1024;
+/// DynamoDB's limit on a partition key value.
+pub const MAX_PARTITION_KEY_BYTES: usize = 2048;
+/// DynamoDB's limit on a sort key value.
+pub const MAX_SORT_KEY_BYTES: usize = 1024;
 /// The largest page a query returns.
 pub const MAX_PAGE: usize = 1_000;
 
@@ -292,6 +303,12 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     /// The most operations one [`Store::transact`] takes on this backend.
     fn max_transaction_ops(&self) -> usize {
         MAX_TRANSACTION_OPS
+    }
+
+    /// The most bytes the items of one [`Store::transact`] may add up to
+    /// on this backend (as [`crate::expr::transaction_size`] counts them).
+    fn max_transaction_bytes(&self) -> usize {
+        MAX_TRANSACTION_BYTES
     }
 
     /// Atomically adds `delta` to a number attribute and returns the new value.

@@ -538,6 +538,79 @@ async fn oversized_item_is_refused_clearly(f: Fixture) {
     st.put(Table::Products, fits, None).await.unwrap();
 }
 
+async fn long_keys_and_large_transactions_are_refused_as_permanent(f: Fixture) {
+    let st = &f.store;
+    // A partition key over 2,048 bytes, a sort key over 1,024: refused on
+    // every call, before anything is written.
+    let long_pk = Key::new("p".repeat(2049), "1");
+    let long_sk = Key::new("p", "s".repeat(1025));
+    for key in [&long_pk, &long_sk] {
+        let r = st.put(Table::Products, key.to_item(), None).await;
+        assert!(matches!(r, Err(StoreError::KeyTooLarge { .. })), "{r:?}");
+        assert!(r.unwrap_err().is_permanent());
+        let r = st.get(Table::Products, key).await;
+        assert!(matches!(r, Err(StoreError::KeyTooLarge { .. })), "{r:?}");
+        let r = st
+            .update(Table::Products, key, vec![Update::add("n", 1)], None)
+            .await;
+        assert!(matches!(r, Err(StoreError::KeyTooLarge { .. })), "{r:?}");
+        let r = st
+            .transact(vec![TxOp::Update {
+                table: Table::Products,
+                key: key.clone(),
+                updates: vec![Update::add("n", 1)],
+                cond: None,
+            }])
+            .await;
+        assert!(matches!(r, Err(StoreError::KeyTooLarge { .. })), "{r:?}");
+    }
+    let r = st
+        .query(Table::Products, &"p".repeat(2049), &Query::default())
+        .await;
+    assert!(matches!(r, Err(StoreError::KeyTooLarge { .. })), "{r:?}");
+    // Exactly at the limits is fine.
+    let at = Key::new("p".repeat(2048), "s".repeat(1024));
+    st.put(Table::Products, at.to_item(), None).await.unwrap();
+    assert!(st.get(Table::Products, &at).await.unwrap().is_some());
+
+    // Items that each fit but together exceed what one transaction takes:
+    // refused whole, nothing written.
+    let max = st.max_transaction_bytes();
+    let each = 390 * 1024;
+    let n = (max / each + 1).min(st.max_transaction_ops());
+    if n * each > max {
+        let ops: Vec<TxOp> = (0..n)
+            .map(|i| TxOp::Put {
+                table: Table::Products,
+                item: item(
+                    "tx-big",
+                    &i.to_string(),
+                    &[("blob", Value::S("x".repeat(each)))],
+                ),
+                cond: None,
+            })
+            .collect();
+        let r = st.transact(ops).await;
+        assert!(
+            matches!(r, Err(StoreError::TransactionTooLarge { .. })),
+            "{r:?}"
+        );
+        assert!(r.unwrap_err().is_permanent());
+        let page = st
+            .query(Table::Products, "tx-big", &Query::default())
+            .await
+            .unwrap();
+        assert!(page.items.is_empty());
+    }
+    assert!(
+        max >= storage::port::MAX_TRANSACTION_BYTES,
+        "a backend takes at least DynamoDB's 4 MB"
+    );
+    // Races and outages are not permanent.
+    assert!(!StoreError::TransactionCanceled { failed: vec![0] }.is_permanent());
+    assert!(!StoreError::Unavailable("x".into()).is_permanent());
+}
+
 async fn create_tables_is_idempotent(f: Fixture) {
     f.store.create_tables().await.unwrap();
     f.store.create_tables().await.unwrap();
@@ -573,6 +646,7 @@ conformance!(
     concurrent_optimistic_updates_lose_nothing,
     paging_returns_every_item_once,
     oversized_item_is_refused_clearly,
+    long_keys_and_large_transactions_are_refused_as_permanent,
     create_tables_is_idempotent,
 );
 

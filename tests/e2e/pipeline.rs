@@ -182,7 +182,114 @@ async fn collector_rules_and_dead_letters(backend: Backend) {
     app.stop().await;
 }
 
-on_both_backends!(collector_rules_and_dead_letters);
+/// Hostile input never stalls the log: a 350 KB line that is not JSON and
+/// 31 malformed 100 KB records in one batch are dead-lettered (bounded, with
+/// their length and SHA-256), and the good record after them applies; the
+/// collector refuses a 3,000-character session id with a 422 naming the
+/// field.
+async fn huge_and_hostile_records_never_stall_the_log(backend: Backend) {
+    let env = Env::new(backend);
+    let product = uuid::Uuid::now_v7().to_string();
+    let file = env.dir.path().join("hostile.jsonl");
+    let mut lines = vec!["x".repeat(350 * 1024)];
+    for i in 0..31 {
+        lines.push(format!(
+            "{{\"n\": {i}, \"pad\": \"{}",
+            "p".repeat(100 * 1024)
+        ));
+    }
+    lines.push(
+        envelope(
+            "stock.adjusted",
+            json!({"product_id": product, "delta": 7, "reason": "received"}),
+        )
+        .to_string(),
+    );
+    std::fs::write(&file, lines.join("\n") + "\n").unwrap();
+    if backend == Backend::Aws {
+        let (code, out, err) = env.run(&["init"]).await;
+        assert_eq!(code, 0, "{out}{err}");
+    }
+    let (code, out, err) = env
+        .run(&["produce", "--file", file.to_str().unwrap()])
+        .await;
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("sent 33, failed 0"), "{out}");
+
+    let app = env.start().await;
+    let admin = app.admin_token().await;
+    eventually("the good record after the hostile ones applied", || async {
+        match on_hand(&app, &product).await.0 {
+            7 => Ok(()),
+            n => Err(format!("on hand {n}")),
+        }
+    })
+    .await;
+    let r = app
+        .call(
+            Method::GET,
+            "/api/admin/dead-letters?limit=100",
+            Some(&admin),
+            None,
+        )
+        .await;
+    let items = r.body["items"].as_array().unwrap();
+    assert_eq!(items.len(), 32, "{}", r.text);
+    let huge = items
+        .iter()
+        .find(|d| d["raw_len"] == 350 * 1024)
+        .expect("the 350 KB record");
+    assert_eq!(huge["reason"], "oversized");
+    assert_eq!(huge["truncated"], true);
+    assert_eq!(huge["raw"].as_str().unwrap().len(), 4096);
+    assert_eq!(huge["raw_sha256"].as_str().unwrap().len(), 64);
+    assert_eq!(
+        items.iter().filter(|d| d["reason"] == "oversized").count(),
+        32,
+        "100 KB records are over the 64 KiB event limit too"
+    );
+    // A truncated dead letter cannot be replayed: 409, and it stays listed.
+    let replay = app
+        .call(
+            Method::POST,
+            &format!(
+                "/api/admin/dead-letters/{}/replay",
+                huge["id"].as_str().unwrap().replace('#', "%23")
+            ),
+            Some(&admin),
+            None,
+        )
+        .await;
+    assert_eq!(replay.status, StatusCode::CONFLICT, "{}", replay.text);
+
+    let long = app
+        .send(
+            app.http
+                .post(app.url("/api/events"))
+                .header("x-session-id", "s".repeat(3000))
+                .json(&json!([{"type": "browse.viewed",
+                    "data": {"session_id": "s".repeat(3000), "product_id": product}}])),
+        )
+        .await;
+    assert_eq!(
+        long.status,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "{}",
+        long.text
+    );
+    assert_eq!(
+        long.problem_fields(),
+        ["[0].data.session_id"],
+        "{}",
+        long.text
+    );
+    app.stop().await;
+}
+
+on_both_backends!(
+    collector_rules_and_dead_letters,
+    huge_and_hostile_records_never_stall_the_log
+);
 
 /// Expected totals of a generated stream.
 #[derive(Default)]

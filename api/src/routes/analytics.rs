@@ -190,8 +190,17 @@ pub struct DeadLetterView {
     pub position: String,
     /// Milliseconds since the Unix epoch.
     pub at: i64,
-    /// The record as received (lossy UTF-8).
+    /// The record as received (lossy UTF-8); only its first 4 KiB when it
+    /// was over the 64 KiB event limit (`truncated`).
     pub raw: String,
+    /// The record's length in bytes.
+    pub raw_len: u64,
+    /// SHA-256 of the whole record, in hex (empty for dead letters stored
+    /// before it was kept).
+    pub raw_sha256: String,
+    /// Whether `raw` is only a prefix (such a dead letter cannot be
+    /// replayed).
+    pub truncated: bool,
 }
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]
@@ -220,6 +229,7 @@ pub async fn dead_letters(
         items: items
             .into_iter()
             .map(|(id, d)| DeadLetterView {
+                truncated: !d.is_whole(),
                 id,
                 reason: d.reason,
                 detail: d.detail,
@@ -227,6 +237,12 @@ pub async fn dead_letters(
                 shard: d.shard,
                 position: d.position,
                 at: d.at,
+                raw_len: if d.raw_len == 0 {
+                    d.raw.len() as u64
+                } else {
+                    d.raw_len
+                },
+                raw_sha256: d.raw_sha256,
                 raw: String::from_utf8_lossy(&d.raw).into_owned(),
             })
             .collect(),
@@ -289,7 +305,8 @@ pub struct Replayed {
 /// log; on Kinesis or Kafka the append comes first, then the delete.
 #[utoipa::path(post, path = "/api/admin/dead-letters/{id}/replay", tag = "admin", security(("bearer" = [])),
     params(("id" = String, Path)),
-    responses((status = 202, body = Replayed), (status = 404, body = crate::Problem)))]
+    responses((status = 202, body = Replayed), (status = 404, body = crate::Problem),
+        (status = 409, description = "The dead letter keeps only a prefix of its record", body = crate::Problem)))]
 pub async fn replay_dead_letter(
     State(state): State<AppState>,
     caller: Caller,

@@ -33,6 +33,10 @@ pub struct EventError {
     /// A dead-letter reason (`invalid_payload`, `unknown_type`, …) or `forbidden`.
     pub reason: String,
     pub detail: String,
+    /// The field at fault in the event, where one is known
+    /// (`data.session_id`, `source`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub field: Option<String>,
 }
 
 /// What the collector did with a batch.
@@ -133,6 +137,7 @@ pub async fn collect(
                 index,
                 reason: r.reason.as_str().into(),
                 detail: r.detail,
+                field: r.field,
             }),
             Ok(e) => match allowed(caller.as_ref(), session, &e.payload) {
                 Ok(()) => events.push(e),
@@ -140,6 +145,7 @@ pub async fn collect(
                     index,
                     reason: "forbidden".into(),
                     detail: detail.into(),
+                    field: None,
                 }),
             },
         }
@@ -147,10 +153,11 @@ pub async fn collect(
     if events.is_empty() {
         let mut errors = domain::ValidationErrors::default();
         for r in &rejected {
-            errors.push(
-                format!("[{}]", r.index),
-                format!("{}: {}", r.reason, r.detail),
-            );
+            let field = match &r.field {
+                Some(f) => format!("[{}].{f}", r.index),
+                None => format!("[{}]", r.index),
+            };
+            errors.push(field, format!("{}: {}", r.reason, r.detail));
         }
         return Err(ApiError::Validation(errors));
     }

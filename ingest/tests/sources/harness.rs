@@ -152,6 +152,12 @@ impl Fixture {
         Pipeline::new(self.store.clone(), Bus::default())
     }
 
+    /// Starts a consumer whose pipeline commits through `store` (a
+    /// [`storage::faulty::Faulty`] over this fixture's store).
+    pub fn start_through(&self, owner: &str, failover: Duration, store: Arc<dyn Store>) -> Running {
+        self.start_with(owner, failover, Pipeline::new(store, Bus::default()))
+    }
+
     /// The Kinesis consumer of this fixture, for tests that change its
     /// settings or client before running it.
     pub fn kinesis_consumer(&self, owner: &str, failover: Duration) -> KinesisConsumer {
@@ -174,6 +180,10 @@ impl Fixture {
 
     /// Starts a consumer (a group member, a worker) named `owner`.
     pub fn start(&self, owner: &str, failover: Duration) -> Running {
+        self.start_with(owner, failover, self.pipeline())
+    }
+
+    fn start_with(&self, owner: &str, failover: Duration, pipeline: Pipeline) -> Running {
         let (stop, stopped) = watch::channel(false);
         let leases = Leases::new(self.store.clone(), owner, failover);
         let task = match &self.source {
@@ -181,7 +191,7 @@ impl Fixture {
                 let consumer = LogConsumer {
                     log: log.clone(),
                     leases,
-                    pipeline: self.pipeline(),
+                    pipeline,
                     settings: ConsumerSettings {
                         batch: 100,
                         idle_poll: Duration::from_millis(50),
@@ -190,13 +200,15 @@ impl Fixture {
                 tokio::spawn(consumer.run(stopped))
             }
             Source::Kinesis { .. } => {
-                tokio::spawn(self.kinesis_consumer(owner, failover).run(stopped))
+                let mut consumer = self.kinesis_consumer(owner, failover);
+                consumer.pipeline = pipeline;
+                tokio::spawn(consumer.run(stopped))
             }
             Source::Kafka(settings) => {
                 let consumer = KafkaConsumer {
                     settings: settings.clone(),
                     leases,
-                    pipeline: self.pipeline(),
+                    pipeline,
                 };
                 tokio::spawn(async move { consumer.run(stopped).await.unwrap() })
             }

@@ -32,12 +32,16 @@ on_source!(log => Log [
     good_and_bad_records_apply_once_across_a_restart,
     a_member_whose_lease_is_taken_is_fenced,
     a_member_that_dies_is_taken_over,
+    a_failing_partition_holds_only_itself,
+    poison_records_are_dead_lettered_and_the_partition_moves_on,
 ]);
 
 on_source!(kinesis => Kinesis [
     good_and_bad_records_apply_once_across_a_restart,
     a_member_whose_lease_is_taken_is_fenced,
     a_member_that_dies_is_taken_over,
+    a_failing_partition_holds_only_itself,
+    poison_records_are_dead_lettered_and_the_partition_moves_on,
     two_members_split_the_partitions,
 ]);
 
@@ -45,5 +49,7 @@ on_source!(kafka => Kafka [
     good_and_bad_records_apply_once_across_a_restart,
     a_member_whose_lease_is_taken_is_fenced,
     a_member_that_dies_is_taken_over,
+    a_failing_partition_holds_only_itself,
+    poison_records_are_dead_lettered_and_the_partition_moves_on,
     two_members_split_the_partitions,
 ]);

@@ -181,3 +181,117 @@ pub async fn two_members_split_the_partitions(kind: Kind) {
     a.stop().await;
     b.stop().await;
 }
+
+/// An outage of the store for one product's items holds that product's
+/// partition only: it retries with backoff while the others go on, and
+/// once the store is back everything is applied exactly once.
+pub async fn a_failing_partition_holds_only_itself(kind: Kind) {
+    use std::sync::{
+        Arc,
+        atomic::{AtomicBool, AtomicU32, Ordering::SeqCst},
+    };
+
+    use processors::state::stock_key;
+    use storage::{StoreError, Table, faulty::Faulty};
+
+    let f = Fixture::new(kind, 4).await;
+    let ps = products(12);
+    let sick = products(1).remove(0);
+    let down = Arc::new(AtomicBool::new(true));
+    let refused = Arc::new(AtomicU32::new(0));
+    let store = {
+        let (down, refused, key) = (down.clone(), refused.clone(), stock_key(&sick));
+        Arc::new(Faulty::new(f.store.clone(), move |ops| {
+            (down.load(SeqCst) && storage::faulty::touches(ops, Table::Inventory, &key)).then(
+                || {
+                    refused.fetch_add(1, SeqCst);
+                    StoreError::Unavailable("injected outage".into())
+                },
+            )
+        }))
+    };
+    let mut want = HashMap::new();
+    let mut records = adjustments(&ps, 240, &mut want);
+    let mut sick_want = HashMap::new();
+    for (i, r) in adjustments(std::slice::from_ref(&sick), 60, &mut sick_want)
+        .into_iter()
+        .enumerate()
+    {
+        records.insert(i * 4, r);
+    }
+    f.sink().publish_raw(&records).await.unwrap();
+    let a = f.start_through("member-a", Duration::from_secs(10), store);
+    // Products on other partitions than the sick one reach their totals
+    // while it is down; nothing of the sick product is applied.
+    let deadline = Deadline::start();
+    loop {
+        let mut done = 0;
+        for (p, n) in &want {
+            if f.on_hand(p).await == *n {
+                done += 1;
+            }
+        }
+        if done > 0 && refused.load(SeqCst) >= 3 {
+            break;
+        }
+        assert!(
+            deadline.wait().await,
+            "no partition went on while one was failing ({done} done, {} refusals)",
+            refused.load(SeqCst)
+        );
+    }
+    assert_eq!(f.on_hand(&sick).await, 0);
+    down.store(false, SeqCst);
+    want.extend(sick_want);
+    f.wait_totals(&want).await;
+    f.settle(&mut want).await;
+    a.stop().await;
+}
+
+/// Nothing stops a partition: a 350 KB record that is not JSON, and a valid
+/// record whose effects the store refuses for good, are dead-lettered (the
+/// first kept as a bounded prefix) and the records after them apply.
+pub async fn poison_records_are_dead_lettered_and_the_partition_moves_on(kind: Kind) {
+    use std::sync::Arc;
+
+    use processors::state::stock_key;
+    use storage::{StoreError, Table, faulty::Faulty};
+
+    let f = Fixture::new(kind, 1).await;
+    let ps = products(3);
+    let refused = products(1).remove(0);
+    let store = {
+        let key = stock_key(&refused);
+        Arc::new(Faulty::new(f.store.clone(), move |ops| {
+            storage::faulty::touches(ops, Table::Inventory, &key).then_some(
+                StoreError::ItemTooLarge {
+                    size: 500_000,
+                    limit: storage::port::MAX_ITEM_BYTES,
+                },
+            )
+        }))
+    };
+    let mut want = HashMap::new();
+    let mut records = adjustments(&ps, 30, &mut want);
+    records.insert(5, ("x".into(), vec![b'#'; 350 * 1024]));
+    records.insert(17, crate::harness::adjust(&refused, 4));
+    f.sink().publish_raw(&records).await.unwrap();
+    let a = f.start_through("member-a", Duration::from_secs(10), store);
+    f.wait_totals(&want).await;
+    let mut dead: Vec<_> = f
+        .dead_letters()
+        .await
+        .into_iter()
+        .map(|d| (d.is_whole(), d.reason, d.raw_len))
+        .collect();
+    dead.sort();
+    assert_eq!(
+        dead,
+        [
+            (false, "oversized".to_owned(), 350 * 1024),
+            (true, "unprocessable".to_owned(), records[17].1.len() as u64),
+        ]
+    );
+    assert_eq!(f.on_hand(&refused).await, 0);
+    a.stop().await;
+}

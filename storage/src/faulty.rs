@@ -1,0 +1,98 @@
+//! A store that passes every call to a real one, except the transactions a
+//! rule refuses: for fault tests of the code above the port (a record whose
+//! effects the store refuses for good, an outage on some items). Not used
+//! by the service itself.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+
+use crate::{Cond, Item, Key, Page, Query, Store, StoreError, StoreResult, Table, TxOp, Update};
+
+/// What a rule says of a transaction: `Some(error)` to refuse it.
+pub type Rule = dyn Fn(&[TxOp]) -> Option<StoreError> + Send + Sync;
+
+/// A real store with faults injected into [`Store::transact`].
+pub struct Faulty {
+    inner: Arc<dyn Store>,
+    rule: Box<Rule>,
+}
+
+impl std::fmt::Debug for Faulty {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Faulty")
+            .field("inner", &self.inner)
+            .finish()
+    }
+}
+
+impl Faulty {
+    pub fn new(
+        inner: Arc<dyn Store>,
+        rule: impl Fn(&[TxOp]) -> Option<StoreError> + Send + Sync + 'static,
+    ) -> Self {
+        Self {
+            inner,
+            rule: Box::new(rule),
+        }
+    }
+}
+
+/// Whether any operation writes the item at `key` of `table`.
+pub fn touches(ops: &[TxOp], table: Table, key: &Key) -> bool {
+    ops.iter().any(|op| {
+        op.table_and_key()
+            .is_ok_and(|(t, k)| t == table && &k == key)
+    })
+}
+
+#[async_trait]
+impl Store for Faulty {
+    fn backend(&self) -> &'static str {
+        self.inner.backend()
+    }
+    async fn create_tables(&self) -> StoreResult<()> {
+        self.inner.create_tables().await
+    }
+    async fn ping(&self) -> StoreResult<()> {
+        self.inner.ping().await
+    }
+    async fn get(&self, table: Table, key: &Key) -> StoreResult<Option<Item>> {
+        self.inner.get(table, key).await
+    }
+    async fn put(&self, table: Table, item: Item, cond: Option<Cond>) -> StoreResult<()> {
+        self.inner.put(table, item, cond).await
+    }
+    async fn update(
+        &self,
+        table: Table,
+        key: &Key,
+        updates: Vec<Update>,
+        cond: Option<Cond>,
+    ) -> StoreResult<Item> {
+        self.inner.update(table, key, updates, cond).await
+    }
+    async fn delete(
+        &self,
+        table: Table,
+        key: &Key,
+        cond: Option<Cond>,
+    ) -> StoreResult<Option<Item>> {
+        self.inner.delete(table, key, cond).await
+    }
+    async fn query(&self, table: Table, pk: &str, query: &Query) -> StoreResult<Page> {
+        self.inner.query(table, pk, query).await
+    }
+    async fn transact(&self, ops: Vec<TxOp>) -> StoreResult<()> {
+        if let Some(e) = (self.rule)(&ops) {
+            return Err(e);
+        }
+        self.inner.transact(ops).await
+    }
+    fn max_transaction_ops(&self) -> usize {
+        self.inner.max_transaction_ops()
+    }
+    fn max_transaction_bytes(&self) -> usize {
+        self.inner.max_transaction_bytes()
+    }
+}
