@@ -515,8 +515,12 @@ impl KafkaSink {
             .set("linger.ms", "5")
             .set("batch.num.messages", REWIND.to_string())
             .set("message.timeout.ms", "30000")
-            // Retries keep each key's order.
-            .set("max.in.flight.requests.per.connection", "1")
+            // The broker drops the producer's own retries (a send resent
+            // after a lost acknowledgement), and keeps each key's order;
+            // re-sends from outside (a client's retry) are dropped by the
+            // pipeline's once-per-event-id window.
+            .set("enable.idempotence", "true")
+            .set("max.in.flight.requests.per.connection", "5")
             .create()
             .map_err(KafkaSetupError::client("create the Kafka producer"))?;
         Ok(Self {

@@ -9,7 +9,7 @@ use std::{sync::Arc, time::Duration};
 use ingest::{Leases, lease::Held};
 use processors::{
     Bus, Change, CommitError, Pipeline, Record,
-    state::{Counters, Stock, minute_key, stock_key},
+    state::{ALL, Counters, Stock, minute_key, stock_key},
 };
 use serde_json::{Value, json};
 use storage::{Query, Store, Table, dynamo::Dynamo, embedded::Embedded, from_item};
@@ -484,6 +484,88 @@ async fn huge_and_many_bad_records_never_stop_the_shard(f: Fixture) {
     );
 }
 
+/// A producer's re-sends: the same event id in one batch, in a later batch
+/// and on another shard applies once — stock, counters, behaviour and
+/// purchases alike — and its re-sends are counted as duplicates.
+async fn each_event_id_applies_once_across_batches_and_shards(f: Fixture) {
+    let pipeline = Pipeline::new(f.store.clone(), Bus::default());
+    let leases = Leases::new(f.store.clone(), "w", Duration::from_secs(10));
+    let mut shard0 = lease(&leases, "0").await;
+    let mut shard1 = lease(&leases, "1").await;
+    let adjust = event(
+        "stock.adjusted",
+        json!({"product_id": P1, "delta": 10, "reason": "received"}),
+    );
+    let view = event(
+        "browse.viewed",
+        json!({"session_id": "s-dup", "product_id": P1}),
+    );
+    let purchase = event(
+        "purchase.completed",
+        json!({"order_id": "o-dup", "user_id": "u-dup",
+            "lines": [{"product_id": P1, "quantity": 2, "unit_price": "2.50"}],
+            "total": "5.00", "currency": "EUR"}),
+    );
+    let till = event(
+        "purchase.completed",
+        json!({"order_id": "till-dup",
+            "lines": [{"product_id": P1, "quantity": 1, "unit_price": "2.50"}],
+            "total": "2.50", "currency": "EUR"}),
+    );
+    let all = vec![adjust.clone(), view.clone(), purchase.clone(), till.clone()];
+    // In one batch, twice.
+    let mut first = all.clone();
+    first.extend(all.clone());
+    let applied = pipeline
+        .apply(&shard0.checkpoint(), records(0, first))
+        .await
+        .unwrap();
+    assert_eq!((applied.events, applied.duplicates), (4, 4));
+    shard0.lease.checkpoint = applied.checkpoint;
+    // In a later batch of the same shard.
+    let applied = pipeline
+        .apply(&shard0.checkpoint(), records(8, all.clone()))
+        .await
+        .unwrap();
+    assert_eq!((applied.events, applied.duplicates), (0, 4));
+    // On another shard (re-sent under another partition key, or after a
+    // reshard).
+    let applied = pipeline
+        .apply(&shard1.checkpoint(), records(0, all))
+        .await
+        .unwrap();
+    assert_eq!((applied.events, applied.duplicates), (0, 4));
+
+    let s = stock(f.store.as_ref(), P1).await;
+    assert_eq!(s.on_hand, 10 - 2 - 1);
+    let c = counters(f.store.as_ref(), ALL).await;
+    assert_eq!((c.views, c.purchases, c.units), (1, 2, 3));
+    let profile: processors::state::Profile = from_item(
+        f.store
+            .get(
+                Table::Behaviour,
+                &processors::state::profile_key("session:s-dup"),
+            )
+            .await
+            .unwrap()
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(profile.views, 1);
+    // A new id for the same change applies: only re-sends are dropped.
+    shard1.lease.checkpoint = applied.checkpoint;
+    let again = event(
+        "stock.adjusted",
+        json!({"product_id": P1, "delta": 10, "reason": "received"}),
+    );
+    let applied = pipeline
+        .apply(&shard1.checkpoint(), records(4, vec![again]))
+        .await
+        .unwrap();
+    assert_eq!((applied.events, applied.duplicates), (1, 0));
+    assert_eq!(stock(f.store.as_ref(), P1).await.on_hand, 17);
+}
+
 macro_rules! on_both_stores {
     ($($test:ident),* $(,)?) => {
         mod embedded_store {
@@ -504,6 +586,7 @@ on_both_stores!(
     low_stock_alerts_fire_once_per_crossing,
     a_record_the_store_refuses_is_isolated_and_the_rest_commits,
     huge_and_many_bad_records_never_stop_the_shard,
+    each_event_id_applies_once_across_batches_and_shards,
 );
 
 async fn anonymous_behaviour_merges_into_the_user(f: Fixture) {

@@ -12,9 +12,9 @@ use rust_decimal::Decimal;
 use storage::{Cond, Key, Table, TxOp, Update, Value, to_item};
 
 use crate::state::{
-    ALL, Counters, DeadLetter, INTERACTIONS_PER_CHUNK, Interaction, InteractionChunk, Profile,
-    Stock, dead_letter_key, interaction, interactions_key, minute_key, profile_key, reco_key,
-    reco_ref, stock_key, trend_hour_key, trend_minute_key,
+    ALL, Counters, DeadLetter, INTERACTIONS_PER_CHUNK, Interaction, InteractionChunk, Mark,
+    Profile, Stock, dead_letter_key, interaction, interactions_key, mark_key, minute_key,
+    profile_key, reco_key, reco_ref, stock_key, trend_hour_key, trend_minute_key,
 };
 
 /// One record of a batch, decoded.
@@ -42,6 +42,8 @@ pub struct Origin<'a> {
 pub struct Needs {
     pub products: BTreeSet<String>,
     pub subjects: BTreeSet<String>,
+    /// Partition keys of events that keep their seen ids in a [`Mark`].
+    pub marks: BTreeSet<String>,
 }
 
 /// Items as they were read; `None` where the item does not exist.
@@ -49,6 +51,33 @@ pub struct Needs {
 pub struct Snapshot {
     pub stock: HashMap<String, Option<Stock>>,
     pub profiles: HashMap<String, Option<Profile>>,
+    pub marks: HashMap<String, Option<Mark>>,
+}
+
+/// The item an event keeps its id in, for de-duplication: the one it is
+/// keyed on and already writes.
+enum Anchor {
+    Stock(ProductId),
+    Profile(String),
+    Mark(String),
+    /// Effects none, or none that a re-send could double.
+    None,
+}
+
+fn anchor(e: &Event) -> Anchor {
+    match &e.payload {
+        EventPayload::ProductUpserted(p) => Anchor::Stock(p.id),
+        EventPayload::ProductDeleted { product_id }
+        | EventPayload::StockAdjusted { product_id, .. }
+        | EventPayload::StockCounted { product_id, .. } => Anchor::Stock(*product_id),
+        EventPayload::BrowseViewed { actor, .. }
+        | EventPayload::BasketAdded { actor, .. }
+        | EventPayload::PurchaseCompleted { actor, .. } => match actor.subject() {
+            Some(s) => Anchor::Profile(s.key()),
+            None => Anchor::Mark(e.payload.partition_key()),
+        },
+        EventPayload::OrderStatusChanged { .. } => Anchor::None,
+    }
 }
 
 /// What a batch does.
@@ -65,16 +94,32 @@ pub struct Folded {
     pub applied: BTreeMap<&'static str, u64>,
     /// Records dead-lettered, per reason.
     pub dead: BTreeMap<&'static str, u64>,
+    /// Events not applied because their id was applied before, per type.
+    pub duplicates: BTreeMap<&'static str, u64>,
     /// Counts ignored because a newer one was applied before.
     pub stale_counts: u64,
     /// Attributed (clicks, basket adds, purchases) added, per model version.
     pub recommendations: BTreeMap<String, [i64; 3]>,
 }
 
-/// What must be read before folding these records.
+/// What must be read before folding these records: the items whose
+/// current state an effect depends on, and every item an event keeps its
+/// id in.
 pub fn needs(records: &[Decoded]) -> Needs {
     let mut needs = Needs::default();
     for e in records.iter().filter_map(|r| r.outcome.as_ref().ok()) {
+        match anchor(e) {
+            Anchor::Stock(id) => {
+                needs.products.insert(id.to_string());
+            }
+            Anchor::Profile(key) => {
+                needs.subjects.insert(key);
+            }
+            Anchor::Mark(key) => {
+                needs.marks.insert(key);
+            }
+            Anchor::None => {}
+        }
         match &e.payload {
             EventPayload::StockCounted { product_id, .. } => {
                 needs.products.insert(product_id.to_string());
@@ -115,6 +160,8 @@ struct StockChange {
     on_hand: i64,
     backorder: i64,
     sets: BTreeMap<&'static str, Option<Value>>,
+    /// Whether an event id was added to `current.seen`.
+    seen_changed: bool,
 }
 
 impl StockChange {
@@ -137,6 +184,13 @@ impl StockChange {
         self.sets.insert(attr, v);
     }
 
+    /// Whether this is the first time the event applies to this product.
+    fn first_time(&mut self, id: &uuid::Uuid, now_ms: i64) -> bool {
+        let first = self.current.seen.first_time(id, now_ms);
+        self.seen_changed |= first;
+        first
+    }
+
     fn into_op(self, product_id: &str) -> TxOp {
         let mut updates = vec![Update::add("version", 1)];
         if self.on_hand != 0 {
@@ -151,6 +205,14 @@ impl StockChange {
                 Some(v) => Update::Set(attr.to_owned(), v),
                 None => Update::Remove(attr.to_owned()),
             });
+        }
+        // The seen ids are written only over the list that was read (an
+        // unread list is not known, so not overwritten).
+        if self.seen_changed && self.read.is_some() {
+            updates.push(Update::Set(
+                "seen".into(),
+                Value::B(self.current.seen.to_bytes()),
+            ));
         }
         let cond = match self.read {
             None => None,
@@ -291,6 +353,8 @@ pub fn fold(records: &[Decoded], snapshot: &Snapshot, origin: &Origin<'_>) -> Fo
         }
     };
 
+    let mut marks: BTreeMap<String, (Option<Mark>, Mark)> = BTreeMap::new();
+
     for record in records {
         let e = match &record.outcome {
             Ok(e) => e,
@@ -315,6 +379,27 @@ pub fn fold(records: &[Decoded], snapshot: &Snapshot, origin: &Origin<'_>) -> Fo
                 continue;
             }
         };
+        let first = match anchor(e) {
+            Anchor::Stock(id) => {
+                stock_of(&mut stock, snapshot, id).first_time(&e.id, origin.now_ms)
+            }
+            Anchor::Profile(key) => profile_of(&mut profiles, snapshot, key)
+                .seen
+                .first_time(&e.id, origin.now_ms),
+            Anchor::Mark(key) => {
+                let (_, mark) = marks.entry(key).or_insert_with_key(|k| {
+                    let read = snapshot.marks.get(k).cloned().flatten();
+                    let current = read.clone().unwrap_or_default();
+                    (read, current)
+                });
+                mark.seen.first_time(&e.id, origin.now_ms)
+            }
+            Anchor::None => true,
+        };
+        if !first {
+            *out.duplicates.entry(e.payload.type_name()).or_default() += 1;
+            continue;
+        }
         *out.applied.entry(e.payload.type_name()).or_default() += 1;
         let at = domain::clock::to_ms(e.occurred_at);
         let minute = e.occurred_at.unix_timestamp().div_euclid(60);
@@ -480,6 +565,20 @@ pub fn fold(records: &[Decoded], snapshot: &Snapshot, origin: &Origin<'_>) -> Fo
         }
         out.subjects.insert(subject);
     }
+    for (key, (read, mut mark)) in marks {
+        let cond = match &read {
+            None => Cond::NotExists,
+            Some(r) => Cond::eq("version", r.version),
+        };
+        mark.version = read.map_or(1, |r| r.version + 1);
+        if let Ok(item) = to_item(&mark_key(&key), &mark) {
+            out.ops.push(TxOp::Put {
+                table: Table::Behaviour,
+                item,
+                cond: Some(cond),
+            });
+        }
+    }
     for ((version, source), [clicks, adds, purchases]) in reco {
         if source.is_none() {
             out.recommendations
@@ -518,4 +617,187 @@ pub fn fold(records: &[Decoded], snapshot: &Snapshot, origin: &Origin<'_>) -> Fo
     }
     out.ops.extend(dead_ops);
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use domain::{Actor, Event, EventPayload, ProductId};
+
+    use super::*;
+    use crate::state::Seen;
+
+    const NOW: i64 = 1_796_000_000_000;
+
+    fn decoded(events: &[Event]) -> Vec<Decoded> {
+        events
+            .iter()
+            .enumerate()
+            .map(|(i, e)| Decoded {
+                position: i.to_string(),
+                outcome: Ok(e.clone()),
+                raw: Vec::new(),
+            })
+            .collect()
+    }
+
+    fn origin() -> Origin<'static> {
+        Origin {
+            stream: "log",
+            shard: "0",
+            now_ms: NOW,
+        }
+    }
+
+    fn snapshot_for(records: &[Decoded], stock: Option<Stock>) -> Snapshot {
+        let needs = needs(records);
+        Snapshot {
+            stock: needs
+                .products
+                .into_iter()
+                .map(|p| (p, stock.clone()))
+                .collect(),
+            profiles: needs.subjects.into_iter().map(|s| (s, None)).collect(),
+            marks: needs.marks.into_iter().map(|m| (m, None)).collect(),
+        }
+    }
+
+    fn on_hand_added(folded: &Folded) -> i64 {
+        folded
+            .ops
+            .iter()
+            .filter_map(|op| match op {
+                TxOp::Update {
+                    table: Table::Inventory,
+                    updates,
+                    ..
+                } => Some(updates),
+                _ => None,
+            })
+            .flatten()
+            .filter_map(|u| match u {
+                Update::Add(a, Value::N(n)) if a == "on_hand" => n.parse::<i64>().ok(),
+                _ => None,
+            })
+            .sum()
+    }
+
+    #[test]
+    fn the_same_id_twice_in_a_batch_applies_once() {
+        let p = ProductId::new();
+        let adjust = Event::new(
+            "test",
+            EventPayload::StockAdjusted {
+                product_id: p,
+                delta: 5,
+                reason: "received".into(),
+            },
+        );
+        let view = Event::new(
+            "test",
+            EventPayload::BrowseViewed {
+                actor: Actor {
+                    session_id: Some("s1".into()),
+                    user_id: None,
+                },
+                product_id: p,
+                recommendation_id: None,
+            },
+        );
+        let records = decoded(&[adjust.clone(), view.clone(), adjust.clone(), view, adjust]);
+        let folded = fold(&records, &snapshot_for(&records, None), &origin());
+        assert_eq!(on_hand_added(&folded), 5);
+        assert_eq!(folded.applied.values().sum::<u64>(), 2);
+        assert_eq!(folded.duplicates["stock.adjusted"], 2);
+        assert_eq!(folded.duplicates["browse.viewed"], 1);
+        assert_eq!(folded.ticks.values().map(|c| c.views).sum::<i64>(), 1);
+        // The ids are written with the stock, conditional on what was read.
+        let stock_op = folded
+            .ops
+            .iter()
+            .find(|op| {
+                matches!(
+                    op,
+                    TxOp::Update {
+                        table: Table::Inventory,
+                        ..
+                    }
+                )
+            })
+            .unwrap();
+        let TxOp::Update { updates, cond, .. } = stock_op else {
+            unreachable!()
+        };
+        assert_eq!(cond, &Some(Cond::NotExists));
+        let seen = updates
+            .iter()
+            .find_map(|u| match u {
+                Update::Set(a, Value::B(b)) if a == "seen" => Some(Seen::from_bytes(b)),
+                _ => None,
+            })
+            .expect("seen ids written");
+        assert_eq!(seen.len(), 1);
+    }
+
+    #[test]
+    fn an_id_the_item_remembers_is_not_applied_again() {
+        let p = ProductId::new();
+        let adjust = Event::new(
+            "test",
+            EventPayload::StockAdjusted {
+                product_id: p,
+                delta: 5,
+                reason: "received".into(),
+            },
+        );
+        let mut seen = Seen::default();
+        assert!(seen.first_time(&adjust.id, NOW - 60_000));
+        let stored = Stock {
+            on_hand: 5,
+            version: 3,
+            seen,
+            ..Stock::default()
+        };
+        let records = decoded(&[adjust]);
+        let folded = fold(&records, &snapshot_for(&records, Some(stored)), &origin());
+        assert_eq!(on_hand_added(&folded), 0);
+        assert!(folded.applied.is_empty());
+        assert_eq!(folded.duplicates["stock.adjusted"], 1);
+    }
+
+    #[test]
+    fn a_purchase_with_no_subject_keeps_its_id_in_a_mark() {
+        let p = ProductId::new();
+        let purchase = Event::new(
+            "till",
+            EventPayload::PurchaseCompleted {
+                order_id: "till-1".into(),
+                actor: Actor::default(),
+                lines: vec![domain::event::PurchaseLine {
+                    product_id: p,
+                    quantity: 2,
+                    unit_price: domain::Price::parse("3.00").unwrap(),
+                }],
+                total: domain::Price::parse("6.00").unwrap(),
+                currency: domain::Currency::parse("EUR").unwrap(),
+                recommendation_id: None,
+                stock_settled: false,
+            },
+        );
+        let records = decoded(&[purchase.clone(), purchase]);
+        let snapshot = snapshot_for(
+            &records,
+            Some(Stock {
+                on_hand: 10,
+                available: 10,
+                version: 1,
+                ..Stock::default()
+            }),
+        );
+        assert!(snapshot.marks.contains_key("till-1"));
+        let folded = fold(&records, &snapshot, &origin());
+        assert_eq!(on_hand_added(&folded), -2);
+        assert_eq!(folded.duplicates["purchase.completed"], 1);
+        assert!(folded.ops.iter().any(|op| matches!(op,
+            TxOp::Put { table: Table::Behaviour, item, .. } if Key::of(item).unwrap() == mark_key("till-1"))));
+    }
 }

@@ -17,7 +17,9 @@ use storage::{Cond, Key, Store, StoreError, Table, TxOp, Update, Value, from_ite
 use crate::{
     Bus, Change,
     fold::{Decoded, Folded, Origin, Snapshot, fold, needs},
-    state::{Alert, NO_SUPPLIER, Profile, Stock, alert_key, profile_key, stock_key},
+    state::{
+        Alert, Mark, NO_SUPPLIER, Profile, Stock, alert_key, mark_key, profile_key, stock_key,
+    },
 };
 
 /// How often a batch is folded again after a concurrent change to an item it read.
@@ -97,6 +99,8 @@ pub struct Applied {
     pub checkpoint: Option<String>,
     pub events: u64,
     pub dead_letters: u64,
+    /// Events not applied again: their id was applied before.
+    pub duplicates: u64,
     pub commits: u64,
 }
 
@@ -159,6 +163,7 @@ impl Pipeline {
             let to = rest[n - 1].position.clone();
             applied.events += folded.applied.values().sum::<u64>();
             applied.dead_letters += folded.dead.values().sum::<u64>();
+            applied.duplicates += folded.duplicates.values().sum::<u64>();
             applied.commits += 1;
             self.after_commit(&cp, &folded).await;
             cp.from = Some(to.clone());
@@ -178,10 +183,15 @@ impl Pipeline {
             let got = self.store.get(Table::Behaviour, &profile_key(&s)).await?;
             Ok::<_, StoreError>((s, got.map(from_item::<Profile>).transpose()?))
         }));
-        let (stock, profiles) = tokio::join!(stock, profiles);
+        let marks = join_all(needs.marks.into_iter().map(|k| async move {
+            let got = self.store.get(Table::Behaviour, &mark_key(&k)).await?;
+            Ok::<_, StoreError>((k, got.map(from_item::<Mark>).transpose()?))
+        }));
+        let (stock, profiles, marks) = tokio::join!(stock, profiles, marks);
         Ok(Snapshot {
             stock: stock.into_iter().collect::<Result<_, _>>()?,
             profiles: profiles.into_iter().collect::<Result<_, _>>()?,
+            marks: marks.into_iter().collect::<Result<_, _>>()?,
         })
     }
 
@@ -261,6 +271,8 @@ impl Pipeline {
                         .record(started.elapsed().as_secs_f64());
                     metrics::histogram!("shopstream_pipeline_batch_records", "stream" => cp.stream.clone())
                         .record(n as f64);
+                    metrics::counter!("shopstream_pipeline_store_writes_total", "stream" => cp.stream.clone())
+                        .increment(fence as u64 + 1);
                     let next = match smallest_refused {
                         Some(m) if m > n => Some(m - n),
                         _ if cut_to_fit => Some(n),
@@ -302,6 +314,10 @@ impl Pipeline {
     async fn after_commit(&self, cp: &Checkpoint, folded: &Folded) {
         for (kind, n) in &folded.applied {
             metrics::counter!("shopstream_events_applied_total", "type" => *kind, "stream" => cp.stream.clone())
+                .increment(*n);
+        }
+        for (kind, n) in &folded.duplicates {
+            metrics::counter!("shopstream_events_duplicate_total", "type" => *kind, "stream" => cp.stream.clone())
                 .increment(*n);
         }
         for (reason, n) in &folded.dead {
@@ -516,6 +532,9 @@ pub async fn merge_profiles(
             adds: base.adds + from.adds,
             orders: base.orders + from.orders,
             version: base.version + 1,
+            // The session's ids stay with the session's key, which its
+            // events are keyed on; the user's own stay with the user.
+            seen: base.seen.clone(),
         };
         let into_cond = match &into {
             Some(p) => Cond::eq("version", p.version),

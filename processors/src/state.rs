@@ -44,6 +44,9 @@ pub struct Stock {
     /// Grows with every change; snapshot-based writes are conditional on it.
     #[serde(default)]
     pub version: u64,
+    /// The product's catalogue and stock events applied last (see [`Seen`]).
+    #[serde(default, skip_serializing_if = "Seen::is_empty")]
+    pub seen: Seen,
 }
 
 pub fn stock_key(product_id: &str) -> Key {
@@ -169,6 +172,9 @@ pub struct Profile {
     pub orders: u64,
     #[serde(default)]
     pub version: u64,
+    /// The subject's behaviour and purchase events applied last (see [`Seen`]).
+    #[serde(default, skip_serializing_if = "Seen::is_empty")]
+    pub seen: Seen,
 }
 
 pub fn profile_key(subject: &str) -> Key {
@@ -197,6 +203,125 @@ impl Profile {
             push_bounded(&mut self.purchases, Touch { product_id, at }, PURCHASES);
         }
     }
+}
+
+/// How many event ids an item remembers: the last this many events applied
+/// to it (the effectively-once window, with [`SEEN_WINDOW_MINUTES`]).
+pub const SEEN_PER_ITEM: usize = 64;
+/// How long an item remembers an event id, in minutes (24 h).
+pub const SEEN_WINDOW_MINUTES: u32 = 24 * 60;
+
+/// The ids of the last events applied to an item, kept inside the item the
+/// event is keyed on (a product's stock, a subject's profile) and written in
+/// the same fenced transaction as the event's effects: an event whose id is
+/// here is a producer's re-send and is applied no more. At most
+/// [`SEEN_PER_ITEM`] ids no older than [`SEEN_WINDOW_MINUTES`] (by this
+/// service's clock when applied); each is 12 bytes (a 64-bit digest of the
+/// id and the minute it was applied), stored as one binary attribute.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Seen(Vec<(u64, u32)>);
+
+impl Seen {
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    fn digest(id: &uuid::Uuid) -> u64 {
+        let (hi, lo) = id.as_u64_pair();
+        hi ^ lo.rotate_left(29)
+    }
+
+    pub fn contains(&self, id: &uuid::Uuid) -> bool {
+        let d = Self::digest(id);
+        self.0.iter().any(|(x, _)| *x == d)
+    }
+
+    /// Records `id` as applied at `now_ms` and returns true, or returns
+    /// false if it was applied before (a duplicate).
+    pub fn first_time(&mut self, id: &uuid::Uuid, now_ms: i64) -> bool {
+        if self.contains(id) {
+            return false;
+        }
+        let minute = (now_ms.max(0) / 60_000) as u32;
+        let oldest = minute.saturating_sub(SEEN_WINDOW_MINUTES);
+        self.0.retain(|(_, at)| *at >= oldest);
+        if self.0.len() >= SEEN_PER_ITEM {
+            self.0.drain(..=self.0.len() - SEEN_PER_ITEM);
+        }
+        self.0.push((Self::digest(id), minute));
+        true
+    }
+
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(self.0.len() * 12);
+        for (d, m) in &self.0 {
+            out.extend_from_slice(&d.to_be_bytes());
+            out.extend_from_slice(&m.to_be_bytes());
+        }
+        out
+    }
+
+    pub fn from_bytes(b: &[u8]) -> Self {
+        Self(
+            b.chunks_exact(12)
+                .map(|c| {
+                    let mut d = [0; 8];
+                    d.copy_from_slice(&c[..8]);
+                    let mut m = [0; 4];
+                    m.copy_from_slice(&c[8..]);
+                    (u64::from_be_bytes(d), u32::from_be_bytes(m))
+                })
+                .collect(),
+        )
+    }
+}
+
+impl Serialize for Seen {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_bytes(&self.to_bytes())
+    }
+}
+
+impl<'de> Deserialize<'de> for Seen {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Bytes;
+        impl<'de> serde::de::Visitor<'de> for Bytes {
+            type Value = Seen;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("the bytes of a seen-id list")
+            }
+            fn visit_bytes<E: serde::de::Error>(self, v: &[u8]) -> Result<Seen, E> {
+                Ok(Seen::from_bytes(v))
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut a: A) -> Result<Seen, A::Error> {
+                let mut b = Vec::new();
+                while let Some(x) = a.next_element::<u8>()? {
+                    b.push(x);
+                }
+                Ok(Seen::from_bytes(&b))
+            }
+        }
+        d.deserialize_bytes(Bytes)
+    }
+}
+
+/// The seen ids of an event that touches no stock or profile (a purchase
+/// with no user or session): a small item of its own, keyed by the event's
+/// partition key.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Mark {
+    #[serde(default)]
+    pub seen: Seen,
+    #[serde(default)]
+    pub version: u64,
+}
+
+pub fn mark_key(partition_key: &str) -> Key {
+    Key::new(format!("seen#{partition_key}"), "seen")
 }
 
 /// A record that was not a valid event.
@@ -326,6 +451,39 @@ mod serde_bytes_b64 {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn seen_keeps_the_last_ids_within_the_window() {
+        let now = 1_796_000_000_000;
+        let ids: Vec<uuid::Uuid> = (0..SEEN_PER_ITEM + 1)
+            .map(|_| uuid::Uuid::now_v7())
+            .collect();
+        let mut seen = Seen::default();
+        for id in &ids {
+            assert!(seen.first_time(id, now));
+        }
+        assert!(!seen.first_time(&ids[SEEN_PER_ITEM], now), "a repeat");
+        assert_eq!(seen.len(), SEEN_PER_ITEM);
+        assert!(!seen.contains(&ids[0]), "the oldest made room");
+        assert!(seen.contains(&ids[1]));
+        // Round trip through the stored bytes, 12 per id.
+        let bytes = seen.to_bytes();
+        assert_eq!(bytes.len(), SEEN_PER_ITEM * 12);
+        assert_eq!(Seen::from_bytes(&bytes), seen);
+        // Past the window everything older is forgotten.
+        let later = now + i64::from(SEEN_WINDOW_MINUTES + 1) * 60_000;
+        let fresh = uuid::Uuid::now_v7();
+        assert!(seen.first_time(&fresh, later));
+        assert_eq!(seen.len(), 1);
+        // Stored as a binary attribute, and read back.
+        let stock = Stock {
+            seen: seen.clone(),
+            ..Stock::default()
+        };
+        let item = storage::to_item(&stock_key("p"), &stock).unwrap();
+        assert!(matches!(item.get("seen"), Some(storage::Value::B(b)) if b.len() == 12));
+        assert_eq!(storage::from_item::<Stock>(item).unwrap().seen, seen);
+    }
+
     use super::*;
 
     #[test]

@@ -11,12 +11,15 @@
 //!   category, trending), with the store adapter and an in-memory one.
 //! - [`rules`]: the shop's live rules and the order of sources.
 //! - [`attribution`]: impressions counted by one writer task.
+//! - [`ids`]: recommendation ids the server issues and verifies.
 
 pub mod attribution;
 pub mod candidates;
 pub mod catalogue;
+pub mod ids;
 pub mod model;
 pub mod rules;
 pub mod training;
 
+pub use ids::RecoIds;
 pub use training::{Progress, Recs, Retrain, TrainError};

@@ -428,6 +428,13 @@ async fn crash_and_restart(
     }
     let (file, totals) = generate(events, 40);
     let path = env.dir.path().join("events.jsonl");
+    let resend = env.dir.path().join("resend.jsonl");
+    let lines: Vec<&str> = file.lines().collect();
+    std::fs::write(
+        &resend,
+        lines[lines.len().saturating_sub(1000)..].join("\n") + "\n",
+    )
+    .unwrap();
     std::fs::write(&path, file).unwrap();
     if backend == Backend::Aws || stream != Stream::Log {
         let (code, out, err) = env.run(&["init"]).await;
@@ -467,6 +474,14 @@ async fn crash_and_restart(
             progress.body["totals"]["views"]
         );
         app.kill().await;
+        if k == 0 {
+            // The producer re-sends its last batch (as after a lost
+            // acknowledgement): the same ids, applied no more.
+            let (code, out, err) = env
+                .run(&["produce", "--file", resend.to_str().unwrap()])
+                .await;
+            assert_eq!(code, 0, "{out}{err}");
+        }
     }
     let app = env.start().await;
     let admin = app.admin_token().await;

@@ -34,6 +34,7 @@ on_source!(log => Log [
     a_member_that_dies_is_taken_over,
     a_failing_partition_holds_only_itself,
     poison_records_are_dead_lettered_and_the_partition_moves_on,
+    every_event_sent_twice_applies_once,
 ]);
 
 on_source!(kinesis => Kinesis [
@@ -42,6 +43,7 @@ on_source!(kinesis => Kinesis [
     a_member_that_dies_is_taken_over,
     a_failing_partition_holds_only_itself,
     poison_records_are_dead_lettered_and_the_partition_moves_on,
+    every_event_sent_twice_applies_once,
     two_members_split_the_partitions,
 ]);
 
@@ -51,5 +53,6 @@ on_source!(kafka => Kafka [
     a_member_that_dies_is_taken_over,
     a_failing_partition_holds_only_itself,
     poison_records_are_dead_lettered_and_the_partition_moves_on,
+    every_event_sent_twice_applies_once,
     two_members_split_the_partitions,
 ]);

@@ -295,3 +295,30 @@ pub async fn poison_records_are_dead_lettered_and_the_partition_moves_on(kind: K
     assert_eq!(f.on_hand(&refused).await, 0);
     a.stop().await;
 }
+
+/// Producers re-send: every event published twice, the second time under
+/// another partition key (so, mostly, on another shard or partition), is
+/// applied once, and a re-send after a restart is dropped too.
+pub async fn every_event_sent_twice_applies_once(kind: Kind) {
+    let f = Fixture::new(kind, 4).await;
+    let ps = products(8);
+    let mut want = HashMap::new();
+    let records = adjustments(&ps, 200, &mut want);
+    let resent: Vec<_> = records
+        .iter()
+        .enumerate()
+        .map(|(i, (_, data))| (format!("resend-{i}"), data.clone()))
+        .collect();
+    f.sink().publish_raw(&records).await.unwrap();
+    f.sink().publish_raw(&resent).await.unwrap();
+    let a = f.start("member-a", Duration::from_secs(10));
+    f.wait_totals(&want).await;
+    f.settle(&mut want).await;
+    a.stop().await;
+    // The last 50 again, after the restart (a producer retrying its last
+    // batch): nothing changes.
+    f.sink().publish_raw(&records[150..]).await.unwrap();
+    let b = f.start("member-b", Duration::from_secs(10));
+    f.settle(&mut want).await;
+    b.stop().await;
+}
