@@ -78,6 +78,20 @@ pub struct Settings {
     pub jwks_groups_claim: String,
     pub log_partitions: u32,
     pub max_events_per_request: usize,
+    /// How far the `occurred_at` of a browser's or customer's event may be
+    /// from the server's clock before it is clamped.
+    pub collector_clock_skew_secs: u64,
+    /// Rate limits (per minute; 0 turns one off) and the hashing bound.
+    pub limit_auth_per_address_per_minute: u32,
+    pub limit_auth_per_account_per_minute: u32,
+    pub limit_collector_per_address_per_minute: u32,
+    pub limit_collector_per_session_per_minute: u32,
+    pub limit_ws_anonymous_per_address: usize,
+    pub limit_ws_snapshots_per_minute: u32,
+    pub hash_concurrency: usize,
+    /// Comma-separated addresses or ranges (`10.0.0.0/8`) whose
+    /// `X-Forwarded-For` is believed; empty: nobody's.
+    pub trusted_proxies: String,
     pub consumer_batch: usize,
     pub lease_failover_secs: u64,
     pub stream: StreamKind,
@@ -169,6 +183,21 @@ impl Default for Settings {
             jwks_groups_claim: "cognito:groups".into(),
             log_partitions: ingest::log::DEFAULT_PARTITIONS,
             max_events_per_request: 500,
+            collector_clock_skew_secs: 30,
+            limit_auth_per_address_per_minute: api::limits::LimitsConfig::default()
+                .auth_per_address_per_minute,
+            limit_auth_per_account_per_minute: api::limits::LimitsConfig::default()
+                .auth_per_account_per_minute,
+            limit_collector_per_address_per_minute: api::limits::LimitsConfig::default()
+                .collector_per_address_per_minute,
+            limit_collector_per_session_per_minute: api::limits::LimitsConfig::default()
+                .collector_per_session_per_minute,
+            limit_ws_anonymous_per_address: api::limits::LimitsConfig::default()
+                .ws_anonymous_per_address,
+            limit_ws_snapshots_per_minute: api::limits::LimitsConfig::default()
+                .ws_snapshots_per_minute,
+            hash_concurrency: api::limits::LimitsConfig::default().hash_concurrency,
+            trusted_proxies: String::new(),
             consumer_batch: 1000,
             lease_failover_secs: 10,
             stream: StreamKind::Embedded,
@@ -267,12 +296,27 @@ impl Settings {
             max_body_bytes: self.max_body_bytes,
             request_timeout: Duration::from_secs(self.request_timeout_secs),
             max_events_per_request: self.max_events_per_request,
+            clock_skew: Duration::from_secs(self.collector_clock_skew_secs),
             lease_stream: match self.stream {
                 StreamKind::Embedded => ingest::log::STREAM.to_owned(),
                 StreamKind::Kinesis => self.kinesis_stream.clone(),
                 StreamKind::Kafka => self.kafka_topic.clone(),
             },
             image_max_bytes: self.image_max_bytes,
+            limits: api::limits::LimitsConfig {
+                auth_per_address_per_minute: self.limit_auth_per_address_per_minute,
+                auth_per_account_per_minute: self.limit_auth_per_account_per_minute,
+                collector_per_address_per_minute: self.limit_collector_per_address_per_minute,
+                collector_per_session_per_minute: self.limit_collector_per_session_per_minute,
+                ws_anonymous_per_address: self.limit_ws_anonymous_per_address,
+                ws_snapshots_per_minute: self.limit_ws_snapshots_per_minute,
+                hash_concurrency: self.hash_concurrency,
+                // Checked by `check`.
+                trusted_proxies: list(&self.trusted_proxies)
+                    .iter()
+                    .filter_map(|c| c.parse().ok())
+                    .collect(),
+            },
             recommend_per_category: self.recommend_per_category,
             recommend_repeat_categories: list(&self.recommend_repeat_categories),
             ws: api::ws::WsConfig {
@@ -367,6 +411,17 @@ impl Settings {
         }
         if !(1..=10_000).contains(&self.max_events_per_request) {
             bail!("invalid configuration: max_events_per_request must be from 1 to 10000");
+        }
+        for c in list(&self.trusted_proxies) {
+            if let Err(e) = c.parse::<api::limits::Cidr>() {
+                bail!("invalid configuration: trusted_proxies: {e}");
+            }
+        }
+        if !(1..=256).contains(&self.hash_concurrency) {
+            bail!("invalid configuration: hash_concurrency must be from 1 to 256");
+        }
+        if self.collector_clock_skew_secs > 3600 {
+            bail!("invalid configuration: collector_clock_skew_secs must be from 0 to 3600");
         }
         if !(1..=10_000).contains(&self.consumer_batch) {
             bail!("invalid configuration: consumer_batch must be from 1 to 10000");

@@ -90,8 +90,10 @@ pub(crate) async fn app_state(
         audience: settings.jwks_audience.clone(),
         groups_claim: settings.jwks_groups_claim.clone(),
     });
+    let secret = settings.jwt_secret()?;
+    let reco_ids = serving::RecoIds::new(&secret);
     let tokens = Tokens::new(
-        &settings.jwt_secret()?,
+        &secret,
         Duration::from_secs(settings.access_token_ttl_secs),
         Duration::from_secs(settings.refresh_token_ttl_secs),
         jwks,
@@ -113,6 +115,7 @@ pub(crate) async fn app_state(
         shop,
         blobs,
         recs,
+        reco_ids,
     };
     Ok((
         AppState::new(services, tokens, metrics, config),

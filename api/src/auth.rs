@@ -19,6 +19,7 @@ use jsonwebtoken::{
 use serde::{Deserialize, Serialize};
 use tokio::sync::RwLock;
 
+use crate::limits::Limits;
 use crate::{AppState, error::ApiError};
 
 const ISSUER: &str = "shopstream";
@@ -34,8 +35,10 @@ fn new_salt() -> Result<SaltString, ApiError> {
         .map_err(|e| ApiError::Internal(format!("salt: {e}")))
 }
 
-/// Hashes a password on a blocking thread (it takes tens of milliseconds).
-pub async fn hash_password(password: String) -> Result<String, ApiError> {
+/// Hashes a password on a blocking thread (it takes tens of milliseconds),
+/// within the bound on concurrent hashes.
+pub async fn hash_password(limits: &Limits, password: String) -> Result<String, ApiError> {
+    let _permit = limits.hashing().await?;
     tokio::task::spawn_blocking(move || {
         let salt = new_salt()?;
         argon2()
@@ -47,11 +50,16 @@ pub async fn hash_password(password: String) -> Result<String, ApiError> {
     .map_err(|e| ApiError::Internal(e.to_string()))?
 }
 
-/// Checks a password against a stored hash, on a blocking thread. With no
-/// hash (unknown user) it hashes anyway, so timing does not reveal whether
-/// an account exists.
-pub async fn verify_password(password: String, hash: Option<String>) -> bool {
-    tokio::task::spawn_blocking(move || match hash {
+/// Checks a password against a stored hash, on a blocking thread, within
+/// the bound on concurrent hashes. With no hash (unknown user) it hashes
+/// anyway, so timing does not reveal whether an account exists.
+pub async fn verify_password(
+    limits: &Limits,
+    password: String,
+    hash: Option<String>,
+) -> Result<bool, ApiError> {
+    let _permit = limits.hashing().await?;
+    Ok(tokio::task::spawn_blocking(move || match hash {
         Some(hash) => PasswordHash::new(&hash)
             .map(|parsed| {
                 argon2()
@@ -67,7 +75,7 @@ pub async fn verify_password(password: String, hash: Option<String>) -> bool {
         }
     })
     .await
-    .unwrap_or(false)
+    .unwrap_or(false))
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]

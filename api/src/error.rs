@@ -44,8 +44,19 @@ pub enum ApiError {
     },
     #[error("{0}")]
     UnsupportedMedia(String),
-    #[error("{0}")]
-    TooManyRequests(String),
+    /// Over a rate limit: answered `429` with `Retry-After`.
+    #[error("{detail}")]
+    TooManyRequests {
+        detail: String,
+        retry_after: std::time::Duration,
+    },
+    /// Over a concurrency bound (password hashing): `503` with
+    /// `Retry-After`.
+    #[error("{detail}")]
+    Busy {
+        detail: String,
+        retry_after: std::time::Duration,
+    },
     /// The request is well-formed but what it asks cannot be done with the
     /// data there is (e.g. training on too little behaviour).
     #[error("{0}")]
@@ -74,7 +85,8 @@ impl ApiError {
             ApiError::OutOfStock(_) => StatusCode::CONFLICT,
             ApiError::Payment { status, .. } => *status,
             ApiError::UnsupportedMedia(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            ApiError::TooManyRequests(_) => StatusCode::TOO_MANY_REQUESTS,
+            ApiError::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
+            ApiError::Busy { .. } => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Unprocessable(_) => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -95,7 +107,8 @@ impl ApiError {
             ApiError::OutOfStock(_) => "out-of-stock",
             ApiError::Payment { .. } => "payment-failed",
             ApiError::UnsupportedMedia(_) => "unsupported-media-type",
-            ApiError::TooManyRequests(_) => "too-many-requests",
+            ApiError::TooManyRequests { .. } => "too-many-requests",
+            ApiError::Busy { .. } => "busy",
             ApiError::Unprocessable(_) => "unprocessable",
             ApiError::Internal(_) => "internal",
         }
@@ -166,6 +179,10 @@ impl IntoResponse for ApiError {
         let detail = match &self {
             // Internal details stay in the log.
             ApiError::Internal(_) => "an internal error occurred; it has been logged".to_owned(),
+            ApiError::Unavailable(_) => {
+                "a service this request needs is unavailable; try again later (the cause is logged)"
+                    .to_owned()
+            }
             ApiError::Validation(_) => "the request has invalid fields; see errors".to_owned(),
             other => other.to_string(),
         };
@@ -195,6 +212,14 @@ impl IntoResponse for ApiError {
             header::CONTENT_TYPE,
             HeaderValue::from_static("application/problem+json"),
         );
+        if let ApiError::TooManyRequests { retry_after, .. } | ApiError::Busy { retry_after, .. } =
+            &self
+        {
+            let secs = retry_after.as_secs() + u64::from(retry_after.subsec_nanos() > 0);
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(secs.max(1)));
+        }
         if status == StatusCode::UNAUTHORIZED {
             response
                 .headers_mut()

@@ -21,6 +21,7 @@ pub mod auth;
 pub mod bootstrap;
 mod error;
 mod extract;
+pub mod limits;
 mod metrics;
 mod openapi;
 mod routes;
@@ -52,12 +53,17 @@ pub struct ApiConfig {
     pub request_timeout: Duration,
     /// The most events one `POST /api/events` takes.
     pub max_events_per_request: usize,
+    /// How far a browser's or customer's `occurred_at` may be from the
+    /// server's clock; further is clamped to it.
+    pub clock_skew: Duration,
     /// The stream whose shard leases `GET /api/admin/leases` shows.
     pub lease_stream: String,
     /// The websocket hub's limits.
     pub ws: ws::WsConfig,
     /// The largest product image accepted.
     pub image_max_bytes: usize,
+    /// Rate limits and the bound on password hashing.
+    pub limits: limits::LimitsConfig,
     /// At most this many recommended items per category in one response.
     pub recommend_per_category: usize,
     /// Categories whose bought items may be recommended again (groceries).
@@ -112,7 +118,10 @@ pub async fn serve(
     state: AppState,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router(state))
-        .with_graceful_shutdown(shutdown)
-        .await
+    axum::serve(
+        listener,
+        router(state).into_make_service_with_connect_info::<std::net::SocketAddr>(),
+    )
+    .with_graceful_shutdown(shutdown)
+    .await
 }

@@ -36,6 +36,10 @@ pub struct AppState {
     pub blobs: Arc<dyn storage::blobs::Blobs>,
     /// The recommender being served.
     pub recs: Arc<serving::Recs>,
+    /// Issues and verifies recommendation ids.
+    pub reco_ids: serving::RecoIds,
+    /// Rate limits and the bound on password hashing.
+    pub limits: Arc<crate::limits::Limits>,
 }
 
 /// The services the API runs on.
@@ -47,6 +51,7 @@ pub struct Services {
     pub shop: commerce::Shop,
     pub blobs: Arc<dyn storage::blobs::Blobs>,
     pub recs: Arc<serving::Recs>,
+    pub reco_ids: serving::RecoIds,
 }
 
 impl AppState {
@@ -63,6 +68,7 @@ impl AppState {
             shop,
             blobs,
             recs,
+            reco_ids,
         } = services;
         Self {
             shop,
@@ -75,15 +81,30 @@ impl AppState {
             bus,
             tokens: Arc::new(tokens),
             metrics,
+            limits: Arc::new(crate::limits::Limits::new(config.limits.clone())),
             config: Arc::new(config),
             hub: Arc::default(),
             blobs,
             recs,
+            reco_ids,
         }
     }
 }
 
 impl AppState {
+    /// `id` if this service issued it to `subject` (a store key,
+    /// `user:…`/`session:…`) and it is still fresh; else `None`, counted.
+    pub fn verified_reco_id(&self, id: Option<String>, subject: Option<&str>) -> Option<String> {
+        let id = id?;
+        let now = domain::clock::now_ms() / 1000;
+        if self.reco_ids.verify(&id, subject, now) {
+            Some(id)
+        } else {
+            metrics::counter!("shopstream_recommendation_ids_refused_total").increment(1);
+            None
+        }
+    }
+
     /// Whether the store answers (`/readyz`).
     pub async fn ready(&self) -> Result<(), storage::StoreError> {
         self.store.ping().await

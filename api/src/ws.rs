@@ -1,13 +1,15 @@
 //! The websocket hub: `GET /ws`.
 //!
 //! # Protocol
-//! The client may authenticate with `?token=` or with a first message
-//! `{"op":"auth","token":"…"}`; anonymous clients may use public topics.
+//! The client authenticates with a first message `{"op":"auth","token":"…"}`
+//! (never in the URL, where proxies and logs would keep it; `?token=` is
+//! refused); anonymous clients may use public topics.
 //! Then it sends `{"op":"subscribe","topic":"…"}` and
 //! `{"op":"unsubscribe","topic":"…"}`. Topics:
 //! - `stock` (every product) and `stock:{product_id}`: public;
 //! - `analytics`: admin;
-//! - `alerts`: a supplier's own products (an admin: every supplier);
+//! - `alerts`: the supplier role, its own products (an admin: every
+//!   supplier), as in REST;
 //! - `orders`: a customer's own orders (an admin: every order).
 //!
 //! Each subscription starts with `{"type":"snapshot","topic","seq":0,"data"}`
@@ -20,8 +22,12 @@
 //! - A bounded queue per connection: a client too slow to take its messages
 //!   is closed with code 1013 ("try again later") and a reason, and nobody
 //!   else waits for it.
-//! - At most `ws_max_connections_per_user` connections per user, and
-//!   `ws_max_subscriptions` subscriptions per connection.
+//! - At most `ws_max_connections_per_user` connections per user,
+//!   `limit_ws_anonymous_per_address` anonymous ones per client address
+//!   (`429` over it), `ws_max_subscriptions` subscriptions per connection,
+//!   and `limit_ws_snapshots_per_minute` subscriptions (each answered with a
+//!   snapshot read) per connection per minute (over it: an error message
+//!   with `retry_after` seconds).
 //! - A browser `Origin` other than the server's own host (or a configured
 //!   one) is refused with 403.
 //! - The server pings every `ws_ping_interval`; a client silent for three
@@ -52,7 +58,12 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 use tokio::sync::{broadcast::error::RecvError, mpsc, oneshot};
 
-use crate::{AppState, auth::Caller, error::ApiError};
+use crate::{
+    AppState,
+    auth::Caller,
+    error::ApiError,
+    limits::{ClientIp, Limits, WsSlot},
+};
 
 /// Limits of the hub.
 #[derive(Clone, Debug)]
@@ -141,6 +152,7 @@ fn origin_allowed(headers: &HeaderMap, allowed: &[String]) -> bool {
 /// Opens a websocket (see the module docs for the protocol).
 pub async fn upgrade(
     State(state): State<AppState>,
+    ClientIp(ip): ClientIp,
     headers: HeaderMap,
     RawQuery(q): RawQuery,
     ws: WebSocketUpgrade,
@@ -150,34 +162,24 @@ pub async fn upgrade(
         metrics::counter!("shopstream_ws_refused_total", "why" => "origin").increment(1);
         return Err(ApiError::Forbidden("same-origin"));
     }
-    let token = serde_urlencoded::from_str::<Vec<(String, String)>>(q.as_deref().unwrap_or(""))
+    let in_url = serde_urlencoded::from_str::<Vec<(String, String)>>(q.as_deref().unwrap_or(""))
         .unwrap_or_default()
         .into_iter()
-        .find(|(k, _)| k == "token")
-        .map(|(_, v)| v);
-    let caller = match token {
-        Some(t) => Some(state.tokens.verify_access(&t).await?),
-        None => None,
-    };
-    let slot = match &caller {
-        Some(c) => Some(
-            state
-                .hub
-                .admit(&c.subject, config.max_connections_per_user)
-                .ok_or_else(|| {
-                    metrics::counter!("shopstream_ws_refused_total", "why" => "connections")
-                        .increment(1);
-                    ApiError::TooManyRequests(format!(
-                        "at most {} websocket connections per user",
-                        config.max_connections_per_user
-                    ))
-                })?,
-        ),
-        None => None,
-    };
+        .any(|(k, _)| k == "token");
+    if in_url {
+        return Err(ApiError::field(
+            "token",
+            "is not taken in the URL: send {\"op\":\"auth\",\"token\":\"…\"} as the first message",
+        ));
+    }
+    // Every connection starts anonymous, and counts against its address
+    // until it authenticates.
+    let anonymous = state.limits.ws_open(ip).inspect_err(|_| {
+        metrics::counter!("shopstream_ws_refused_total", "why" => "address").increment(1);
+    })?;
     Ok(ws
         .max_message_size(16 * 1024)
-        .on_upgrade(move |socket| Connection::new(state, caller, slot).run(socket)))
+        .on_upgrade(move |socket| Connection::new(state, anonymous).run(socket)))
 }
 
 #[derive(Debug, Deserialize)]
@@ -233,6 +235,11 @@ struct Connection {
     state: AppState,
     caller: Option<Caller>,
     _slot: Option<Slot>,
+    /// The anonymous connection's place in its address's count, until it
+    /// authenticates.
+    anonymous: Option<WsSlot>,
+    /// How many subscriptions (snapshot reads) it may still make.
+    snapshots: Option<governor::DefaultDirectRateLimiter>,
     subs: BTreeMap<Topic, u64>,
     /// The newest stock version this client has been sent, per product: a
     /// change published after a snapshot that already showed it is dropped.
@@ -245,11 +252,14 @@ enum Outcome {
 }
 
 impl Connection {
-    fn new(state: AppState, caller: Option<Caller>, slot: Option<Slot>) -> Self {
+    fn new(state: AppState, anonymous: WsSlot) -> Self {
+        let snapshots = state.limits.snapshots();
         Self {
             state,
-            caller,
-            _slot: slot,
+            caller: None,
+            _slot: None,
+            anonymous: Some(anonymous),
+            snapshots,
             subs: BTreeMap::new(),
             seen: HashMap::new(),
         }
@@ -350,11 +360,11 @@ impl Connection {
                 if self
                     .caller
                     .as_ref()
-                    .is_some_and(|c| c.supplier_id.is_some()) =>
+                    .is_some_and(|c| c.role == Role::Supplier && c.supplier_id.is_some()) =>
             {
                 Ok(())
             }
-            Topic::Alerts => Err("the alerts topic needs a supplier or the admin role"),
+            Topic::Alerts => Err("the alerts topic needs the supplier or the admin role"),
             Topic::Orders if self.caller.is_some() => Ok(()),
             Topic::Orders => Err("the orders topic needs a logged-in user"),
         }
@@ -385,6 +395,7 @@ impl Connection {
                         match self.state.hub.admit(&c.subject, max) {
                             Some(slot) => {
                                 self._slot = Some(slot);
+                                self.anonymous = None;
                                 let role = c.role.as_str();
                                 self.caller = Some(c);
                                 send(out, json!({"type": "authenticated", "role": role}))
@@ -423,6 +434,16 @@ impl Connection {
                     return send(
                         out,
                         json!({"type": "error", "topic": name, "message": format!("at most {max} subscriptions per connection")}),
+                    );
+                }
+                if let Err(ApiError::TooManyRequests { retry_after, .. }) =
+                    Limits::snapshot(self.snapshots.as_ref())
+                {
+                    let secs = retry_after.as_secs().max(1);
+                    return send(
+                        out,
+                        json!({"type": "error", "topic": name, "retry_after": secs,
+                            "message": format!("too many subscriptions; try again in {secs} s")}),
                     );
                 }
                 let data = match self.snapshot(&topic).await {

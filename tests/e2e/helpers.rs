@@ -101,6 +101,12 @@ impl Env {
                 ("SHOPSTREAM_SEED_DEMO_CATALOGUE".into(), "false".into()),
                 ("SHOPSTREAM_ADMIN_EMAIL".into(), ADMIN_EMAIL.into()),
                 ("SHOPSTREAM_ADMIN_PASSWORD".into(), ADMIN_PASSWORD.into()),
+                // The tests play many customers from one loopback address;
+                // tests/e2e/limits.rs sets the sign-in limits it tests.
+                (
+                    "SHOPSTREAM_LIMIT_AUTH_PER_ADDRESS_PER_MINUTE".into(),
+                    "100000".into(),
+                ),
             ],
         }
     }

@@ -21,13 +21,20 @@ use crate::{
 
 type Ws = WebSocketStream<MaybeTlsStream<tokio::net::TcpStream>>;
 
+/// A connection, signed in with `token` by its first message (the token is
+/// never in the URL).
 async fn connect(app: &App, token: Option<&str>) -> Ws {
     let base = app.base.replace("http://", "ws://");
-    let url = match token {
-        Some(t) => format!("{base}/ws?token={t}"),
-        None => format!("{base}/ws"),
-    };
-    connect_async(url).await.expect("websocket handshake").0
+    let mut ws = connect_async(format!("{base}/ws"))
+        .await
+        .expect("websocket handshake")
+        .0;
+    if let Some(t) = token {
+        send(&mut ws, json!({"op": "auth", "token": t})).await;
+        let m = next(&mut ws).await;
+        assert_eq!(m["type"], "authenticated", "{m}");
+    }
+    ws
 }
 
 async fn send(ws: &mut Ws, v: Value) {
@@ -265,19 +272,26 @@ async fn rules_and_limits(backend: Backend) {
     assert_eq!(next(&mut ws).await["type"], "unsubscribed");
     send(&mut ws, json!({"op": "ping"})).await;
     assert_eq!(next(&mut ws).await["type"], "pong");
-    // One connection per user here: a second one is refused.
+    // One connection per user here: a second one is closed when it signs in.
+    let mut second = connect(&app, None).await;
+    send(&mut second, json!({"op": "auth", "token": admin})).await;
+    match tokio::time::timeout(Duration::from_secs(20), second.next()).await {
+        Ok(Some(Ok(Message::Close(Some(f))))) => {
+            assert_eq!(u16::from(f.code), 1008);
+            assert!(f.reason.contains("at most 1"), "{}", f.reason);
+        }
+        other => panic!("second connection not closed: {other:?}"),
+    }
+    // A bad token is an error message; the connection stays anonymous.
+    let mut bad = connect(&app, None).await;
+    send(&mut bad, json!({"op": "auth", "token": "garbage"})).await;
+    assert_eq!(next(&mut bad).await["type"], "error");
+    // The token is never taken in the URL.
     let err = connect_async(format!("{base}/ws?token={admin}"))
         .await
-        .expect_err("second connection accepted");
+        .expect_err("a token in the URL was accepted");
     match err {
-        tokio_tungstenite::tungstenite::Error::Http(r) => assert_eq!(r.status(), 429),
-        e => panic!("{e}"),
-    }
-    let err = connect_async(format!("{base}/ws?token=garbage"))
-        .await
-        .expect_err("bad token accepted");
-    match err {
-        tokio_tungstenite::tungstenite::Error::Http(r) => assert_eq!(r.status(), 401),
+        tokio_tungstenite::tungstenite::Error::Http(r) => assert_eq!(r.status(), 422),
         e => panic!("{e}"),
     }
     app.stop().await;

@@ -15,6 +15,7 @@ use crate::{
     auth::{TokenPair, hash_password, verify_password},
     error::{ApiError, ApiResult},
     extract::JsonBody,
+    limits::ClientIp,
     routes::me::UserView,
 };
 
@@ -87,7 +88,7 @@ pub async fn create_user(
         name,
         role,
         supplier_id,
-        password_hash: hash_password(password).await?,
+        password_hash: hash_password(&state.limits, password).await?,
         shipping_address: None,
         preferences: Default::default(),
         created_at: now,
@@ -128,9 +129,11 @@ async fn issue(state: &AppState, user: &User) -> ApiResult<TokenPair> {
     ))]
 pub async fn register(
     State(state): State<AppState>,
+    ClientIp(ip): ClientIp,
     headers: axum::http::HeaderMap,
     JsonBody(body): JsonBody,
 ) -> ApiResult<(StatusCode, Json<Registered>)> {
+    state.limits.auth_address(ip)?;
     let mut r = FieldReader::new(&body).map_err(ApiError::Validation)?;
     let email = r.string("email", true, Len { min: 1, max: 254 });
     let password = match r.raw("password") {
@@ -181,9 +184,11 @@ pub async fn register(
     ))]
 pub async fn login(
     State(state): State<AppState>,
+    ClientIp(ip): ClientIp,
     headers: axum::http::HeaderMap,
     JsonBody(body): JsonBody,
 ) -> ApiResult<Json<TokenPair>> {
+    state.limits.auth_address(ip)?;
     let mut r = FieldReader::new(&body).map_err(ApiError::Validation)?;
     let email = r.string("email", true, Len { min: 1, max: 254 });
     let password = r.string("password", true, PASSWORD_LEN);
@@ -194,11 +199,17 @@ pub async fn login(
     if !r.errors.is_empty() {
         return Err(ApiError::Validation(r.errors));
     }
+    state.limits.auth_account(&email)?;
     let user = match Email::parse(&email) {
         Ok(e) => state.users.find_by_email(&e).await?,
         Err(_) => None,
     };
-    let ok = verify_password(password, user.as_ref().map(|u| u.password_hash.clone())).await;
+    let ok = verify_password(
+        &state.limits,
+        password,
+        user.as_ref().map(|u| u.password_hash.clone()),
+    )
+    .await?;
     match user {
         Some(user) if ok => {
             merge_session(&state, &headers, &user).await;
@@ -241,8 +252,10 @@ async fn merge_session(state: &AppState, headers: &axum::http::HeaderMap, user: 
     ))]
 pub async fn refresh(
     State(state): State<AppState>,
+    ClientIp(ip): ClientIp,
     JsonBody(body): JsonBody,
 ) -> ApiResult<Json<TokenPair>> {
+    state.limits.auth_address(ip)?;
     let mut r = FieldReader::new(&body).map_err(ApiError::Validation)?;
     let token = r.string("refresh_token", true, Len { min: 1, max: 4096 });
     r.deny_unknown();
@@ -250,6 +263,7 @@ pub async fn refresh(
         return Err(ApiError::Validation(r.errors));
     };
     let (user_id, jti) = state.tokens.verify_refresh(&token)?;
+    state.limits.auth_account(&user_id.to_string())?;
     if !state
         .users
         .consume_refresh(user_id, &jti, domain::now())

@@ -190,6 +190,8 @@ pub async fn add_item(
         recommendation_id,
     };
     let owner = owner(&caller, &headers, true)?.expect("issued");
+    // Only ids this service issued to this customer count for attribution.
+    let recommendation_id = state.verified_reco_id(body.recommendation_id, Some(&owner.key));
     let id: ProductId = body.product_id.parse().map_err(|_| {
         ApiError::field(
             "product_id",
@@ -202,7 +204,7 @@ pub async fn add_item(
             actor: owner.actor.clone(),
             product_id: id,
             quantity: body.quantity,
-            recommendation_id: body.recommendation_id,
+            recommendation_id,
         },
     );
     let view = state

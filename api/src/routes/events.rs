@@ -17,6 +17,7 @@ use crate::{
     auth::{Caller, MaybeCaller},
     error::{ApiError, ApiResult},
     extract::JsonBody,
+    limits::ClientIp,
 };
 
 pub fn router() -> Router<AppState> {
@@ -81,9 +82,78 @@ fn allowed(
     }
 }
 
+/// What the server does to a browser's or customer's events before they go
+/// on the stream: it names the `source` itself, clamps `occurred_at` to its
+/// own clock (within `clock_skew`), drops a `recommendation_id` it did not
+/// issue to that subject (attribution ignores it), and refuses behaviour
+/// about a product that is not in the catalogue.
+async fn untrust(
+    state: &AppState,
+    caller: Option<&Caller>,
+    events: Vec<(usize, Event)>,
+) -> ApiResult<Vec<Result<Event, EventError>>> {
+    let now = domain::now();
+    let skew = time::Duration::try_from(state.config.clock_skew).unwrap_or(time::Duration::ZERO);
+    let source = match caller {
+        Some(_) => "http:customer",
+        None => "http:anonymous",
+    };
+    let mut known: std::collections::HashMap<domain::ProductId, bool> = Default::default();
+    let mut out = Vec::with_capacity(events.len());
+    for (index, mut e) in events {
+        e.source = source.to_owned();
+        e.occurred_at = e.occurred_at.clamp(now - skew, now + skew);
+        let subject = e
+            .payload
+            .actor()
+            .and_then(domain::Actor::subject)
+            .map(|s| s.key());
+        let (product_id, recommendation_id) = match &mut e.payload {
+            EventPayload::BrowseViewed {
+                product_id,
+                recommendation_id,
+                ..
+            }
+            | EventPayload::BasketAdded {
+                product_id,
+                recommendation_id,
+                ..
+            } => (*product_id, recommendation_id),
+            _ => {
+                out.push(Ok(e));
+                continue;
+            }
+        };
+        *recommendation_id = state.verified_reco_id(recommendation_id.take(), subject.as_deref());
+        let exists = match known.get(&product_id) {
+            Some(k) => *k,
+            None => {
+                let k = state.products.get(product_id).await?.is_some();
+                known.insert(product_id, k);
+                k
+            }
+        };
+        out.push(if exists {
+            Ok(e)
+        } else {
+            Err(EventError {
+                index,
+                reason: "unknown_product".into(),
+                detail: format!("no product {product_id} in the catalogue"),
+                field: Some("data.product_id".into()),
+            })
+        });
+    }
+    Ok(out)
+}
+
 /// Accepts a JSON array of events. `id`, `occurred_at` and `source` may be
-/// left out: the collector fills them in. Answers `202` once every valid event
-/// is durably appended; invalid ones are listed by index and reason.
+/// left out: the collector fills them in. From a customer or an anonymous
+/// session, the server sets `source` itself, clamps `occurred_at` to its
+/// clock (within `collector_clock_skew_secs`), drops a `recommendation_id`
+/// it did not issue to that subject, and refuses behaviour about a product
+/// not in the catalogue (`unknown_product`). Answers `202` once every valid
+/// event is durably appended; invalid ones are listed by index and reason.
 #[utoipa::path(post, path = "/api/events", tag = "events",
     request_body(content = Vec<Object>, description = "event envelopes; see docs/events.md"),
     params(("x-session-id" = Option<String>, Header, description = "an anonymous session's id")),
@@ -95,9 +165,14 @@ fn allowed(
 pub async fn collect(
     State(state): State<AppState>,
     MaybeCaller(caller): MaybeCaller,
+    ClientIp(ip): ClientIp,
     headers: HeaderMap,
     JsonBody(body): JsonBody,
 ) -> ApiResult<(StatusCode, Json<Collected>)> {
+    let session = headers.get(SESSION_HEADER).and_then(|v| v.to_str().ok());
+    if caller.is_none() {
+        state.limits.collector(ip, session)?;
+    }
     let Value::Array(items) = body else {
         return Err(ApiError::field(
             "",
@@ -111,11 +186,14 @@ pub async fn collect(
             format!("send 1 to {max} events per request"),
         ));
     }
-    let session = headers.get(SESSION_HEADER).and_then(|v| v.to_str().ok());
     let source = caller
         .as_ref()
         .map_or_else(|| "http".to_owned(), |c| format!("http:{}", c.role));
+    let trusted = caller
+        .as_ref()
+        .is_some_and(|c| matches!(c.role, Role::Admin | Role::Service));
     let mut events = Vec::with_capacity(items.len());
+    let mut untrusted = Vec::new();
     let mut rejected = Vec::new();
     for (index, mut item) in items.into_iter().enumerate() {
         if let Value::Object(o) = &mut item {
@@ -139,8 +217,9 @@ pub async fn collect(
                 detail: r.detail,
                 field: r.field,
             }),
+            Ok(e) if trusted => events.push(e),
             Ok(e) => match allowed(caller.as_ref(), session, &e.payload) {
-                Ok(()) => events.push(e),
+                Ok(()) => untrusted.push((index, e)),
                 Err(detail) => rejected.push(EventError {
                     index,
                     reason: "forbidden".into(),
@@ -150,6 +229,13 @@ pub async fn collect(
             },
         }
     }
+    for e in untrust(&state, caller.as_ref(), untrusted).await? {
+        match e {
+            Ok(e) => events.push(e),
+            Err(refused) => rejected.push(refused),
+        }
+    }
+    rejected.sort_by_key(|r| r.index);
     if events.is_empty() {
         let mut errors = domain::ValidationErrors::default();
         for r in &rejected {

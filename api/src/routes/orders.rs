@@ -157,9 +157,11 @@ pub async fn checkout(
     let Some(card_number) = card_number.filter(|_| r.errors.is_empty()) else {
         return Err(ApiError::Validation(r.errors));
     };
+    // Only ids this service issued to this customer count for attribution.
+    let subject = format!("user:{}", caller.subject);
     let body = CheckoutRequest {
         card_number,
-        recommendation_id,
+        recommendation_id: state.verified_reco_id(recommendation_id, Some(&subject)),
     };
     let key = headers
         .get(IDEMPOTENCY_KEY)

@@ -99,6 +99,7 @@ impl RecommendedItem {
 fn answer(
     state: &AppState,
     endpoint: &'static str,
+    subject: Option<&str>,
     model: Option<&Trained>,
     fallback: Option<&'static str>,
     served: Vec<Served>,
@@ -106,14 +107,18 @@ fn answer(
     let version = model
         .map_or("popularity", |t| t.version.as_str())
         .to_owned();
-    let id = format!("{version}~{}", uuid::Uuid::now_v7());
+    let now = domain::clock::now_ms() / 1000;
+    let id = state.reco_ids.issue(&version, subject, None, now);
     let mut per_source: BTreeMap<&'static str, i64> = BTreeMap::new();
     let items: Vec<RecommendedItem> = served
         .into_iter()
         .map(|s| {
             *per_source.entry(s.source).or_default() += 1;
             let mut item = RecommendedItem::from(s);
-            item.recommendation_id = format!("{id}~{}", item.source);
+            item.recommendation_id =
+                state
+                    .reco_ids
+                    .issue(&version, subject, Some(&item.source), now);
             item
         })
         .collect();
@@ -183,7 +188,8 @@ pub async fn recommendations(
             return Err(ApiError::field("category", format!("no category {k}")));
         }
     }
-    let (profile, basket) = match owner(&caller, &headers, false)? {
+    let owner = owner(&caller, &headers, false)?;
+    let (profile, basket) = match &owner {
         Some(o) => (
             state.tables.profile(&o.key).await?,
             state.shop.basket(&o.key).await?.lines,
@@ -204,7 +210,15 @@ pub async fn recommendations(
         category,
         per_category: state.config.recommend_per_category,
     };
-    let answer = recommend(&state, "personal", &history, context.as_ref(), rules, limit);
+    let subject = owner.as_ref().map(|o| o.key.as_str());
+    let answer = recommend(
+        &state,
+        ("personal", subject),
+        &history,
+        context.as_ref(),
+        rules,
+        limit,
+    );
     Ok(Json(answer.await?))
 }
 
@@ -212,7 +226,7 @@ pub async fn recommendations(
 /// category: the answer of the personal endpoints.
 async fn recommend(
     state: &AppState,
-    endpoint: &'static str,
+    (endpoint, subject): (&'static str, Option<&str>),
     history: &[String],
     context: Option<&domain::Product>,
     rules: Rules,
@@ -222,7 +236,7 @@ async fn recommend(
     let (catalogue, trained) = (state.recs.catalogue(), model.as_deref());
     let served = rules::recommend(catalogue, trained, history, context, rules, limit).await?;
     let fallback = model.is_none().then_some("popularity");
-    Ok(answer(state, endpoint, trained, fallback, served))
+    Ok(answer(state, endpoint, subject, trained, fallback, served))
 }
 
 /// A request about one product (`/api/products/{id}/…`): its `limit`, the
@@ -258,6 +272,8 @@ async fn about_product(
     responses((status = 200, body = Recommendations), (status = 404, body = crate::Problem), (status = 422, body = crate::Problem)))]
 pub async fn similar(
     State(state): State<AppState>,
+    caller: MaybeCaller,
+    headers: HeaderMap,
     Path(id): Path<String>,
     RawQuery(q): RawQuery,
 ) -> ApiResult<Json<Recommendations>> {
@@ -273,9 +289,11 @@ pub async fn similar(
     .await?;
     // Without a model, every item comes from the product's category.
     let fallback = model.is_none().then_some("category");
+    let owner = owner(&caller, &headers, false).ok().flatten();
     Ok(Json(answer(
         &state,
         "similar",
+        owner.as_ref().map(|o| o.key.as_str()),
         model.as_deref(),
         fallback,
         served,
@@ -290,6 +308,8 @@ pub async fn similar(
     responses((status = 200, body = Recommendations), (status = 404, body = crate::Problem), (status = 422, body = crate::Problem)))]
 pub async fn bought_together(
     State(state): State<AppState>,
+    caller: MaybeCaller,
+    headers: HeaderMap,
     Path(id): Path<String>,
     RawQuery(q): RawQuery,
 ) -> ApiResult<Json<Recommendations>> {
@@ -298,9 +318,11 @@ pub async fn bought_together(
     let served =
         rules::bought_together(state.recs.catalogue(), model.as_deref(), &id, &rules, limit)
             .await?;
+    let owner = owner(&caller, &headers, false).ok().flatten();
     Ok(Json(answer(
         &state,
         "bought-together",
+        owner.as_ref().map(|o| o.key.as_str()),
         model.as_deref(),
         None,
         served,
@@ -321,7 +343,8 @@ pub async fn basket_suggestions(
     let mut p = Params::parse(q.as_deref())?;
     let limit = p.limit();
     p.finish()?;
-    let basket: Vec<String> = match owner(&caller, &headers, false)? {
+    let owner = owner(&caller, &headers, false)?;
+    let basket: Vec<String> = match &owner {
         Some(o) => state
             .shop
             .basket(&o.key)
@@ -338,7 +361,15 @@ pub async fn basket_suggestions(
         per_category: state.config.recommend_per_category,
     };
     Ok(Json(
-        recommend(&state, "basket", &basket, None, rules, limit).await?,
+        recommend(
+            &state,
+            ("basket", owner.as_ref().map(|o| o.key.as_str())),
+            &basket,
+            None,
+            rules,
+            limit,
+        )
+        .await?,
     ))
 }
 

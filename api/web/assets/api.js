@@ -222,13 +222,14 @@ export class Live {
 
   connect() {
     const proto = location.protocol === "https:" ? "wss:" : "ws:";
-    const token = auth.token();
-    const url = `${proto}//${location.host}/ws${token ? `?token=${encodeURIComponent(token)}` : ""}`;
-    const ws = new WebSocket(url);
+    // The token goes in the first message, never in the URL.
+    const ws = new WebSocket(`${proto}//${location.host}/ws`);
     this.ws = ws;
     ws.onopen = () => {
       this.backoff = 500;
       this.onState("live");
+      const token = auth.token();
+      if (token) this.send({ op: "auth", token });
       for (const t of this.handlers.keys()) this.send({ op: "subscribe", topic: t });
     };
     ws.onmessage = (m) => this.message(JSON.parse(m.data));
