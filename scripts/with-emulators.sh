@@ -41,6 +41,17 @@ if [ ! -x "$TANSU_ROOT/bin/tansu" ]; then
   mv "$TANSU_ROOT.partial" "$TANSU_ROOT"
 fi
 
+# libfaketime, for the test of an instance whose clock is ahead (Debian's
+# package; the tests preload it into the binary).
+if ! ls /usr/lib/*/faketime/libfaketimeMT.so.1 /usr/lib/faketime/libfaketimeMT.so.1 >/dev/null 2>&1; then
+  echo "test.sh: installing Debian's faketime"
+  if [ "$(id -u)" = 0 ]; then
+    (apt-get install -y -qq faketime >/dev/null 2>&1 || { apt-get update -qq && apt-get install -y -qq faketime; }) >/dev/null
+  else
+    sudo apt-get install -y -qq faketime >/dev/null
+  fi
+fi
+
 free_port() {
   python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
 }

@@ -1,11 +1,22 @@
 //! Shard leases in the store, KCL-style: one item per shard with its owner, a
-//! counter that grows whenever the lease changes hands, the checkpoint, the
-//! parent shards and whether the shard is finished. Every change is
+//! counter that grows whenever the lease is taken or renewed, the checkpoint,
+//! the parent shards and whether the shard is finished. Every change is
 //! conditional on the counter, so two workers never both believe they hold a
 //! lease; the pipeline's commit is conditional on it too, which fences a
 //! worker that lost its lease mid-batch.
+//!
+//! **Expiry never compares clocks across hosts.** As the KCL does, a worker
+//! deems another's lease lapsed when it has seen the lease's counter stay
+//! the same for the failover time on its *own* monotonic clock; renewals bump
+//! the counter. (`expires_at` is still written, by the holder's clock, for
+//! people reading the lease table; no decision uses it.) So an instance
+//! whose wall clock is off takes no lease that is being renewed.
 
-use std::{sync::Arc, time::Duration};
+use std::{
+    collections::HashMap,
+    sync::{Arc, Mutex},
+    time::{Duration, Instant},
+};
 
 use processors::Checkpoint;
 use serde::{Deserialize, Serialize};
@@ -18,7 +29,8 @@ pub struct Lease {
     pub owner: Option<String>,
     #[serde(default)]
     pub counter: u64,
-    /// Milliseconds since the Unix epoch when the owner's hold lapses.
+    /// Milliseconds since the Unix epoch when the owner's hold lapses, by the
+    /// owner's clock: for display only (see the module docs).
     #[serde(default)]
     pub expires_at: i64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -59,7 +71,13 @@ pub struct Leases {
     store: Arc<dyn Store>,
     owner: String,
     failover: Duration,
+    /// Each other worker's lease as last seen: its counter, and since when
+    /// (on this worker's monotonic clock) the counter has stayed so.
+    seen: Arc<Mutex<Sightings>>,
 }
+
+/// (stream, shard) → (counter, seen unchanged since).
+type Sightings = HashMap<(String, String), (u64, Instant)>;
 
 impl Leases {
     pub fn new(store: Arc<dyn Store>, owner: impl Into<String>, failover: Duration) -> Self {
@@ -67,6 +85,26 @@ impl Leases {
             store,
             owner: owner.into(),
             failover,
+            seen: Arc::default(),
+        }
+    }
+
+    /// Whether this worker may take `lease` now: nobody holds it, or its
+    /// holder has not renewed it (its counter stood still) for the failover
+    /// time as this worker's own clock measures it. Call it with every fresh
+    /// read of the lease.
+    pub fn lapsed(&self, stream: &str, shard: &str, lease: &Lease) -> bool {
+        if lease.owner.is_none() {
+            return true;
+        }
+        let mut seen = self.seen.lock().unwrap_or_else(|e| e.into_inner());
+        let key = (stream.to_owned(), shard.to_owned());
+        match seen.get(&key) {
+            Some((counter, since)) if *counter == lease.counter => since.elapsed() >= self.failover,
+            _ => {
+                seen.insert(key, (lease.counter, Instant::now()));
+                false
+            }
         }
     }
 
@@ -136,11 +174,6 @@ impl Leases {
         }
     }
 
-    /// Whether nobody holds the lease now (never held, released, or lapsed).
-    pub fn is_free(lease: &Lease, now: i64) -> bool {
-        lease.owner.is_none() || lease.expires_at < now
-    }
-
     /// Takes the lease if `seen` is still its state. `None` if someone else
     /// changed it first.
     pub async fn take(
@@ -184,7 +217,9 @@ impl Leases {
         ])
     }
 
-    /// Extends the hold. False if the lease was taken from us.
+    /// Extends the hold: bumps the counter, which is what other workers
+    /// watch (so `held` fences later commits with the new counter). False if
+    /// the lease was taken from us.
     pub async fn renew(&self, held: &mut Held) -> Result<bool, StoreError> {
         let expires_at = now_ms() + self.failover.as_millis() as i64;
         let r = self
@@ -192,7 +227,10 @@ impl Leases {
             .update(
                 Table::Leases,
                 &Self::key(&held.stream, &held.shard),
-                vec![Update::set("expires_at", expires_at)],
+                vec![
+                    Update::add("counter", 1),
+                    Update::set("expires_at", expires_at),
+                ],
                 Some(Self::mine(held)),
             )
             .await;
@@ -218,6 +256,24 @@ impl Leases {
                     Update::Set("expires_at".into(), Value::N("0".into())),
                 ],
                 Some(Self::mine(held)),
+            )
+            .await;
+        match r {
+            Ok(_) | Err(StoreError::ConditionFailed) => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Marks a shard that no longer exists as finished, whoever holds its
+    /// lease: there is nothing left in it to read.
+    pub async fn finish_gone(&self, stream: &str, shard: &str) -> Result<(), StoreError> {
+        let r = self
+            .store
+            .update(
+                Table::Leases,
+                &Self::key(stream, shard),
+                vec![Update::Set("finished".into(), Value::Bool(true))],
+                Some(Cond::Exists),
             )
             .await;
         match r {

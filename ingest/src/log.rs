@@ -20,7 +20,7 @@ use tokio::sync::{Mutex, Notify, watch};
 
 use crate::{
     EventSink, PublishError,
-    lease::{Held, Leases, now_ms},
+    lease::{Held, Leases},
 };
 
 /// The number of partitions a new log has.
@@ -357,7 +357,7 @@ impl LogConsumer {
             return Ok(None);
         };
         let mine = lease.owner.as_deref() == Some(self.leases.owner());
-        if mine || Leases::is_free(&lease, now_ms()) {
+        if mine || self.leases.lapsed(STREAM, shard, &lease) {
             self.leases.take(STREAM, shard, &lease).await
         } else {
             Ok(None)

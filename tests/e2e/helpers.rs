@@ -89,6 +89,23 @@ pub struct Env {
     pub dir: tempfile::TempDir,
     pub prefix: String,
     pub extra: Vec<(String, String)>,
+    /// A program the binary runs under (none so far).
+    pub wrapper: Vec<String>,
+}
+
+/// Debian's libfaketime (package `faketime`, which ./scripts/test.sh
+/// installs), multithreaded flavour.
+fn libfaketime() -> String {
+    let arch = std::env::consts::ARCH;
+    [
+        format!("/usr/lib/{arch}-linux-gnu/faketime/libfaketimeMT.so.1"),
+        "/usr/lib/faketime/libfaketimeMT.so.1".to_owned(),
+    ]
+    .into_iter()
+    .find(|p| std::path::Path::new(p).exists())
+    .unwrap_or_else(|| {
+        panic!("libfaketime is not installed: run the tests with ./scripts/test.sh, or apt-get install faketime")
+    })
 }
 
 impl Env {
@@ -108,7 +125,28 @@ impl Env {
                     "100000".into(),
                 ),
             ],
+            wrapper: Vec::new(),
         }
+    }
+
+    /// Another instance of the same deployment: the same tables, stream and
+    /// settings, a data directory of its own.
+    pub fn another(&self) -> Self {
+        Self {
+            backend: self.backend,
+            dir: tempfile::tempdir().unwrap(),
+            prefix: self.prefix.clone(),
+            extra: self.extra.clone(),
+            wrapper: self.wrapper.clone(),
+        }
+    }
+
+    /// Runs the binary with its clock `secs` ahead of the machine's
+    /// (libfaketime preloaded into the binary itself, so that signals reach
+    /// it as they would without).
+    pub fn clock_ahead(self, secs: u32) -> Self {
+        self.set("LD_PRELOAD", &libfaketime())
+            .set("FAKETIME", &format!("+{secs}s"))
     }
 
     pub fn set(mut self, key: &str, value: &str) -> Self {
@@ -153,7 +191,14 @@ impl Env {
 
     /// A command for the binary with this environment.
     pub fn command(&self) -> Command {
-        let mut cmd = Command::new(binary());
+        let mut cmd = match self.wrapper.split_first() {
+            Some((program, args)) => {
+                let mut c = Command::new(program);
+                c.args(args).arg(binary());
+                c
+            }
+            None => Command::new(binary()),
+        };
         cmd.current_dir(self.dir.path())
             .env_clear()
             .env("PATH", std::env::var("PATH").unwrap_or_default())

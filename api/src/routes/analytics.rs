@@ -256,9 +256,11 @@ pub struct LeaseView {
     pub shard: String,
     /// The instance holding it, if anyone does.
     pub owner: Option<String>,
-    /// Grows each time the lease changes hands.
+    /// Grows each time the lease is taken or renewed (other instances
+    /// watch it to tell a lapsed lease).
     pub counter: u64,
-    /// Milliseconds since the Unix epoch when the hold lapses.
+    /// Milliseconds since the Unix epoch when the hold lapses, by the
+    /// holder's clock (shown, never used to decide).
     pub expires_at: i64,
     /// The last position applied.
     pub checkpoint: Option<String>,

@@ -13,7 +13,7 @@ use tokio::{sync::watch, task::JoinSet};
 
 use super::KinesisSettings;
 use super::{KinesisError, ShardReader, list_shards};
-use crate::{Lease, Leases, lease::now_ms};
+use crate::{Lease, Leases};
 
 /// Reads a stream's shards through the pipeline, sharing them with the other
 /// instances that use the same lease table.
@@ -86,7 +86,18 @@ impl KinesisConsumer {
     /// Makes sure every shard has a lease, with its parents.
     async fn sync_shards(&self) -> Result<(), KinesisError> {
         let shards = list_shards(&self.client, &self.stream).await?;
-        for shard in shards {
+        // A leased shard the stream no longer lists is past retention:
+        // nothing is left to read, so it is finished and its children start.
+        let listed: HashSet<&str> = shards.iter().map(|s| s.shard_id()).collect();
+        if !shards.is_empty() {
+            for (shard, lease) in self.leases.list(&self.stream).await? {
+                if !lease.finished && !listed.contains(shard.as_str()) {
+                    tracing::warn!(stream = %self.stream, shard, "the shard is gone from the stream; counting it as finished");
+                    self.leases.finish_gone(&self.stream, &shard).await?;
+                }
+            }
+        }
+        for shard in shards.iter() {
             let parents: Vec<String> = [shard.parent_shard_id(), shard.adjacent_parent_shard_id()]
                 .into_iter()
                 .flatten()
@@ -105,19 +116,26 @@ impl KinesisConsumer {
         &self,
         running: &HashMap<String, tokio::task::AbortHandle>,
     ) -> Result<Vec<(String, Lease)>, storage::StoreError> {
-        let now = now_ms();
         let leases = self.leases.list(&self.stream).await?;
-        Ok(plan(self.leases.owner(), &leases, running, now))
+        let lapsed: HashSet<String> = leases
+            .iter()
+            .filter(|(s, l)| self.leases.lapsed(&self.stream, s, l))
+            .map(|(s, _)| s.clone())
+            .collect();
+        Ok(plan(self.leases.owner(), &leases, running, |s, _| {
+            lapsed.contains(s)
+        }))
     }
 }
 
 /// The balancing decision, kept pure for testing. `running`: the shards this
-/// worker reads now.
+/// worker reads now; `free`: whether a shard's lease may be taken (nobody
+/// holds it, or its holder stopped renewing it).
 fn plan<V>(
     me: &str,
     leases: &[(String, Lease)],
     running: &HashMap<String, V>,
-    now: i64,
+    free: impl Fn(&str, &Lease) -> bool,
 ) -> Vec<(String, Lease)> {
     let known: HashSet<&str> = leases.iter().map(|(s, _)| s.as_str()).collect();
     let finished: HashSet<&str> = leases
@@ -143,7 +161,7 @@ fn plan<V>(
     for (shard, l) in &readable {
         if let Some(owner) = l.owner.as_deref()
             && owner != me
-            && !Leases::is_free(l, now)
+            && !free(shard, l)
             && !running.contains_key(shard)
         {
             *load.entry(owner).or_default() += 1;
@@ -165,7 +183,7 @@ fn plan<V>(
             break;
         }
         let stale_mine = l.owner.as_deref() == Some(me);
-        if !running.contains_key(shard) && (Leases::is_free(l, now) || stale_mine) {
+        if !running.contains_key(shard) && (free(shard, l) || stale_mine) {
             take.push((shard.clone(), l.clone()));
             need -= 1;
         }
@@ -176,9 +194,7 @@ fn plan<V>(
             .max_by_key(|(o, n)| (**n, std::cmp::Reverse(**o)))
         && n > target
         && let Some((shard, l)) = readable.iter().find(|(s, l)| {
-            l.owner.as_deref() == Some(busiest)
-                && !Leases::is_free(l, now)
-                && !running.contains_key(s)
+            l.owner.as_deref() == Some(busiest) && !free(s, l) && !running.contains_key(s)
         })
     {
         take.push((shard.clone(), l.clone()));
@@ -201,6 +217,12 @@ mod tests {
         }
     }
 
+    /// Free: held by nobody, or past `expires_at` at `now` (these tests
+    /// are about balancing, not about telling lapsed leases).
+    fn by_clock(now: i64) -> impl Fn(&str, &Lease) -> bool {
+        move |_, l| l.owner.is_none() || l.expires_at < now
+    }
+
     fn shards(list: &[(&str, Lease)]) -> Vec<(String, Lease)> {
         list.iter()
             .map(|(s, l)| ((*s).to_owned(), l.clone()))
@@ -215,7 +237,7 @@ mod tests {
             ("2", lease(None, 0, &["0"], false)),
             ("3", lease(None, 0, &[], true)),
         ]);
-        let take = plan::<()>("me", &leases, &HashMap::new(), 100);
+        let take = plan::<()>("me", &leases, &HashMap::new(), by_clock(100));
         let names: Vec<&str> = take.iter().map(|(s, _)| s.as_str()).collect();
         // "2" waits for its parent; "3" is finished.
         assert_eq!(names, vec!["0", "1"]);
@@ -229,7 +251,7 @@ mod tests {
             ("c", lease(None, 0, &["a", "b"], false)),
             ("d", lease(None, 0, &["a", "gone"], false)),
         ]);
-        let take = plan::<()>("me", &leases, &HashMap::new(), 100);
+        let take = plan::<()>("me", &leases, &HashMap::new(), by_clock(100));
         let names: Vec<&str> = take.iter().map(|(s, _)| s.as_str()).collect();
         // "c" still waits for "b"; "d"'s other parent is no longer in the stream.
         assert_eq!(names, vec!["d"]);
@@ -246,7 +268,7 @@ mod tests {
         ]);
         let mut running: HashMap<String, ()> = HashMap::new();
         for _ in 0..5 {
-            for (shard, _) in plan("b", &leases, &running, 100) {
+            for (shard, _) in plan("b", &leases, &running, by_clock(100)) {
                 running.insert(shard.clone(), ());
                 let l = leases.iter_mut().find(|(s, _)| *s == shard).unwrap();
                 l.1.owner = Some("b".into());
@@ -259,6 +281,6 @@ mod tests {
             .filter(|(_, l)| l.owner.as_deref() == Some("a"))
             .map(|(s, _)| (s.clone(), ()))
             .collect();
-        assert!(plan("a", &leases, &a_running, 100).is_empty());
+        assert!(plan("a", &leases, &a_running, by_clock(100)).is_empty());
     }
 }

@@ -83,6 +83,10 @@ pub struct KinesisSettings {
     pub shard_sync: Duration,
     /// The least wait after a throttled call; it grows with jitter.
     pub throttle_backoff: Duration,
+    /// The least time between two `GetRecords` calls on a shard, also when
+    /// records keep arriving: Kinesis allows 5 per second per shard, shared
+    /// by every consumer of the stream.
+    pub min_read_interval: Duration,
 }
 
 impl Default for KinesisSettings {
@@ -93,6 +97,7 @@ impl Default for KinesisSettings {
             idle_poll: Duration::from_millis(250),
             shard_sync: Duration::from_secs(10),
             throttle_backoff: Duration::from_millis(200),
+            min_read_interval: Duration::from_millis(200),
         }
     }
 }

@@ -29,6 +29,8 @@ pub struct ShardReader {
     at_end: bool,
     renewed: Instant,
     attempt: u32,
+    /// When the last `GetRecords` call was made.
+    last_read: Option<Instant>,
 }
 
 /// What one step of a reader came to.
@@ -54,6 +56,7 @@ impl ShardReader {
             at_end: false,
             renewed: Instant::now(),
             attempt: 0,
+            last_read: None,
         }
     }
 
@@ -165,6 +168,16 @@ impl ShardReader {
                 Err(step) => step,
             };
         };
+        // At most 5 reads per second per shard, whatever they find.
+        let gap = self.consumer.settings.min_read_interval;
+        if let Some(wait) = self
+            .last_read
+            .map(|t| gap.saturating_sub(t.elapsed()))
+            .filter(|w| !w.is_zero())
+        {
+            return Step::Wait(wait);
+        }
+        self.last_read = Some(Instant::now());
         let out = self
             .consumer
             .client
@@ -279,6 +292,15 @@ impl ShardReader {
                 }
             },
             Err(e) if is_throttle(e.code()) => Err(self.throttled()),
+            // The shard is gone (past the stream's retention): there is
+            // nothing left to read in it, so it is finished and its
+            // children may start.
+            Err(e) if e.code() == Some("ResourceNotFoundException") => {
+                tracing::warn!(stream = %self.held.stream, shard = self.shard(), error = %describe(&e),
+                    "the shard no longer exists; counting it as finished");
+                self.at_end = true;
+                Err(Step::More)
+            }
             Err(e) => Err(self.failing("cannot get a shard iterator", &describe(&e))),
         }
     }

@@ -100,12 +100,15 @@ async fn reader(f: &Fixture, owner: &str) -> ShardReader {
 }
 
 async fn read_until_pending(r: &mut ShardReader) {
-    for _ in 0..100 {
+    for _ in 0..200 {
         if !r.pending().is_empty() {
             return;
         }
-        if r.step().await == Step::Stop {
-            panic!("reader stopped");
+        match r.step().await {
+            Step::Stop => panic!("reader stopped"),
+            Step::Wait(d) => tokio::time::sleep(d).await,
+            Step::Idle => tokio::time::sleep(Duration::from_millis(50)).await,
+            Step::More => {}
         }
     }
     panic!("nothing read");
@@ -242,6 +245,8 @@ struct Faults {
     throttled: std::sync::atomic::AtomicU32,
     expired: std::sync::atomic::AtomicU32,
     iterators: std::sync::atomic::AtomicU32,
+    /// When each `GetRecords` call arrived.
+    reads: std::sync::Mutex<Vec<std::time::Instant>>,
 }
 
 /// An HTTP proxy to kinesis-mock that answers the first `GetRecords` calls
@@ -272,6 +277,7 @@ async fn fault_proxy(upstream: String, faults: Arc<Faults>) -> String {
                 faults.iterators.fetch_add(1, SeqCst);
             }
             if target.ends_with(".GetRecords") {
+                faults.reads.lock().unwrap().push(std::time::Instant::now());
                 if faults.throttle.load(SeqCst) > 0 {
                     faults.throttle.fetch_sub(1, SeqCst);
                     faults.throttled.fetch_add(1, SeqCst);
@@ -350,4 +356,95 @@ async fn throttling_and_expired_iterators_are_recovered_from() {
     f.settle(&mut want).await;
     stop.send(true).unwrap();
     task.await.unwrap();
+}
+
+/// A shard is read at most 5 times a second (Kinesis' per-shard limit,
+/// shared by all consumers), also while records keep arriving.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn get_records_stays_within_five_calls_a_second_per_shard() {
+    let f = fixture(1).await;
+    let p = products(1).remove(0);
+    let faults = Arc::new(Faults::default());
+    let upstream = std::env::var("SHOPSTREAM_TEST_KINESIS_ENDPOINT").unwrap();
+    let proxy = fault_proxy(upstream, faults.clone()).await;
+    let mut consumer = f.kinesis_consumer("solo", Duration::from_secs(10));
+    consumer.client = kinesis_client_at(proxy, aws_config::retry::RetryConfig::disabled()).await;
+    let (stop, task) = run(consumer);
+    // Records keep arriving: a small batch every 50 ms for three seconds.
+    let mut want = HashMap::from([(p.clone(), 0)]);
+    let started = std::time::Instant::now();
+    while started.elapsed() < Duration::from_secs(3) {
+        let batch: Vec<_> = (0..5).map(|_| adjust(&p, 1)).collect();
+        *want.get_mut(&p).unwrap() += 5;
+        f.sink().publish_raw(&batch).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    f.wait_totals(&want).await;
+    stop.send(true).unwrap();
+    task.await.unwrap();
+    let reads = faults.reads.lock().unwrap().clone();
+    assert!(reads.len() >= 5, "{} reads", reads.len());
+    // Calls are at least 200 ms apart as the reader sends them; allow the
+    // proxy's view one call of jitter over the whole run.
+    let span = reads.last().unwrap().duration_since(reads[0]).as_secs_f64();
+    assert!(
+        (reads.len() - 1) as f64 <= span * 5.0 + 1.0,
+        "{} GetRecords calls in {span:.2} s",
+        reads.len()
+    );
+    let fastest = reads
+        .windows(6)
+        .map(|w| w[5].duration_since(w[0]))
+        .min()
+        .unwrap_or(Duration::MAX);
+    assert!(
+        fastest >= Duration::from_millis(900),
+        "six calls within {fastest:?}"
+    );
+}
+
+/// A parent shard that is gone from the stream (past retention), leased or
+/// not, counts as finished: its children are read.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn children_of_a_parent_that_is_gone_are_read() {
+    let f = fixture(1).await;
+    let p = products(1).remove(0);
+    let child = kinesis::list_shards(f.kinesis_client(), &f.stream())
+        .await
+        .unwrap()[0]
+        .shard_id()
+        .to_owned();
+    // The lease table says the one shard is the child of two parents that
+    // the stream no longer has: one still held by an instance that died,
+    // one free.
+    let (gone_held, gone_free) = ("shardId-000000009998", "shardId-000000009999");
+    let leases = f.leases();
+    for shard in [gone_held, gone_free] {
+        leases.ensure(&f.stream(), shard, vec![]).await.unwrap();
+    }
+    leases
+        .ensure(
+            &f.stream(),
+            &child,
+            vec![gone_held.into(), gone_free.into()],
+        )
+        .await
+        .unwrap();
+    let dead = ingest::Leases::new(f.store.clone(), "dead-instance", Duration::from_secs(600));
+    let seen = dead.get(&f.stream(), gone_held).await.unwrap().unwrap();
+    dead.take(&f.stream(), gone_held, &seen)
+        .await
+        .unwrap()
+        .unwrap();
+    let want = HashMap::from([(p.clone(), 30)]);
+    let batch: Vec<_> = (0..10).map(|_| adjust(&p, 3)).collect();
+    f.sink().publish_raw(&batch).await.unwrap();
+    let solo = f.start("solo", Duration::from_secs(600));
+    f.wait_totals(&want).await;
+    let all = f.lease_list().await;
+    for shard in [gone_held, gone_free] {
+        let l = &all.iter().find(|(s, _)| s == shard).unwrap().1;
+        assert!(l.finished, "{shard}: {l:?}");
+    }
+    solo.stop().await;
 }
