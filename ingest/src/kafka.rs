@@ -406,6 +406,9 @@ impl KafkaConsumer {
                     tracing::info!(topic = %self.settings.topic, partitions = ?ps, "partitions assigned");
                     for p in ps {
                         if let Some(part) = self.take(p).await {
+                            // Start from what our store says was applied,
+                            // not from Kafka's committed offset (a hint).
+                            rewind(consumer, &self.settings.topic, p, part.done());
                             owned.insert(p, part);
                         }
                     }

@@ -141,6 +141,13 @@ impl Fixture {
         }
     }
 
+    pub fn kafka_settings(&self) -> &KafkaSettings {
+        match &self.source {
+            Source::Kafka(s) => s,
+            _ => panic!("not a Kafka fixture"),
+        }
+    }
+
     pub fn kinesis_client(&self) -> &Client {
         match &self.source {
             Source::Kinesis { client, .. } => client,

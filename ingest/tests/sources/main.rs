@@ -6,11 +6,13 @@
 //!   (good and bad records exactly once across a restart, fencing of a
 //!   member whose lease is taken, take-over from a member that dies,
 //!   balancing where the source has a group).
+//! - `kafka_only`: the group's committed offset is only a hint.
 //! - `kinesis_only`: what only Kinesis has (KPL aggregates and sub-sequence
 //!   checkpoints, resharding, throttling and expired iterators, the shard
 //!   reader's fencing).
 
 mod harness;
+mod kafka_only;
 mod kinesis_only;
 mod suite;
 
