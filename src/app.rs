@@ -64,6 +64,8 @@ pub struct Application {
     state: AppState,
     attribution: serving::attribution::Writer,
     listener: tokio::net::TcpListener,
+    /// `/metrics` on its own, when `metrics_listen` is set.
+    metrics_listener: Option<tokio::net::TcpListener>,
 }
 
 impl Application {
@@ -112,6 +114,14 @@ impl Application {
         let listener = tokio::net::TcpListener::bind(settings.listen)
             .await
             .with_context(|| format!("cannot listen on {} (setting `listen`)", settings.listen))?;
+        let metrics_listener = match settings.metrics_listen {
+            Some(addr) => {
+                Some(tokio::net::TcpListener::bind(addr).await.with_context(|| {
+                    format!("cannot listen on {addr} (setting `metrics_listen`)")
+                })?)
+            }
+            None => None,
+        };
         Ok(Some(Self {
             settings,
             stop,
@@ -122,6 +132,7 @@ impl Application {
             state,
             attribution,
             listener,
+            metrics_listener,
         }))
     }
 
@@ -129,6 +140,10 @@ impl Application {
     /// reverse order.
     pub async fn run(self) -> anyhow::Result<()> {
         let addr = self.listener.local_addr()?;
+        if let Some(l) = &self.metrics_listener {
+            // Printed before the listening line, which scripts wait for.
+            println!("shopstream metrics on http://{}/metrics", l.local_addr()?);
+        }
         tracing::info!(%addr, backend = self.store.backend(), "shopstream listening");
         // Tests and scripts read this line to learn the port when listening on port 0.
         println!("shopstream listening on http://{addr}");
@@ -138,6 +153,17 @@ impl Application {
         // the requests, draining its queue.
         let attribution = self.attribution;
         workers.start("attribution", |stopped| attribution.run(stopped));
+        let metrics = match self.metrics_listener {
+            Some(l) => {
+                let stop = self.stop.clone();
+                Some(tokio::spawn(api::serve_metrics(
+                    l,
+                    self.state.clone(),
+                    async move { stop.wait().await },
+                )))
+            }
+            None => None,
+        };
         let stop = self.stop.clone();
         let serving = api::serve(self.listener, self.state, async move {
             stop.wait().await;
@@ -153,6 +179,13 @@ impl Application {
                 (serving.await, Some(ended))
             }
         };
+        if let Some(m) = metrics {
+            match m.await {
+                Ok(Err(e)) => tracing::warn!(error = %e, "the metrics listener failed"),
+                Err(e) => tracing::warn!(error = %e, "the metrics listener panicked"),
+                Ok(Ok(())) => {}
+            }
+        }
         workers.stop_in_reverse().await;
         tracing::info!("shopstream stopped");
         served?;

@@ -57,6 +57,9 @@ pub struct Settings {
     pub backend: Backend,
     pub data_dir: PathBuf,
     pub listen: SocketAddr,
+    /// Serve `/metrics` on this address alone (off the public listener);
+    /// unset: on `listen`.
+    pub metrics_listen: Option<SocketAddr>,
     pub table_prefix: String,
     /// HS256 key for our tokens, at least 32 characters. Embedded mode makes
     /// one in `data_dir` on first start if unset; AWS mode requires it.
@@ -167,6 +170,7 @@ impl Default for Settings {
             backend: Backend::Embedded,
             data_dir: PathBuf::from("./data"),
             listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            metrics_listen: None,
             table_prefix: "shopstream_".into(),
             jwt_secret: None,
             access_token_ttl_secs: 15 * 60,
@@ -303,6 +307,7 @@ impl Settings {
                 StreamKind::Kafka => self.kafka_topic.clone(),
             },
             image_max_bytes: self.image_max_bytes,
+            metrics_on_api: self.metrics_listen.is_none(),
             limits: api::limits::LimitsConfig {
                 auth_per_address_per_minute: self.limit_auth_per_address_per_minute,
                 auth_per_account_per_minute: self.limit_auth_per_account_per_minute,
@@ -411,6 +416,19 @@ impl Settings {
         }
         if !(1..=10_000).contains(&self.max_events_per_request) {
             bail!("invalid configuration: max_events_per_request must be from 1 to 10000");
+        }
+        if self.jwks_url.is_some() {
+            for (name, value) in [
+                ("jwks_issuer", &self.jwks_issuer),
+                ("jwks_audience", &self.jwks_audience),
+            ] {
+                if value.as_deref().is_none_or(str::is_empty) {
+                    bail!(
+                        "invalid configuration: {name} is required with jwks_url (tokens are accepted only \
+                         with that iss, and that aud or Cognito client_id)"
+                    );
+                }
+            }
         }
         for c in list(&self.trusted_proxies) {
             if let Err(e) = c.parse::<api::limits::Cidr>() {

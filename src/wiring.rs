@@ -84,12 +84,20 @@ pub(crate) async fn app_state(
     shop: commerce::Shop,
 ) -> anyhow::Result<(AppState, serving::attribution::Writer)> {
     let blobs = blobs(settings).await;
-    let jwks = settings.jwks_url.clone().map(|url| JwksSettings {
-        url,
-        issuer: settings.jwks_issuer.clone(),
-        audience: settings.jwks_audience.clone(),
-        groups_claim: settings.jwks_groups_claim.clone(),
-    });
+    // `Settings::check` makes the issuer and audience required with a URL.
+    let jwks = match (
+        &settings.jwks_url,
+        &settings.jwks_issuer,
+        &settings.jwks_audience,
+    ) {
+        (Some(url), Some(issuer), Some(audience)) => Some(JwksSettings {
+            url: url.clone(),
+            issuer: issuer.clone(),
+            audience: audience.clone(),
+            groups_claim: settings.jwks_groups_claim.clone(),
+        }),
+        _ => None,
+    };
     let secret = settings.jwt_secret()?;
     let reco_ids = serving::RecoIds::new(&secret);
     let tokens = Tokens::new(

@@ -101,12 +101,16 @@ struct Claims {
     jti: Option<String>,
 }
 
-/// Settings of the external (RS256, JWKS) verifier.
+/// Settings of the external (RS256, JWKS) verifier. The issuer and the
+/// audience are required: a token is accepted only with `iss` equal to
+/// `issuer`, and either `aud` equal to `audience` or, as Amazon Cognito's
+/// access tokens carry it, `client_id` equal to `audience` with
+/// `token_use` `access`.
 #[derive(Clone, Debug)]
 pub struct JwksSettings {
     pub url: String,
-    pub issuer: Option<String>,
-    pub audience: Option<String>,
+    pub issuer: String,
+    pub audience: String,
     /// The claim listing the user's groups (`cognito:groups`).
     pub groups_claim: String,
 }
@@ -126,10 +130,15 @@ struct Jwks {
     settings: JwksSettings,
     http: reqwest::Client,
     cache: RwLock<Option<(JwkSet, Instant)>>,
+    /// When an unknown `kid` last made us fetch the keys again.
+    refetched: std::sync::Mutex<Option<Instant>>,
 }
 
 /// How long fetched keys are trusted before they are fetched again.
 const JWKS_TTL: Duration = Duration::from_secs(600);
+/// An unknown `kid` fetches the keys again at most this often, so tokens
+/// with made-up key ids cannot make us flood the issuer.
+const JWKS_REFETCH: Duration = Duration::from_secs(60);
 
 /// Who is calling.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -190,6 +199,7 @@ impl Tokens {
                     .build()
                     .unwrap_or_default(),
                 cache: RwLock::new(None),
+                refetched: std::sync::Mutex::new(None),
             }),
         }
     }
@@ -311,24 +321,43 @@ impl Jwks {
         let kid = kid.ok_or_else(invalid)?;
         let mut set = self.keys(false).await?;
         if set.find(kid).is_none() {
-            // Keys rotate: an unknown kid may be a new key.
+            // Keys rotate: an unknown kid may be a new key; look again, but
+            // at most once a minute.
+            let due = {
+                let mut last = self.refetched.lock().unwrap_or_else(|e| e.into_inner());
+                let due = last.is_none_or(|t| t.elapsed() >= JWKS_REFETCH);
+                if due {
+                    *last = Some(Instant::now());
+                }
+                due
+            };
+            if !due {
+                return Err(invalid());
+            }
             set = self.keys(true).await?;
         }
         let jwk = set.find(kid).ok_or_else(invalid)?;
         let key = DecodingKey::from_jwk(jwk).map_err(|_| invalid())?;
         let mut v = Validation::new(JwtAlg::RS256);
         v.leeway = 5;
-        match &self.settings.issuer {
-            Some(iss) => v.set_issuer(&[iss]),
-            None => v.iss = None,
-        }
-        match &self.settings.audience {
-            Some(aud) => v.set_audience(&[aud]),
-            None => v.validate_aud = false,
-        }
+        v.set_issuer(&[&self.settings.issuer]);
+        v.set_required_spec_claims(&["exp", "iss", "sub"]);
+        // Checked below: `aud`, or Cognito's `client_id` with `token_use`.
+        v.validate_aud = false;
         let data =
             jsonwebtoken::decode::<serde_json::Value>(token, &key, &v).map_err(|_| invalid())?;
         let claims = data.claims;
+        let audience = self.settings.audience.as_str();
+        let aud_ok = match &claims["aud"] {
+            serde_json::Value::String(a) => a == audience,
+            serde_json::Value::Array(a) => a.iter().any(|x| x.as_str() == Some(audience)),
+            _ => false,
+        };
+        let cognito_access =
+            claims["client_id"].as_str() == Some(audience) && claims["token_use"] == "access";
+        if !aud_ok && !cognito_access {
+            return Err(invalid());
+        }
         let subject = claims["sub"].as_str().ok_or_else(invalid)?.to_owned();
         let groups: Vec<&str> = match &claims[self.settings.groups_claim.as_str()] {
             serde_json::Value::Array(a) => a.iter().filter_map(|g| g.as_str()).collect(),

@@ -64,6 +64,9 @@ pub struct ApiConfig {
     pub image_max_bytes: usize,
     /// Rate limits and the bound on password hashing.
     pub limits: limits::LimitsConfig,
+    /// Whether `/metrics` is served on the API's listener (else on a
+    /// listener of its own, see [`serve_metrics`]).
+    pub metrics_on_api: bool,
     /// At most this many recommended items per category in one response.
     pub recommend_per_category: usize,
     /// Categories whose bought items may be recommended again (groceries).
@@ -91,7 +94,7 @@ pub fn router(state: AppState) -> Router {
         .merge(routes::events::router())
         .merge(routes::inventory::router())
         .merge(routes::analytics::router())
-        .merge(routes::ops::router())
+        .merge(routes::ops::router(state.config.metrics_on_api))
         .merge(routes::basket::router())
         .merge(routes::orders::router())
         .merge(routes::supplier::router())
@@ -109,6 +112,18 @@ pub fn router(state: AppState) -> Router {
         .layer(trace)
         .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
         .with_state(state)
+}
+
+/// Serves `/metrics` alone on `listener` (`metrics_listen`: an address for
+/// the scraper only, off the public one) until `shutdown` completes.
+pub async fn serve_metrics(
+    listener: tokio::net::TcpListener,
+    state: AppState,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(listener, routes::ops::metrics_router().with_state(state))
+        .with_graceful_shutdown(shutdown)
+        .await
 }
 
 /// Serves the API on `listener` until `shutdown` completes, then finishes the

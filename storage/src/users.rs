@@ -41,6 +41,36 @@ struct EmailMarker {
 struct RefreshToken {
     #[serde(with = "time::serde::rfc3339")]
     expires_at: OffsetDateTime,
+    /// The id of the first token of the sign-in this one descends from.
+    #[serde(default)]
+    family: Option<String>,
+    /// Spent: exchanged once already. Kept until it expires, so that a
+    /// second use is seen as the theft it is.
+    #[serde(default)]
+    used: bool,
+}
+
+/// A revoked refresh-token family.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct RevokedFamily {
+    #[serde(with = "time::serde::rfc3339")]
+    at: OffsetDateTime,
+}
+
+fn family_key(id: UserId, family: &str) -> Key {
+    Key::new(format!("user#{id}"), format!("refresh-family#{family}"))
+}
+
+/// What exchanging a refresh token came to.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Refreshed {
+    /// Spent now; the new token joins `family`.
+    Fresh { family: String },
+    /// Spent before: someone replayed it. Its whole family is revoked (every
+    /// token issued since that sign-in stops working).
+    Reused,
+    /// Unknown, expired, or of a revoked family.
+    Invalid,
 }
 
 #[derive(Clone, Debug)]
@@ -158,32 +188,71 @@ impl Users {
         &self,
         user: UserId,
         token_id: &str,
+        family: &str,
         expires_at: OffsetDateTime,
     ) -> Result<(), StoreError> {
-        let item = to_item(&refresh(user, token_id), &RefreshToken { expires_at })?;
+        let token = RefreshToken {
+            expires_at,
+            family: Some(family.to_owned()),
+            used: false,
+        };
+        let item = to_item(&refresh(user, token_id), &token)?;
         self.store
             .put(Table::Users, item, Some(Cond::NotExists))
             .await
     }
 
-    /// Uses up a refresh token: true if it was held and unexpired. A token
-    /// works once; a replayed one finds nothing.
+    /// Exchanges a refresh token, as OAuth 2.0 rotation with reuse detection
+    /// asks (RFC 9700 §4.14.2): a token works once; a token used a second
+    /// time revokes its whole family.
     pub async fn consume_refresh(
         &self,
         user: UserId,
         token_id: &str,
         now: OffsetDateTime,
-    ) -> Result<bool, StoreError> {
-        match self
+    ) -> Result<Refreshed, StoreError> {
+        let key = refresh(user, token_id);
+        let unspent = Cond::And(vec![
+            Cond::Exists,
+            Cond::Or(vec![
+                Cond::HasNot("used".into()),
+                Cond::Eq("used".into(), crate::Value::Bool(false)),
+            ]),
+        ]);
+        let spent = self
             .store
-            .delete(Table::Users, &refresh(user, token_id), Some(Cond::Exists))
-            .await
-        {
-            Ok(Some(item)) => {
+            .update(
+                Table::Users,
+                &key,
+                vec![crate::Update::set("used", true)],
+                Some(unspent),
+            )
+            .await;
+        match spent {
+            Ok(item) => {
                 let t: RefreshToken = from_item(item)?;
-                Ok(t.expires_at > now)
+                let family = t.family.unwrap_or_else(|| token_id.to_owned());
+                let revoked = self
+                    .store
+                    .get(Table::Users, &family_key(user, &family))
+                    .await?
+                    .is_some();
+                Ok(if t.expires_at <= now || revoked {
+                    Refreshed::Invalid
+                } else {
+                    Refreshed::Fresh { family }
+                })
             }
-            Ok(None) | Err(StoreError::ConditionFailed) => Ok(false),
+            Err(StoreError::ConditionFailed) => {
+                let Some(item) = self.store.get(Table::Users, &key).await? else {
+                    return Ok(Refreshed::Invalid);
+                };
+                let t: RefreshToken = from_item(item)?;
+                let family = t.family.unwrap_or_else(|| token_id.to_owned());
+                let revoked = to_item(&family_key(user, &family), &RevokedFamily { at: now })?;
+                self.store.put(Table::Users, revoked, None).await?;
+                Ok(Refreshed::Reused)
+            }
             Err(e) => Err(e),
         }
     }

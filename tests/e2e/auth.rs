@@ -126,8 +126,20 @@ async fn register_login_refresh_profile(backend: Backend) {
     // An access token is not a refresh token.
     let wrong_kind = app.refresh(&new_access).await;
     assert_eq!(wrong_kind.status, StatusCode::UNAUTHORIZED);
-
-    let next_refresh = refreshed.body["refresh_token"].as_str().unwrap().to_owned();
+    // The replay revoked the whole family: the token the first refresh gave
+    // (which a thief may hold) no longer works either.
+    let successor = refreshed.body["refresh_token"].as_str().unwrap().to_owned();
+    let revoked = app.refresh(&successor).await;
+    assert_eq!(revoked.status, StatusCode::UNAUTHORIZED, "{}", revoked.text);
+    assert!(revoked.text.contains("revoked"), "{}", revoked.text);
+    // A new sign-in starts a family of its own, and rotates as before.
+    let login = app.login("ada@example.com", "a long enough password").await;
+    assert_eq!(login.status, StatusCode::OK, "{}", login.text);
+    let rotated = app
+        .refresh(login.body["refresh_token"].as_str().unwrap())
+        .await;
+    assert_eq!(rotated.status, StatusCode::OK, "{}", rotated.text);
+    let next_refresh = rotated.body["refresh_token"].as_str().unwrap().to_owned();
     assert_eq!(
         app.call(Method::DELETE, "/api/me", Some(&new_access), None)
             .await
@@ -198,42 +210,63 @@ async fn tokens_from_another_key_are_refused(backend: Backend) {
 }
 
 /// Serves the test JWKS on a free port, as an identity provider would.
-async fn jwks_server() -> String {
+/// A JWKS endpoint on loopback; counts the fetches.
+async fn jwks_server() -> (String, std::sync::Arc<std::sync::atomic::AtomicU32>) {
     let jwks = std::fs::read_to_string(fixture("jwks.json")).unwrap();
+    let fetches = std::sync::Arc::new(std::sync::atomic::AtomicU32::new(0));
+    let counted = fetches.clone();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let app = axum::Router::new().route(
         "/.well-known/jwks.json",
         axum::routing::get(move || {
             let jwks = jwks.clone();
+            counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
             async move { ([("content-type", "application/json")], jwks) }
         }),
     );
     tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-    format!("http://{addr}/.well-known/jwks.json")
+    (format!("http://{addr}/.well-known/jwks.json"), fetches)
 }
 
+const CLIENT_ID: &str = "shopstream-web";
+
+/// A Cognito-style access token (`client_id`, `token_use`, no `aud`).
 fn external_token(groups: &[&str], issuer: &str) -> String {
+    external_token_with(
+        json!({"iss": issuer, "client_id": CLIENT_ID, "token_use": "access", "cognito:groups": groups}),
+        "test-key-1",
+    )
+}
+
+fn external_token_with(claims: serde_json::Value, kid: &str) -> String {
     let key =
         EncodingKey::from_rsa_pem(&std::fs::read(fixture("jwks_test_key.pem")).unwrap()).unwrap();
     let mut header = Header::new(Algorithm::RS256);
-    header.kid = Some("test-key-1".into());
+    header.kid = Some(kid.into());
     let now = time::OffsetDateTime::now_utc().unix_timestamp();
-    jsonwebtoken::encode(
-        &header,
-        &json!({"sub": "cognito-user-1", "iss": issuer, "iat": now, "exp": now + 600,
-            "token_use": "access", "cognito:groups": groups}),
-        &key,
-    )
-    .unwrap()
+    let mut all = json!({"sub": "cognito-user-1", "iat": now, "exp": now + 600});
+    for (k, v) in claims.as_object().unwrap() {
+        all[k] = v.clone();
+    }
+    jsonwebtoken::encode(&header, &all, &key).unwrap()
 }
 
 async fn external_issuer_tokens_map_groups_to_roles(backend: Backend) {
-    let url = jwks_server().await;
+    let (url, fetches) = jwks_server().await;
     let issuer = "https://cognito-idp.eu-west-1.amazonaws.com/eu-west-1_test";
+    // The issuer and the audience are required with a JWKS URL.
+    let (code, _, err) = Env::new(backend)
+        .set("SHOPSTREAM_JWKS_URL", &url)
+        .set("SHOPSTREAM_JWKS_ISSUER", issuer)
+        .run(&["serve"])
+        .await;
+    assert_ne!(code, 0);
+    assert!(err.contains("jwks_audience"), "{err}");
     let env = Env::new(backend)
         .set("SHOPSTREAM_JWKS_URL", &url)
-        .set("SHOPSTREAM_JWKS_ISSUER", issuer);
+        .set("SHOPSTREAM_JWKS_ISSUER", issuer)
+        .set("SHOPSTREAM_JWKS_AUDIENCE", CLIENT_ID);
     let app = env.start().await;
 
     let admin = external_token(&["admin"], issuer);
@@ -268,6 +301,61 @@ async fn external_issuer_tokens_map_groups_to_roles(backend: Backend) {
         )
         .await;
     assert_eq!(r.status, StatusCode::UNAUTHORIZED);
+
+    // The audience: `aud`, or Cognito's `client_id` with token_use=access.
+    let post = |token: String, sku: &'static str| {
+        let app = &app;
+        async move {
+            app.call(
+                Method::POST,
+                "/api/products",
+                Some(&token),
+                Some(product(sku)),
+            )
+            .await
+            .status
+        }
+    };
+    let with_aud = external_token_with(
+        json!({"iss": issuer, "aud": CLIENT_ID, "cognito:groups": ["admin"]}),
+        "test-key-1",
+    );
+    assert_eq!(post(with_aud, "EXT-4").await, StatusCode::CREATED);
+    for (what, claims) in [
+        (
+            "another audience",
+            json!({"iss": issuer, "aud": "another-app", "cognito:groups": ["admin"]}),
+        ),
+        (
+            "an id token",
+            json!({"iss": issuer, "client_id": CLIENT_ID, "token_use": "id", "cognito:groups": ["admin"]}),
+        ),
+        (
+            "no audience",
+            json!({"iss": issuer, "cognito:groups": ["admin"]}),
+        ),
+        (
+            "no issuer",
+            json!({"client_id": CLIENT_ID, "token_use": "access", "cognito:groups": ["admin"]}),
+        ),
+    ] {
+        assert_eq!(
+            post(external_token_with(claims, "test-key-1"), "EXT-5").await,
+            StatusCode::UNAUTHORIZED,
+            "{what}"
+        );
+    }
+    // Unknown key ids fetch the keys again at most once a minute.
+    let before = fetches.load(std::sync::atomic::Ordering::SeqCst);
+    for i in 0..5 {
+        let token = external_token_with(
+            json!({"iss": issuer, "client_id": CLIENT_ID, "token_use": "access"}),
+            &format!("made-up-{i}"),
+        );
+        assert_eq!(post(token, "EXT-6").await, StatusCode::UNAUTHORIZED);
+    }
+    let refetched = fetches.load(std::sync::atomic::Ordering::SeqCst) - before;
+    assert!(refetched <= 1, "{refetched} fetches for 5 unknown kids");
 
     // External users have no local profile.
     assert_eq!(

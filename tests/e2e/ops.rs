@@ -228,3 +228,34 @@ async fn the_web_pages_are_served_with_caching_and_a_strict_policy() {
     }
     app.stop().await;
 }
+
+/// `/metrics` on an address of its own (for the scraper, off the public
+/// listener), and a method label that stays bounded whatever clients send.
+#[tokio::test]
+async fn metrics_can_be_served_on_their_own_address() {
+    let app = Env::new(Backend::Embedded)
+        .set("SHOPSTREAM_METRICS_LISTEN", "127.0.0.1:0")
+        .start()
+        .await;
+    let metrics_url = app
+        .stdout
+        .iter()
+        .find_map(|l| l.strip_prefix("shopstream metrics on "))
+        .expect("the metrics address is printed")
+        .to_owned();
+    // A made-up method, answered and counted under `other`.
+    let odd = reqwest::Method::from_bytes(b"FLOODME").unwrap();
+    app.send(app.http.request(odd, app.url("/api/products")))
+        .await;
+    assert_eq!(app.get("/metrics").await.status, StatusCode::NOT_FOUND);
+    let text = reqwest::get(&metrics_url)
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(text.contains("http_requests_total"), "{text}");
+    assert!(text.contains("method=\"other\""), "{text}");
+    assert!(!text.contains("FLOODME"), "{text}");
+    app.stop().await;
+}

@@ -10,6 +10,8 @@ use serde::Serialize;
 use storage::users::UserError;
 use uuid::Uuid;
 
+use storage::users::Refreshed;
+
 use crate::{
     AppState,
     auth::{TokenPair, hash_password, verify_password},
@@ -106,12 +108,15 @@ pub async fn create_user(
     }
 }
 
-async fn issue(state: &AppState, user: &User) -> ApiResult<TokenPair> {
+/// A new token pair; its refresh token starts a family (a sign-in) or
+/// joins `family` (a refresh).
+async fn issue(state: &AppState, user: &User, family: Option<&str>) -> ApiResult<TokenPair> {
     let refresh_id = Uuid::new_v4().simple().to_string();
     let expires = domain::now() + state.tokens.refresh_ttl;
+    let family = family.unwrap_or(&refresh_id).to_owned();
     state
         .users
-        .store_refresh(user.id, &refresh_id, expires)
+        .store_refresh(user.id, &refresh_id, &family, expires)
         .await?;
     state
         .tokens
@@ -165,7 +170,7 @@ pub async fn register(
     let user = create_user(&state, email, password, name, Role::Customer, None).await?;
     // What the visitor browsed and basketed before registering is theirs.
     merge_session(&state, &headers, &user).await;
-    let tokens = issue(&state, &user).await?;
+    let tokens = issue(&state, &user, None).await?;
     Ok((
         StatusCode::CREATED,
         Json(Registered {
@@ -213,7 +218,7 @@ pub async fn login(
     match user {
         Some(user) if ok => {
             merge_session(&state, &headers, &user).await;
-            Ok(Json(issue(&state, &user).await?))
+            Ok(Json(issue(&state, &user, None).await?))
         }
         _ => Err(ApiError::Unauthorized("wrong e-mail address or password")),
     }
@@ -243,7 +248,9 @@ async fn merge_session(state: &AppState, headers: &axum::http::HeaderMap, user: 
     }
 }
 
-/// Exchanges a refresh token for a new pair. Each refresh token works once.
+/// Exchanges a refresh token for a new pair. Each refresh token works once;
+/// one used a second time (stolen and replayed, or replayed by the thief's
+/// victim) revokes every refresh token of its sign-in.
 #[utoipa::path(post, path = "/api/auth/refresh", tag = "auth",
     request_body = RefreshRequest,
     responses(
@@ -264,19 +271,29 @@ pub async fn refresh(
     };
     let (user_id, jti) = state.tokens.verify_refresh(&token)?;
     state.limits.auth_account(&user_id.to_string())?;
-    if !state
+    let family = match state
         .users
         .consume_refresh(user_id, &jti, domain::now())
         .await?
     {
-        return Err(ApiError::Unauthorized(
-            "invalid, expired or used refresh token",
-        ));
-    }
+        Refreshed::Fresh { family } => family,
+        Refreshed::Reused => {
+            metrics::counter!("shopstream_refresh_reuse_total").increment(1);
+            tracing::warn!(user = %user_id, "a refresh token was used twice; its family is revoked");
+            return Err(ApiError::Unauthorized(
+                "this refresh token was used before: every refresh token of this sign-in is revoked; sign in again",
+            ));
+        }
+        Refreshed::Invalid => {
+            return Err(ApiError::Unauthorized(
+                "invalid, expired or revoked refresh token",
+            ));
+        }
+    };
     let user = state
         .users
         .get(user_id)
         .await?
         .ok_or(ApiError::Unauthorized("the account no longer exists"))?;
-    Ok(Json(issue(&state, &user).await?))
+    Ok(Json(issue(&state, &user, Some(&family)).await?))
 }

@@ -13,13 +13,24 @@ use utoipa_scalar::{Scalar, Servable};
 
 use crate::{AppState, error::ApiError, openapi::ApiDoc};
 
-pub fn router() -> Router<AppState> {
-    Router::new()
+/// Health, readiness, OpenAPI and the docs; `/metrics` too unless it is
+/// served on a listener of its own (`metrics_listen`).
+pub fn router(with_metrics: bool) -> Router<AppState> {
+    let r = Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
-        .route("/metrics", get(metrics))
         .route("/api/openapi.json", get(openapi))
-        .merge(Scalar::with_url("/docs", ApiDoc::openapi()))
+        .merge(Scalar::with_url("/docs", ApiDoc::openapi()));
+    if with_metrics {
+        r.route("/metrics", get(metrics))
+    } else {
+        r
+    }
+}
+
+/// `/metrics` alone, for a listener of its own.
+pub fn metrics_router() -> Router<AppState> {
+    Router::new().route("/metrics", get(metrics))
 }
 
 /// The process is up.
