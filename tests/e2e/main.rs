@@ -7,6 +7,7 @@ mod helpers;
 mod auth;
 mod cli;
 mod commerce;
+mod faults;
 mod leases;
 mod limits;
 mod ops;

@@ -398,7 +398,7 @@ on_both_backends!(
 
 /// Expected totals of a generated stream.
 #[derive(Default)]
-struct Totals {
+pub(crate) struct Totals {
     /// Per product: on_hand - backorder.
     net: BTreeMap<String, i64>,
     views: i64,
@@ -408,7 +408,7 @@ struct Totals {
     bad: i64,
 }
 
-fn generate(n: usize, products: usize) -> (String, Totals) {
+pub(crate) fn generate(n: usize, products: usize) -> (String, Totals) {
     let ids: Vec<String> = (0..products)
         .map(|_| uuid::Uuid::now_v7().to_string())
         .collect();
@@ -470,7 +470,7 @@ fn generate(n: usize, products: usize) -> (String, Totals) {
     (out, totals)
 }
 
-async fn verify(app: &App, admin: &str, totals: &Totals) -> Result<(), String> {
+pub(crate) async fn verify(app: &App, admin: &str, totals: &Totals) -> Result<(), String> {
     let s = app
         .call(
             Method::GET,
