@@ -31,7 +31,7 @@ pub struct ModelInfo {
     pub subjects: Option<usize>,
     pub items: Option<usize>,
     /// The ranker's training: targets, candidate recall, feature weights.
-    #[schema(value_type = Object)]
+    #[schema(value_type = Option<Object>, nullable = true)]
     pub report: Option<serde_json::Value>,
 }
 

@@ -8,10 +8,9 @@ use axum::{
     response::IntoResponse,
     routing::get,
 };
-use utoipa::OpenApi;
 use utoipa_scalar::{Scalar, Servable};
 
-use crate::{AppState, error::ApiError, openapi::ApiDoc};
+use crate::{AppState, error::ApiError};
 
 /// Health, readiness, OpenAPI and the docs; `/metrics` too unless it is
 /// served on a listener of its own (`metrics_listen`).
@@ -20,7 +19,7 @@ pub fn router(with_metrics: bool) -> Router<AppState> {
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/api/openapi.json", get(openapi))
-        .merge(Scalar::with_url("/docs", ApiDoc::openapi()));
+        .merge(Scalar::with_url("/docs", crate::openapi::spec().clone()));
     if with_metrics {
         r.route("/metrics", get(metrics))
     } else {
@@ -62,6 +61,6 @@ pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
 
 /// This API's OpenAPI 3.1 document.
 #[utoipa::path(get, path = "/api/openapi.json", tag = "ops", responses((status = 200, content_type = "application/json")))]
-pub async fn openapi() -> Json<utoipa::openapi::OpenApi> {
-    Json(ApiDoc::openapi())
+pub async fn openapi() -> Json<&'static utoipa::openapi::OpenApi> {
+    Json(crate::openapi::spec())
 }

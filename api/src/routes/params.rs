@@ -59,10 +59,12 @@ impl Params {
     /// An opaque cursor this API returned earlier.
     pub fn cursor(&mut self) -> Option<String> {
         let raw = self.take("cursor")?;
+        // Any well-formed cursor is a position to start after (a made-up one
+        // only starts the page elsewhere).
         match URL_SAFE_NO_PAD
             .decode(&raw)
             .ok()
-            .and_then(|b| String::from_utf8(b).ok())
+            .map(|b| String::from_utf8_lossy(&b).into_owned())
         {
             Some(c) => Some(c),
             None => {
