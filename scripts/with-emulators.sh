@@ -43,7 +43,13 @@ fi
 
 # libfaketime, for the test of an instance whose clock is ahead (Debian's
 # package; the tests preload it into the binary).
-if ! ls /usr/lib/*/faketime/libfaketimeMT.so.1 /usr/lib/faketime/libfaketimeMT.so.1 >/dev/null 2>&1; then
+have_faketime() {
+  for lib in /usr/lib/*/faketime/libfaketimeMT.so.1 /usr/lib/faketime/libfaketimeMT.so.1; do
+    [ -e "$lib" ] && return 0
+  done
+  return 1
+}
+if ! have_faketime; then
   echo "test.sh: installing Debian's faketime"
   if [ "$(id -u)" = 0 ]; then
     (apt-get install -y -qq faketime >/dev/null 2>&1 || { apt-get update -qq && apt-get install -y -qq faketime; }) >/dev/null

@@ -38,9 +38,23 @@ pub(crate) const NAME_LEN: Len = Len { min: 1, max: 200 };
     reason = "documents the body, which is read field by field to report every error"
 )]
 pub struct RegisterRequest {
+    #[schema(
+        max_length = 254,
+        pattern = r"^[^@\s\u0000-\u001f\u007f-\u009f]{1,64}@[A-Za-z0-9-]+(\.[A-Za-z0-9-]+)+$"
+    )]
     pub email: String,
     /// At least 12 characters.
+    #[schema(
+        min_length = 12,
+        max_length = 256,
+        pattern = r"^[^\u0000-\u001f\u007f-\u009f]*$"
+    )]
     pub password: String,
+    #[schema(
+        min_length = 1,
+        max_length = 200,
+        pattern = r"^[^\u0000-\u001f\u007f-\u009f]*$"
+    )]
     pub name: String,
 }
 
@@ -51,7 +65,17 @@ pub struct RegisterRequest {
     reason = "documents the body, which is read field by field to report every error"
 )]
 pub struct LoginRequest {
+    #[schema(
+        min_length = 1,
+        max_length = 254,
+        pattern = r"^[^\u0000-\u001f\u007f-\u009f]*$"
+    )]
     pub email: String,
+    #[schema(
+        min_length = 1,
+        max_length = 1024,
+        pattern = r"^[^\u0000-\u001f\u007f-\u009f]*$"
+    )]
     pub password: String,
 }
 
@@ -62,6 +86,11 @@ pub struct LoginRequest {
     reason = "documents the body, which is read field by field to report every error"
 )]
 pub struct RefreshRequest {
+    #[schema(
+        min_length = 1,
+        max_length = 4096,
+        pattern = r"^[^\u0000-\u001f\u007f-\u009f]*$"
+    )]
     pub refresh_token: String,
 }
 

@@ -156,8 +156,15 @@ pub async fn get_basket(
 pub struct AddItem {
     #[schema(value_type = String, format = Uuid)]
     pub product_id: String,
+    /// 1 to `max_quantity` (99 by default).
+    #[schema(minimum = 1, maximum = 99)]
     pub quantity: i64,
     /// The recommendation that led here, for attribution.
+    #[schema(
+        min_length = 1,
+        max_length = 128,
+        pattern = r"^[^\u0000-\u001f\u007f-\u009f]*$"
+    )]
     pub recommendation_id: Option<String>,
 }
 
@@ -216,6 +223,8 @@ pub async fn add_item(
 
 #[derive(Debug, utoipa::ToSchema)]
 pub struct SetItem {
+    /// 1 to `max_quantity` (99 by default).
+    #[schema(minimum = 1, maximum = 99)]
     pub quantity: i64,
 }
 
