@@ -316,6 +316,21 @@ fn minute_name(minute: i64) -> String {
     }
 }
 
+/// A put of a behaviour item read at version `read` (`None`: it did not
+/// exist), conditional on that: a concurrent change fails the commit and
+/// the batch is folded again.
+fn versioned_put<T: serde::Serialize>(key: &Key, value: &T, read: Option<u64>) -> Option<TxOp> {
+    let cond = match read {
+        None => Cond::NotExists,
+        Some(v) => Cond::eq("version", v),
+    };
+    to_item(key, value).ok().map(|item| TxOp::Put {
+        table: Table::Behaviour,
+        item,
+        cond: Some(cond),
+    })
+}
+
 /// Folds the records into operations, given the items [`needs`] asked for.
 pub fn fold(records: &[Decoded], snapshot: &Snapshot, origin: &Origin<'_>) -> Folded {
     let mut out = Folded::default();
@@ -551,33 +566,16 @@ pub fn fold(records: &[Decoded], snapshot: &Snapshot, origin: &Origin<'_>) -> Fo
             .push(counter_op(trend_hour_key(&h, &product.to_string()), c));
     }
     for (subject, (read, mut profile)) in profiles {
-        let cond = match &read {
-            None => Cond::NotExists,
-            Some(r) => Cond::eq("version", r.version),
-        };
-        profile.version = read.map_or(1, |r| r.version + 1);
-        if let Ok(item) = to_item(&profile_key(&subject), &profile) {
-            out.ops.push(TxOp::Put {
-                table: Table::Behaviour,
-                item,
-                cond: Some(cond),
-            });
-        }
+        let read = read.map(|r| r.version);
+        profile.version = read.map_or(1, |v| v + 1);
+        out.ops
+            .extend(versioned_put(&profile_key(&subject), &profile, read));
         out.subjects.insert(subject);
     }
     for (key, (read, mut mark)) in marks {
-        let cond = match &read {
-            None => Cond::NotExists,
-            Some(r) => Cond::eq("version", r.version),
-        };
-        mark.version = read.map_or(1, |r| r.version + 1);
-        if let Ok(item) = to_item(&mark_key(&key), &mark) {
-            out.ops.push(TxOp::Put {
-                table: Table::Behaviour,
-                item,
-                cond: Some(cond),
-            });
-        }
+        let read = read.map(|r| r.version);
+        mark.version = read.map_or(1, |v| v + 1);
+        out.ops.extend(versioned_put(&mark_key(&key), &mark, read));
     }
     for ((version, source), [clicks, adds, purchases]) in reco {
         if source.is_none() {

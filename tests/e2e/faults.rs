@@ -30,16 +30,7 @@ async fn produce(env: &Env, n: usize) -> Totals {
         .path()
         .join(format!("events-{}.jsonl", uuid::Uuid::new_v4()));
     std::fs::write(&path, file).unwrap();
-    let (code, out, err) = env
-        .run(&[
-            "produce",
-            "--file",
-            path.to_str().unwrap(),
-            "--batch",
-            "500",
-        ])
-        .await;
-    assert_eq!(code, 0, "{out}{err}");
+    env.produce(&path, 500).await;
     totals
 }
 

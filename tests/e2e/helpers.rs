@@ -237,6 +237,22 @@ impl Env {
         )
     }
 
+    /// `shopstream produce` of a JSON-lines file, in batches of `batch`;
+    /// asserts it succeeded and returns what it printed.
+    pub async fn produce(&self, file: &Path, batch: usize) -> String {
+        let (code, out, err) = self
+            .run(&[
+                "produce",
+                "--file",
+                file.to_str().unwrap(),
+                "--batch",
+                &batch.to_string(),
+            ])
+            .await;
+        assert_eq!(code, 0, "{out}{err}");
+        out
+    }
+
     /// Starts the server (after `init` on AWS) and waits until it listens.
     pub async fn start(&self) -> App {
         if self.backend == Backend::Aws {

@@ -545,16 +545,7 @@ async fn crash_and_restart(
         let (code, out, err) = env.run(&["init"]).await;
         assert_eq!(code, 0, "{out}{err}");
     }
-    let (code, out, err) = env
-        .run(&[
-            "produce",
-            "--file",
-            path.to_str().unwrap(),
-            "--batch",
-            "1000",
-        ])
-        .await;
-    assert_eq!(code, 0, "{out}{err}");
+    let out = env.produce(&path, 1000).await;
     assert!(out.contains(&format!("sent {events}, failed 0")), "{out}");
 
     let mut seed = 12345u64;

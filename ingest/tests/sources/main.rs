@@ -30,31 +30,24 @@ macro_rules! on_source {
     };
 }
 
-on_source!(log => Log [
-    good_and_bad_records_apply_once_across_a_restart,
-    a_member_whose_lease_is_taken_is_fenced,
-    a_member_that_dies_is_taken_over,
-    a_failing_partition_holds_only_itself,
-    poison_records_are_dead_lettered_and_the_partition_moves_on,
-    every_event_sent_twice_applies_once,
-]);
+/// The suite: `every` test on every source, `grouped` on the sources whose
+/// members form a group (the embedded log has one process, no balancing).
+macro_rules! suite {
+    (every [$($t:ident),+ $(,)?] grouped [$($g:ident),+ $(,)?]) => {
+        on_source!(log => Log [$($t),+]);
+        on_source!(kinesis => Kinesis [$($t),+, $($g),+]);
+        on_source!(kafka => Kafka [$($t),+, $($g),+]);
+    };
+}
 
-on_source!(kinesis => Kinesis [
-    good_and_bad_records_apply_once_across_a_restart,
-    a_member_whose_lease_is_taken_is_fenced,
-    a_member_that_dies_is_taken_over,
-    a_failing_partition_holds_only_itself,
-    poison_records_are_dead_lettered_and_the_partition_moves_on,
-    every_event_sent_twice_applies_once,
-    two_members_split_the_partitions,
-]);
-
-on_source!(kafka => Kafka [
-    good_and_bad_records_apply_once_across_a_restart,
-    a_member_whose_lease_is_taken_is_fenced,
-    a_member_that_dies_is_taken_over,
-    a_failing_partition_holds_only_itself,
-    poison_records_are_dead_lettered_and_the_partition_moves_on,
-    every_event_sent_twice_applies_once,
-    two_members_split_the_partitions,
-]);
+suite!(
+    every [
+        good_and_bad_records_apply_once_across_a_restart,
+        a_member_whose_lease_is_taken_is_fenced,
+        a_member_that_dies_is_taken_over,
+        a_failing_partition_holds_only_itself,
+        poison_records_are_dead_lettered_and_the_partition_moves_on,
+        every_event_sent_twice_applies_once,
+    ]
+    grouped [two_members_split_the_partitions]
+);
