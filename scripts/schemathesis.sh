@@ -24,15 +24,18 @@ SHOPSTREAM_LIMIT_AUTH_PER_ADDRESS_PER_MINUTE=0 SHOPSTREAM_LIMIT_AUTH_PER_ACCOUNT
   ./target/debug/shopstream serve >"$DATA/out.log" 2>"$DATA/err.log" &
 PID=$!
 trap 'kill $PID 2>/dev/null; wait $PID 2>/dev/null; rm -rf "$DATA"' EXIT
-until curl -sf "http://127.0.0.1:$PORT/healthz" >/dev/null; do sleep 0.2; done
+until curl -sf "http://127.0.0.1:$PORT/healthz" >/dev/null; do
+  kill -0 $PID 2>/dev/null || { echo "schemathesis.sh: the server exited:" >&2; tail -20 "$DATA/err.log" >&2; exit 1; }
+  sleep 0.2
+done
 BASE="http://127.0.0.1:$PORT"
 TOKEN=$(curl -sf "$BASE/api/auth/login" -H 'content-type: application/json' \
   -d '{"email":"st@example.com","password":"schemathesis password 1"}' | python3 -c 'import json,sys; print(json.load(sys.stdin)["access_token"])')
 status=0
 echo "== schemathesis as the admin"
-"$ST_VENV/bin/st" run "$BASE/api/openapi.json" --url "$BASE" --checks all \
+"$ST_VENV/bin/st" --config-file scripts/schemathesis.toml run "$BASE/api/openapi.json" --url "$BASE" --checks all \
   -H "Authorization: Bearer $TOKEN" --max-examples "${ST_EXAMPLES:-25}" --seed 1 "$@" || status=1
 echo "== schemathesis anonymously"
-"$ST_VENV/bin/st" run "$BASE/api/openapi.json" --url "$BASE" --checks all \
+"$ST_VENV/bin/st" --config-file scripts/schemathesis.toml run "$BASE/api/openapi.json" --url "$BASE" --checks all \
   --max-examples "${ST_EXAMPLES:-25}" --seed 2 "$@" || status=1
 exit $status

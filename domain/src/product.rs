@@ -9,7 +9,7 @@ use time::OffsetDateTime;
 
 use crate::{
     Currency, Price, ProductId,
-    validate::{FieldReader, Len, ValidationErrors, kind},
+    validate::{CONTROL, FieldReader, Len, TRIMMED, ValidationErrors, kind},
 };
 
 pub const SKU_LEN: Len = Len { min: 1, max: 64 };
@@ -23,6 +23,24 @@ pub const ATTRIBUTE_KEY_LEN: Len = Len { min: 1, max: 64 };
 pub const ATTRIBUTE_VALUE_LEN: Len = Len { min: 0, max: 512 };
 pub const MAX_LOW_STOCK_THRESHOLD: i64 = 1_000_000;
 pub const DEFAULT_LOW_STOCK_THRESHOLD: u32 = 5;
+
+/// The rules of the product body's constrained strings, as the OpenAPI
+/// document states them (the parsers below check the same by hand; a test
+/// in `api` holds the two equal).
+pub fn sku_pattern() -> String {
+    format!("^[{TRIMMED}]*[A-Za-z0-9._-]+[{TRIMMED}]*$")
+}
+/// A category: text without `#` (it separates key parts).
+pub fn category_pattern() -> String {
+    format!("^[^#{CONTROL}]*[^#{CONTROL}{TRIMMED}][^#{CONTROL}]*$")
+}
+/// A price: a plain decimal, at most 999,999,999.999.
+pub const PRICE_PATTERN: &str = r"^(?:0|[1-9][0-9]{0,8})(?:\.[0-9]{1,3})?$";
+pub const CURRENCY_PATTERN: &str = "^[A-Z]{3}$";
+/// An image: an http(s) URL or a path on this server.
+pub fn image_url_pattern() -> String {
+    format!("^[{TRIMMED}]*(?:https?://|/)[^{CONTROL}]*$")
+}
 
 /// Fields the server owns. On create they are refused; on replace and patch a
 /// client may send them back unchanged (they are ignored).
@@ -180,6 +198,7 @@ impl ProductPatch {
             sku: sku(&mut r, false),
             name: r.string("name", false, NAME_LEN),
             description: if r.is_null("description") {
+                r.raw("description");
                 Some(String::new())
             } else {
                 r.string("description", false, DESCRIPTION_LEN)
@@ -290,6 +309,13 @@ fn price(r: &mut FieldReader<'_>, required: bool) -> Option<Price> {
             }
             None
         }
+        Some(Value::String(s)) if !is_plain_decimal(s) => {
+            r.errors.push(
+                "price",
+                "must be a plain decimal string such as \"19.99\" (at most 3 decimals, no sign, no leading zero, at most 999999999.999)",
+            );
+            None
+        }
         Some(Value::String(s)) => match Price::parse(s) {
             Ok(p) => Some(p),
             Err(e) => {
@@ -315,6 +341,19 @@ fn price(r: &mut FieldReader<'_>, required: bool) -> Option<Price> {
             None
         }
     }
+}
+
+/// [`PRICE_PATTERN`], by hand.
+pub fn is_plain_decimal(s: &str) -> bool {
+    let (whole, fraction) = match s.split_once('.') {
+        Some((w, f)) => (w, Some(f)),
+        None => (s, None),
+    };
+    let digits = |p: &str| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit());
+    digits(whole)
+        && whole.len() <= 9
+        && (whole == "0" || !whole.starts_with('0'))
+        && fraction.is_none_or(|f| digits(f) && f.len() <= 3)
 }
 
 fn currency(r: &mut FieldReader<'_>, required: bool) -> Option<Currency> {
@@ -400,6 +439,17 @@ mod tests {
                 "sku"
             ]
         );
+    }
+
+    #[test]
+    fn a_patch_clears_the_optional_fields_with_null() {
+        let patch = ProductPatch::parse(
+            &json!({"description": null, "supplier_id": null, "image_url": null}),
+        )
+        .unwrap();
+        assert_eq!(patch.description.as_deref(), Some(""));
+        assert_eq!(patch.supplier_id, Some(None));
+        assert_eq!(patch.image_url, Some(None));
     }
 
     #[test]

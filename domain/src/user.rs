@@ -127,6 +127,8 @@ pub fn check_password(password: &str) -> Result<(), Invalid> {
         Err(Invalid::new(format!(
             "must be at most {MAX_PASSWORD_CHARS} characters"
         )))
+    } else if password.chars().any(char::is_control) {
+        Err(Invalid::new("must not contain control characters"))
     } else {
         Ok(())
     }

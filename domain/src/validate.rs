@@ -60,6 +60,24 @@ pub struct FieldReader<'a> {
     pub errors: ValidationErrors,
 }
 
+/// The characters a field may have around it that are trimmed off: the
+/// Unicode white space that is not a control character (a regex class body,
+/// ECMA-262 and Rust's `regex` alike).
+pub const TRIMMED: &str = r" \u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000";
+/// The control characters (`char::is_control`), which no text field takes.
+pub const CONTROL: &str = r"\u0000-\u001f\u007f-\u009f";
+
+/// A free-text field that must not be empty, as the OpenAPI document states
+/// it: no control character, and something besides white space.
+pub fn text_pattern() -> String {
+    format!("^[^{CONTROL}]*[^{CONTROL}{TRIMMED}][^{CONTROL}]*$")
+}
+
+/// A free-text field that may be empty: no control character.
+pub fn text_or_empty_pattern() -> String {
+    format!("^[^{CONTROL}]*$")
+}
+
 /// A string's length limits, in characters.
 #[derive(Clone, Copy, Debug)]
 pub struct Len {
@@ -114,9 +132,12 @@ impl<'a> FieldReader<'a> {
                 None
             }
             Some(Value::String(s)) => {
+                // Limits as the OpenAPI document states them (`TEXT_PATTERN`,
+                // maxLength): the whole string is at most `max` characters
+                // and free of control characters; it is stored trimmed, and
+                // must not be empty once trimmed.
                 let trimmed = s.trim();
-                let chars = trimmed.chars().count();
-                if chars < len.min {
+                if trimmed.chars().count() < len.min {
                     if len.min == 1 {
                         self.errors.push(name, "must not be empty");
                     } else {
@@ -124,11 +145,11 @@ impl<'a> FieldReader<'a> {
                             .push(name, format!("must be at least {} characters", len.min));
                     }
                     None
-                } else if chars > len.max {
+                } else if s.chars().count() > len.max {
                     self.errors
                         .push(name, format!("must be at most {} characters", len.max));
                     None
-                } else if trimmed.chars().any(char::is_control) {
+                } else if s.chars().any(char::is_control) {
                     self.errors
                         .push(name, "must not contain control characters");
                     None
@@ -158,7 +179,12 @@ impl<'a> FieldReader<'a> {
                 }
                 None
             }
-            Some(Value::Number(n)) => match n.as_i64() {
+            // JSON Schema's integers include `2.0`; any other fraction is not one.
+            Some(Value::Number(n)) => match n.as_i64().or_else(|| {
+                n.as_f64()
+                    .filter(|f| f.fract() == 0.0 && f.abs() < 9.0e15)
+                    .map(|f| f as i64)
+            }) {
                 Some(i) if (min..=max).contains(&i) => Some(i),
                 _ => {
                     self.errors
@@ -201,6 +227,14 @@ impl<'a> FieldReader<'a> {
         for (k, v) in map {
             let field = format!("{name}.{k}");
             let key_chars = k.chars().count();
+            if k.chars().any(char::is_control)
+                || v.as_str().is_some_and(|v| v.chars().any(char::is_control))
+            {
+                self.errors
+                    .push(field.clone(), "must not contain control characters");
+                ok = false;
+                continue;
+            }
             if key_chars < key_len.min || key_chars > key_len.max {
                 self.errors.push(
                     field.clone(),
@@ -227,6 +261,22 @@ impl<'a> FieldReader<'a> {
             }
         }
         ok.then_some(out)
+    }
+
+    /// A required string taken as sent: not trimmed, not checked (a
+    /// password, which the caller checks itself).
+    pub fn untrimmed(&mut self, name: &'static str) -> Option<&'a str> {
+        match self.get(name) {
+            Some(Value::String(s)) => Some(s),
+            Some(_) => {
+                self.errors.push(name, "must be a string");
+                None
+            }
+            None => {
+                self.missing(name);
+                None
+            }
+        }
     }
 
     /// The raw value of a field whose type the caller checks itself.

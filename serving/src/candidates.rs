@@ -47,6 +47,8 @@ pub enum Source {
     Popularity,
     /// New in this category (cold start).
     Category(String),
+    /// New in the shop: the last resort of a shop with no behaviour yet.
+    Newest,
 }
 
 impl Source {
@@ -60,6 +62,7 @@ impl Source {
             Source::Repeat => "repeat",
             Source::Popularity => "popularity",
             Source::Category(_) => "category",
+            Source::Newest => "newest",
         }
     }
 
@@ -70,7 +73,7 @@ impl Source {
             | Source::CoOccurrence(p)
             | Source::Embedding(p)
             | Source::BoughtTogether(p) => Some(p),
-            Source::Repeat | Source::Popularity | Source::Category(_) => None,
+            Source::Repeat | Source::Popularity | Source::Category(_) | Source::Newest => None,
         }
     }
 }

@@ -30,6 +30,8 @@ pub trait Catalogue: Send + Sync + Debug {
         category: &str,
         limit: usize,
     ) -> Result<Vec<Product>, StoreError>;
+    /// The shop's newest products, newest first.
+    async fn newest(&self, limit: usize) -> Result<Vec<Product>, StoreError>;
     /// The most active products over the last `window`, with their trend
     /// score (`processors::state::Counters::trend_score`), highest first.
     async fn trending(
@@ -78,6 +80,10 @@ impl Catalogue for StoreCatalogue {
         self.products.newest_in_category(category, limit).await
     }
 
+    async fn newest(&self, limit: usize) -> Result<Vec<Product>, StoreError> {
+        self.products.newest(limit).await
+    }
+
     async fn trending(
         &self,
         window: Duration,
@@ -107,6 +113,24 @@ pub struct MemoryCatalogue {
 }
 
 impl MemoryCatalogue {
+    /// The newest `limit` products that `keep` keeps, newest first (by id
+    /// on equal times, as the store's time-ordered ids sort).
+    fn newest_where(
+        &self,
+        limit: usize,
+        keep: impl Fn(&Product) -> bool,
+    ) -> Result<Vec<Product>, StoreError> {
+        let m = self.products.lock().map_err(|_| Self::poisoned())?;
+        let mut list: Vec<Product> = m
+            .values()
+            .filter(|(p, _)| keep(p))
+            .map(|(p, _)| p.clone())
+            .collect();
+        list.sort_by_key(|p| std::cmp::Reverse((p.created_at, p.id)));
+        list.truncate(limit);
+        Ok(list)
+    }
+
     /// Adds (or replaces) a product with its available stock.
     pub fn put(&self, product: Product, available: i64) {
         if let Ok(mut m) = self.products.lock() {
@@ -156,15 +180,11 @@ impl Catalogue for MemoryCatalogue {
         category: &str,
         limit: usize,
     ) -> Result<Vec<Product>, StoreError> {
-        let m = self.products.lock().map_err(|_| Self::poisoned())?;
-        let mut list: Vec<Product> = m
-            .values()
-            .filter(|(p, _)| p.category == category)
-            .map(|(p, _)| p.clone())
-            .collect();
-        list.sort_by_key(|p| std::cmp::Reverse(p.created_at));
-        list.truncate(limit);
-        Ok(list)
+        self.newest_where(limit, |p| p.category == category)
+    }
+
+    async fn newest(&self, limit: usize) -> Result<Vec<Product>, StoreError> {
+        self.newest_where(limit, |_| true)
     }
 
     async fn trending(

@@ -113,6 +113,7 @@ impl<'a> Reads<'a> {
             Source::Repeat => "you bought it before".to_owned(),
             Source::Popularity => "popular right now".to_owned(),
             Source::Category(k) => format!("new in {k}"),
+            Source::Newest => "new in the shop".to_owned(),
         }
     }
 }
@@ -337,13 +338,35 @@ pub async fn recommend(
         .clone()
         .or_else(|| context.map(|p| p.category.clone()));
     if items.len() < limit
-        && let Some(k) = category
+        && let Some(k) = &category
     {
-        let cands = in_category(catalogue, &k, context.map(|p| p.price.amount())).await?;
+        let cands = in_category(catalogue, k, context.map(|p| p.price.amount())).await?;
+        let more = apply(&cands, &rules, limit - items.len(), &mut reads).await?;
+        keep(&mut rules, &more);
+        items.extend(more);
+    }
+    // A new shop, or one whose behaviour all went elsewhere: the newest
+    // products in stock, so the shelf is never empty (within the category
+    // asked for, which the category step above already read).
+    if items.len() < limit && rules.category.is_none() {
+        let cands: Vec<Candidate> = catalogue
+            .newest(NEWEST_FALLBACK)
+            .await?
+            .into_iter()
+            .map(|x| Candidate {
+                product_id: x.id.to_string(),
+                category_hint: Some(std::sync::Arc::from(x.category.as_str())),
+                score: 0.0,
+                source: Source::Newest,
+            })
+            .collect();
         items.extend(apply(&cands, &rules, limit - items.len(), &mut reads).await?);
     }
     Ok(items)
 }
+
+/// How many of the shop's newest products the last fallback looks at.
+const NEWEST_FALLBACK: usize = 200;
 
 /// Products like `product`: the model's neighbours, then the newest of its
 /// category nearest in price.
@@ -562,6 +585,32 @@ mod tests {
         );
         assert_eq!(served[1].source, "category");
         assert_eq!(served[1].reason, "new in teapots");
+    }
+
+    #[tokio::test]
+    async fn a_new_shop_recommends_its_newest_products_in_stock() {
+        let cat = MemoryCatalogue::default();
+        let old = product("old", "mugs", "3.00", 300);
+        let sold_out = product("sold out", "mugs", "3.00", 100);
+        let newer = product("newer", "hats", "9.00", 200);
+        let newest = product("newest", "socks", "5.00", 0);
+        let in_basket = product("in basket", "socks", "5.00", 50);
+        cat.put(old.clone(), 1);
+        cat.put(sold_out.clone(), 0);
+        cat.put(newer.clone(), 2);
+        cat.put(newest.clone(), 3);
+        cat.put(in_basket.clone(), 3);
+        let mut rules = rules(3);
+        rules.exclude.insert(in_basket.id.to_string());
+        let served = recommend(&cat, None, &[], None, rules, 10).await.unwrap();
+        assert_eq!(names(&served), ["newest", "newer", "old"]);
+        assert!(served.iter().all(|s| s.source == "newest"));
+        assert_eq!(served[0].reason, "new in the shop");
+        // Asked for one category, the answer stays in it.
+        let mut only = self::rules(3);
+        only.category = Some("hats".into());
+        let served = recommend(&cat, None, &[], None, only, 10).await.unwrap();
+        assert_eq!(names(&served), ["newer"]);
     }
 
     #[tokio::test]

@@ -172,6 +172,22 @@ impl Products {
             .collect()
     }
 
+    /// The newest `limit` products of the whole catalogue, newest first.
+    pub async fn newest(&self, limit: usize) -> Result<Vec<Product>, StoreError> {
+        let query = Query {
+            limit,
+            descending: true,
+            ..Query::default()
+        };
+        self.store
+            .query(Table::Products, CANONICAL, &query)
+            .await?
+            .items
+            .into_iter()
+            .map(from_item)
+            .collect()
+    }
+
     /// One page of products, oldest first. `cursor` is the last id of the
     /// previous page.
     pub async fn list(

@@ -205,7 +205,7 @@ async fn listing_pages_and_filters(backend: Backend) {
         "limit=0",
         "limit=101",
         "limit=x",
-        "cursor=not-a-cursor",
+        "cursor=not!a!cursor",
         "colour=red",
     ] {
         let r = app.get(&format!("/api/products?{bad}")).await;

@@ -170,17 +170,7 @@ pub async fn register(
     state.limits.auth_address(ip)?;
     let mut r = FieldReader::new(&body).map_err(ApiError::Validation)?;
     let email = r.string("email", true, Len { min: 1, max: 254 });
-    let password = match r.raw("password") {
-        Some(serde_json::Value::String(p)) => Some(p.clone()),
-        Some(_) => {
-            r.errors.push("password", "must be a string");
-            None
-        }
-        None => {
-            r.errors.push("password", "is required");
-            None
-        }
-    };
+    let password = r.untrimmed("password").map(str::to_owned);
     let name = r.string("name", true, NAME_LEN);
     r.deny_unknown();
     let mut errors = r.errors;
@@ -225,7 +215,26 @@ pub async fn login(
     state.limits.auth_address(ip)?;
     let mut r = FieldReader::new(&body).map_err(ApiError::Validation)?;
     let email = r.string("email", true, Len { min: 1, max: 254 });
-    let password = r.string("password", true, PASSWORD_LEN);
+    // A password is taken as typed: never trimmed.
+    let password = match r.untrimmed("password") {
+        Some(p)
+            if (PASSWORD_LEN.min..=PASSWORD_LEN.max).contains(&p.chars().count())
+                && !p.chars().any(char::is_control) =>
+        {
+            Some(p.to_owned())
+        }
+        Some(_) => {
+            r.errors.push(
+                "password",
+                format!(
+                    "must be {} to {} characters, without control characters",
+                    PASSWORD_LEN.min, PASSWORD_LEN.max
+                ),
+            );
+            None
+        }
+        None => None,
+    };
     r.deny_unknown();
     let (Some(email), Some(password)) = (email, password) else {
         return Err(ApiError::Validation(r.errors));

@@ -64,9 +64,10 @@ pub fn session_of(headers: &HeaderMap) -> ApiResult<Option<String>> {
         .or_else(|| cookie_session(headers));
     match named {
         None => Ok(None),
+        // The hyphenated form only, as issued (and as `format: uuid` says).
         Some(s) => match uuid::Uuid::parse_str(&s) {
-            Ok(u) => Ok(Some(u.to_string())),
-            Err(_) => Err(ApiError::field(
+            Ok(u) if s.len() == 36 => Ok(Some(u.to_string())),
+            _ => Err(ApiError::field(
                 SESSION_HEADER,
                 "must be a session id this API issued (a UUID)",
             )),
@@ -78,6 +79,11 @@ pub fn session_of(headers: &HeaderMap) -> ApiResult<Option<String>> {
 /// issuing a new session when there is none and `issue` is set.
 pub fn owner(caller: &MaybeCaller, headers: &HeaderMap, issue: bool) -> ApiResult<Option<Owner>> {
     if let Some(c) = &caller.0 {
+        // A signed-in caller's session header is not used, but a malformed
+        // one is still an error (a stale cookie is not).
+        if headers.contains_key(SESSION_HEADER) {
+            session_of(headers)?;
+        }
         return Ok(Some(Owner {
             key: format!("user:{}", c.subject),
             actor: Actor {

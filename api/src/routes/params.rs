@@ -7,6 +7,10 @@ use crate::error::ApiError;
 
 pub const DEFAULT_LIMIT: usize = 20;
 pub const MAX_LIMIT: usize = 100;
+/// The longest category or supplier id a query names.
+pub const NAME_PARAM_LEN: usize = 64;
+/// The longest cursor (the ones this API returns are far shorter).
+pub const MAX_CURSOR_LEN: usize = 256;
 
 #[derive(Debug)]
 pub struct Params {
@@ -59,6 +63,11 @@ impl Params {
     /// An opaque cursor this API returned earlier.
     pub fn cursor(&mut self) -> Option<String> {
         let raw = self.take("cursor")?;
+        if !(1..=MAX_CURSOR_LEN).contains(&raw.len()) {
+            self.errors
+                .push("cursor", "is not a cursor this API returned");
+            return None;
+        }
         // Any well-formed cursor is a position to start after (a made-up one
         // only starts the page elsewhere).
         match URL_SAFE_NO_PAD
@@ -72,6 +81,19 @@ impl Params {
                     .push("cursor", "is not a cursor this API returned");
                 None
             }
+        }
+    }
+
+    /// A name such as a category or a supplier id: 1 to `max` characters
+    /// (as the OpenAPI document's shared rule says).
+    pub fn name(&mut self, name: &'static str, max: usize) -> Option<String> {
+        let v = self.take(name)?;
+        if (1..=max).contains(&v.chars().count()) {
+            Some(v)
+        } else {
+            self.errors
+                .push(name, format!("must be 1 to {max} characters"));
+            None
         }
     }
 

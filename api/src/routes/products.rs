@@ -20,7 +20,7 @@ use crate::{
     auth::Caller,
     error::{ApiError, ApiResult},
     extract::JsonBody,
-    routes::params::{Params, encode_cursor},
+    routes::params::{NAME_PARAM_LEN, Params, encode_cursor},
 };
 
 pub fn router() -> Router<AppState> {
@@ -126,26 +126,13 @@ pub async fn list_products(
 ) -> ApiResult<Json<ProductPage>> {
     let mut params = Params::parse(query.as_deref())?;
     let limit = params.limit();
+    // A made-up cursor only starts the page elsewhere.
     let cursor = params.cursor();
-    if cursor
-        .as_deref()
-        .is_some_and(|c| c.parse::<ProductId>().is_err())
-    {
-        params
-            .errors
-            .push("cursor", "is not a cursor this API returned");
-    }
-    let mut filter = ProductFilter::default();
-    for (name, slot) in [
-        ("category", &mut filter.category),
-        ("supplier_id", &mut filter.supplier_id),
-    ] {
-        match params.take(name) {
-            Some(v) if !v.is_empty() && v.len() <= 64 => *slot = Some(v),
-            Some(_) => params.errors.push(name, "must be 1 to 64 characters"),
-            None => {}
-        }
-    }
+    let mut filter = ProductFilter {
+        category: params.name("category", NAME_PARAM_LEN),
+        supplier_id: params.name("supplier_id", NAME_PARAM_LEN),
+        ..ProductFilter::default()
+    };
     match params.take("q") {
         Some(v) if !v.trim().is_empty() && v.chars().count() <= 100 => {
             filter.name_contains = Some(v.trim().to_lowercase());

@@ -52,7 +52,7 @@ pub struct RecommendedItem {
     /// A short reason for a person.
     pub reason: String,
     /// The source behind it: `sequence`, `co-occurrence`, `embedding`,
-    /// `bought-together`, `repeat`, `popularity` or `category`.
+    /// `bought-together`, `repeat`, `popularity`, `category` or `newest`.
     pub source: String,
     /// The response's id with this item's source
     /// (`{version}~{uuid}~{source}`): send it back on the events that
@@ -139,22 +139,24 @@ fn answer(
     }
 }
 
-async fn product_param(state: &AppState, field: &str, raw: &str) -> ApiResult<domain::Product> {
+async fn product_param(
+    state: &AppState,
+    field: &str,
+    raw: &str,
+) -> ApiResult<Option<domain::Product>> {
     let id = raw
         .parse::<ProductId>()
-        .map_err(|_| ApiError::field(field, "must be a product id (a UUID)"))?;
-    state
-        .products
-        .get(id)
-        .await?
-        .ok_or_else(|| ApiError::field(field, format!("no product {raw}")))
+        .ok()
+        .filter(|_| raw.len() == 36)
+        .ok_or_else(|| ApiError::field(field, "must be a product id (a UUID)"))?;
+    Ok(state.products.get(id).await?)
 }
 
 /// Personalised recommendations for the caller (user, or the anonymous
 /// session of `X-Session-Id` / the session cookie).
 #[utoipa::path(get, path = "/api/recommendations", tag = "recommendations",
     params(("limit" = Option<usize>, Query, description = "1 to 100, default 20"),
-        ("context_product" = Option<String>, Query, description = "the product on screen"),
+        ("context_product" = Option<String>, Query, description = "the product on screen (ignored when it no longer exists)"),
         ("category" = Option<String>, Query, description = "only this category")),
     responses((status = 200, body = Recommendations), (status = 422, body = crate::Problem)))]
 pub async fn recommendations(
@@ -166,28 +168,14 @@ pub async fn recommendations(
     let mut p = Params::parse(q.as_deref())?;
     let limit = p.limit();
     let context = p.take("context_product");
-    let category = p.take("category");
+    let category = p.name("category", crate::routes::params::NAME_PARAM_LEN);
     p.finish()?;
+    // A product on screen that is gone (deleted since the page loaded) is
+    // no context; a category with no product yields what it has: nothing.
     let context = match context {
-        Some(raw) => Some(product_param(&state, "context_product", &raw).await?),
+        Some(raw) => product_param(&state, "context_product", &raw).await?,
         None => None,
     };
-    if let Some(k) = &category {
-        let (known, _) = state
-            .products
-            .list(
-                &storage::products::ProductFilter {
-                    category: Some(k.clone()),
-                    ..Default::default()
-                },
-                1,
-                None,
-            )
-            .await?;
-        if known.is_empty() {
-            return Err(ApiError::field("category", format!("no category {k}")));
-        }
-    }
     let owner = owner(&caller, &headers, false)?;
     let (profile, basket) = match &owner {
         Some(o) => (
@@ -391,7 +379,7 @@ pub async fn trending(
 ) -> ApiResult<Json<Trending>> {
     let mut p = Params::parse(q.as_deref())?;
     let (window, name) = p.window();
-    let category = p.take("category");
+    let category = p.name("category", crate::routes::params::NAME_PARAM_LEN);
     let limit = p.limit();
     p.finish()?;
     let catalogue = state.recs.catalogue();

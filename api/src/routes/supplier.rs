@@ -30,7 +30,7 @@ pub fn router() -> Router<AppState> {
 /// The supplier a request is about: a supplier's own; an admin names one
 /// with `supplier_id`.
 fn supplier_of(caller: &Caller, p: &mut Params) -> ApiResult<String> {
-    let asked = p.take("supplier_id");
+    let asked = p.name("supplier_id", crate::routes::params::NAME_PARAM_LEN);
     match caller.role {
         Role::Supplier => caller
             .supplier_id
