@@ -240,6 +240,12 @@ fn complete(doc: &mut serde_json::Value) {
     }
 }
 
+/// `v`, or null.
+fn nullable(mut v: serde_json::Value) -> serde_json::Value {
+    v["type"] = serde_json::json!([v["type"].clone(), "null"]);
+    v
+}
+
 /// The rules of the other bodies' fields that their annotations cannot
 /// state (patterns live in `domain::validate`), the body of `PATCH
 /// /api/me`, and the bounds of the events batch.
@@ -253,10 +259,6 @@ fn body_rules(doc: &mut serde_json::Value) {
             text_or_empty_pattern()
         };
         json!({"type": "string", "minLength": min, "maxLength": max, "pattern": pattern})
-    };
-    let nullable = |mut v: Value| {
-        v["type"] = json!([v["type"].clone(), "null"]);
-        v
     };
     let address = json!({
         "type": "object", "additionalProperties": false,
@@ -360,10 +362,6 @@ fn product_bodies(doc: &mut serde_json::Value) {
     };
     use serde_json::{Value, json};
     let text = |len: domain::validate::Len, pattern: String| json!({"type": "string", "maxLength": len.max, "pattern": pattern});
-    let nullable = |mut v: Value| {
-        v["type"] = json!([v["type"].clone(), "null"]);
-        v
-    };
     let fields = |optional_nullable: bool| {
         let opt = |v: Value| if optional_nullable { nullable(v) } else { v };
         json!({

@@ -237,15 +237,19 @@ async fn in_category(
         // Stable: equally near, the newer first.
         list.sort_by_key(|x| (x.price.amount() - p).abs());
     }
-    Ok(list
-        .into_iter()
+    Ok(unranked(list, || Source::Category(category.to_owned())))
+}
+
+/// Products as candidates without a score, in their order, from `source`.
+fn unranked(list: Vec<Product>, source: impl Fn() -> Source) -> Vec<Candidate> {
+    list.into_iter()
         .map(|x| Candidate {
             product_id: x.id.to_string(),
             category_hint: Some(std::sync::Arc::from(x.category.as_str())),
             score: 0.0,
-            source: Source::Category(category.to_owned()),
+            source: source(),
         })
-        .collect())
+        .collect()
 }
 
 /// A subject's history (oldest first, ending with the product on screen)
@@ -349,17 +353,7 @@ pub async fn recommend(
     // products in stock, so the shelf is never empty (within the category
     // asked for, which the category step above already read).
     if items.len() < limit && rules.category.is_none() {
-        let cands: Vec<Candidate> = catalogue
-            .newest(NEWEST_FALLBACK)
-            .await?
-            .into_iter()
-            .map(|x| Candidate {
-                product_id: x.id.to_string(),
-                category_hint: Some(std::sync::Arc::from(x.category.as_str())),
-                score: 0.0,
-                source: Source::Newest,
-            })
-            .collect();
+        let cands = unranked(catalogue.newest(NEWEST_FALLBACK).await?, || Source::Newest);
         items.extend(apply(&cands, &rules, limit - items.len(), &mut reads).await?);
     }
     Ok(items)

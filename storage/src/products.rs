@@ -158,29 +158,25 @@ impl Products {
         category: &str,
         limit: usize,
     ) -> Result<Vec<Product>, StoreError> {
-        let query = Query {
-            limit,
-            descending: true,
-            ..Query::default()
-        };
-        self.store
-            .query(Table::Products, &format!("category#{category}"), &query)
-            .await?
-            .items
-            .into_iter()
-            .map(from_item)
-            .collect()
+        self.newest_under(&format!("category#{category}"), limit)
+            .await
     }
 
     /// The newest `limit` products of the whole catalogue, newest first.
     pub async fn newest(&self, limit: usize) -> Result<Vec<Product>, StoreError> {
+        self.newest_under(CANONICAL, limit).await
+    }
+
+    /// The newest `limit` products under a partition keyed by product id
+    /// (time-ordered UUIDv7s), newest first.
+    async fn newest_under(&self, pk: &str, limit: usize) -> Result<Vec<Product>, StoreError> {
         let query = Query {
             limit,
             descending: true,
             ..Query::default()
         };
         self.store
-            .query(Table::Products, CANONICAL, &query)
+            .query(Table::Products, pk, &query)
             .await?
             .items
             .into_iter()
