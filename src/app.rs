@@ -250,6 +250,7 @@ impl Application {
         let retrain = serving::Retrain {
             every: Duration::from_secs(settings.recommender_train_secs),
             after_events: settings.recommender_retrain_events,
+            min_gap: Duration::from_secs(settings.recommender_retrain_min_secs),
             changes: self.bus.subscribe(),
         };
         workers.start("trainer", |stopped| {

@@ -147,6 +147,9 @@ pub struct Settings {
     /// Retrain the recommender when this many views, basket adds and
     /// purchases were applied since its last run (0: never).
     pub recommender_retrain_events: u64,
+    /// The least seconds between the starts of two retrainings that new
+    /// events set off.
+    pub recommender_retrain_min_secs: u64,
     /// How many hours of the interaction log the recommender learns from.
     pub recommender_history_hours: i64,
     /// At most this many recommended items per category in one response.
@@ -232,6 +235,7 @@ impl Default for Settings {
             sns_topic_arn: None,
             recommender_train_secs: 600,
             recommender_retrain_events: 10_000,
+            recommender_retrain_min_secs: 60,
             recommender_history_hours: 30 * 24,
             recommend_per_category: 3,
             recommend_repeat_categories: String::new(),

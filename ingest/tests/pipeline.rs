@@ -540,7 +540,7 @@ async fn each_event_id_applies_once_across_batches_and_shards(f: Fixture) {
     assert_eq!(s.on_hand, 10 - 2 - 1);
     let c = counters(f.store.as_ref(), ALL).await;
     assert_eq!((c.views, c.purchases, c.units), (1, 2, 3));
-    let profile: processors::state::Profile = from_item(
+    let profile = processors::state::Profile::from_item(
         f.store
             .get(
                 Table::Behaviour,
@@ -638,8 +638,10 @@ async fn anonymous_behaviour_merges_into_the_user(f: Fixture) {
             .is_none(),
         "the session's profile is gone"
     );
-    let p: processors::state::Profile =
-        from_item(f.store.get(Table::Behaviour, &user).await.unwrap().unwrap()).unwrap();
+    let p = processors::state::Profile::from_item(
+        f.store.get(Table::Behaviour, &user).await.unwrap().unwrap(),
+    )
+    .unwrap();
     let views: Vec<&str> = p
         .recent_views
         .iter()

@@ -100,6 +100,9 @@ pub struct Folded {
     pub stale_counts: u64,
     /// Attributed (clicks, basket adds, purchases) added, per model version.
     pub recommendations: BTreeMap<String, [i64; 3]>,
+    /// The items read for this fold as they are once its operations are
+    /// committed, so the caller can keep them without reading them again.
+    pub after: Snapshot,
 }
 
 /// What must be read before folding these records: the items whose
@@ -184,6 +187,26 @@ impl StockChange {
         self.sets.insert(attr, v);
     }
 
+    /// What a catalogue event sets, on the stock item.
+    fn catalogue(&mut self, p: Option<&domain::Product>) {
+        match p {
+            Some(p) => {
+                self.current.low_stock_threshold = Some(i64::from(p.low_stock_threshold));
+                self.current.supplier_id = p.supplier_id.clone();
+                self.current.name = Some(p.name.clone());
+                self.current.deleted = false;
+                self.set("low_stock_threshold", Some(n(p.low_stock_threshold)));
+                self.set("supplier_id", p.supplier_id.clone().map(Value::S));
+                self.set("name", Some(Value::S(p.name.clone())));
+                self.set("deleted", Some(Value::Bool(false)));
+            }
+            None => {
+                self.current.deleted = true;
+                self.set("deleted", Some(Value::Bool(true)));
+            }
+        }
+    }
+
     /// Whether this is the first time the event applies to this product.
     fn first_time(&mut self, id: &uuid::Uuid, now_ms: i64) -> bool {
         let first = self.current.seen.first_time(id, now_ms);
@@ -191,7 +214,13 @@ impl StockChange {
         first
     }
 
-    fn into_op(self, product_id: &str) -> TxOp {
+    /// The operation, and the item as it will be once that is committed
+    /// (when the item was read; an unread item's state is not known).
+    fn into_op(self, product_id: &str) -> (TxOp, Option<Stock>) {
+        let after = self.read.as_ref().map(|read| Stock {
+            version: read.as_ref().map_or(0, |r| r.version) + 1,
+            ..self.current.clone()
+        });
         let mut updates = vec![Update::add("version", 1)];
         if self.on_hand != 0 {
             updates.push(Update::add("on_hand", self.on_hand));
@@ -219,12 +248,13 @@ impl StockChange {
             Some(None) => Some(Cond::NotExists),
             Some(Some(s)) => Some(Cond::eq("version", s.version)),
         };
-        TxOp::Update {
+        let op = TxOp::Update {
             table: Table::Inventory,
             key: stock_key(product_id),
             updates,
             cond,
-        }
+        };
+        (op, after)
     }
 }
 
@@ -319,12 +349,12 @@ fn minute_name(minute: i64) -> String {
 /// A put of a behaviour item read at version `read` (`None`: it did not
 /// exist), conditional on that: a concurrent change fails the commit and
 /// the batch is folded again.
-fn versioned_put<T: serde::Serialize>(key: &Key, value: &T, read: Option<u64>) -> Option<TxOp> {
+fn versioned_put(item: storage::StoreResult<storage::Item>, read: Option<u64>) -> Option<TxOp> {
     let cond = match read {
         None => Cond::NotExists,
         Some(v) => Cond::eq("version", v),
     };
-    to_item(key, value).ok().map(|item| TxOp::Put {
+    item.ok().map(|item| TxOp::Put {
         table: Table::Behaviour,
         item,
         cond: Some(cond),
@@ -420,14 +450,10 @@ pub fn fold(records: &[Decoded], snapshot: &Snapshot, origin: &Origin<'_>) -> Fo
         let minute = e.occurred_at.unix_timestamp().div_euclid(60);
         match &e.payload {
             EventPayload::ProductUpserted(p) => {
-                let s = stock_of(&mut stock, snapshot, p.id);
-                s.set("low_stock_threshold", Some(n(p.low_stock_threshold)));
-                s.set("supplier_id", p.supplier_id.clone().map(Value::S));
-                s.set("name", Some(Value::S(p.name.clone())));
-                s.set("deleted", Some(Value::Bool(false)));
+                stock_of(&mut stock, snapshot, p.id).catalogue(Some(p.as_ref()));
             }
             EventPayload::ProductDeleted { product_id } => {
-                stock_of(&mut stock, snapshot, *product_id).set("deleted", Some(Value::Bool(true)));
+                stock_of(&mut stock, snapshot, *product_id).catalogue(None);
             }
             EventPayload::StockAdjusted {
                 product_id, delta, ..
@@ -540,7 +566,11 @@ pub fn fold(records: &[Decoded], snapshot: &Snapshot, origin: &Origin<'_>) -> Fo
 
     for (id, change) in stock {
         let id = id.to_string();
-        out.ops.push(change.into_op(&id));
+        let (op, after) = change.into_op(&id);
+        out.ops.push(op);
+        if let Some(after) = after {
+            out.after.stock.insert(id.clone(), Some(after));
+        }
         out.products.insert(id);
     }
     let mut names: HashMap<i64, String> = HashMap::new();
@@ -569,13 +599,16 @@ pub fn fold(records: &[Decoded], snapshot: &Snapshot, origin: &Origin<'_>) -> Fo
         let read = read.map(|r| r.version);
         profile.version = read.map_or(1, |v| v + 1);
         out.ops
-            .extend(versioned_put(&profile_key(&subject), &profile, read));
+            .extend(versioned_put(profile.to_item(&profile_key(&subject)), read));
+        out.after.profiles.insert(subject.clone(), Some(profile));
         out.subjects.insert(subject);
     }
     for (key, (read, mut mark)) in marks {
         let read = read.map(|r| r.version);
         mark.version = read.map_or(1, |v| v + 1);
-        out.ops.extend(versioned_put(&mark_key(&key), &mark, read));
+        out.ops
+            .extend(versioned_put(to_item(&mark_key(&key), &mark), read));
+        out.after.marks.insert(key, Some(mark));
     }
     for ((version, source), [clicks, adds, purchases]) in reco {
         if source.is_none() {

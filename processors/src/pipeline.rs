@@ -8,7 +8,11 @@
 //! That gives exactly-once effects from an at-least-once stream.
 
 use domain::clock::now_ms;
-use std::{sync::Arc, time::Instant};
+use std::{
+    collections::HashMap,
+    sync::{Arc, Mutex},
+    time::Instant,
+};
 
 use domain::{DeadLetterReason, Event, Rejection};
 use futures::future::join_all;
@@ -109,6 +113,41 @@ pub struct Applied {
 pub struct Pipeline {
     store: Arc<dyn Store>,
     bus: Bus,
+    owned: Arc<Mutex<Owned>>,
+}
+
+/// How many items of each kind [`Owned`] keeps at most.
+pub const OWNED_ITEMS: usize = 200_000;
+
+/// The items this worker's folds read (stock, profiles, seen marks), as
+/// its last commit left them: a batch reads from the store only the items
+/// not here. Every operation built from them is still conditional on the
+/// item's version, so an item someone else changed (the API, the sweeper,
+/// another instance) fails the commit, and the batch is folded again from
+/// fresh reads; this is a cache of what the fences check, never a source
+/// of truth. Dropped when a commit is fenced (the lease moved), and when a
+/// kind outgrows [`OWNED_ITEMS`].
+#[derive(Debug, Default)]
+struct Owned {
+    state: Snapshot,
+}
+
+impl Owned {
+    fn keep(&mut self, after: Snapshot) {
+        fn keep<T>(into: &mut HashMap<String, Option<T>>, from: HashMap<String, Option<T>>) {
+            if into.len() + from.len() > OWNED_ITEMS {
+                into.clear();
+            }
+            into.extend(from);
+        }
+        keep(&mut self.state.stock, after.stock);
+        keep(&mut self.state.profiles, after.profiles);
+        keep(&mut self.state.marks, after.marks);
+    }
+
+    fn forget_stock(&mut self, product_id: &str) {
+        self.state.stock.remove(product_id);
+    }
 }
 
 /// Decodes records into events or dead-letter reasons, keeping each
@@ -126,7 +165,16 @@ pub fn decode(records: Vec<Record>) -> Vec<Decoded> {
 
 impl Pipeline {
     pub fn new(store: Arc<dyn Store>, bus: Bus) -> Self {
-        Self { store, bus }
+        Self {
+            store,
+            bus,
+            owned: Arc::default(),
+        }
+    }
+
+    fn owned(&self) -> std::sync::MutexGuard<'_, Owned> {
+        // A panic while holding it leaves a cache, which is safe to reuse.
+        self.owned.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     pub fn bus(&self) -> &Bus {
@@ -156,7 +204,7 @@ impl Pipeline {
         let mut rest = &decoded[..];
         let mut bound = rest.len();
         while !rest.is_empty() {
-            let (n, folded, next) = self
+            let (n, mut folded, next) = self
                 .commit_prefix(&cp, &rest[..bound.min(rest.len())])
                 .await?;
             bound = next.unwrap_or(usize::MAX);
@@ -165,7 +213,7 @@ impl Pipeline {
             applied.dead_letters += folded.dead.values().sum::<u64>();
             applied.duplicates += folded.duplicates.values().sum::<u64>();
             applied.commits += 1;
-            self.after_commit(&cp, &folded).await;
+            self.after_commit(&cp, &mut folded).await;
             cp.from = Some(to.clone());
             applied.checkpoint = Some(to);
             rest = &rest[n..];
@@ -173,26 +221,63 @@ impl Pipeline {
         Ok(applied)
     }
 
-    async fn snapshot(&self, records: &[Decoded]) -> Result<Snapshot, StoreError> {
-        let needs = needs(records);
+    /// The items a fold of `records` reads: from [`Owned`], and from the
+    /// store where they are not there (or all from the store when `fresh`,
+    /// after a commit found one changed).
+    async fn snapshot(&self, records: &[Decoded], fresh: bool) -> Result<Snapshot, StoreError> {
+        let mut needs = needs(records);
+        let mut known = Snapshot::default();
+        if !fresh {
+            let owned = self.owned();
+            fn take<T: Clone>(
+                keys: &mut std::collections::BTreeSet<String>,
+                from: &HashMap<String, Option<T>>,
+                into: &mut HashMap<String, Option<T>>,
+            ) {
+                keys.retain(|k| match from.get(k) {
+                    Some(v) => {
+                        into.insert(k.clone(), v.clone());
+                        false
+                    }
+                    None => true,
+                });
+            }
+            take(&mut needs.products, &owned.state.stock, &mut known.stock);
+            take(
+                &mut needs.subjects,
+                &owned.state.profiles,
+                &mut known.profiles,
+            );
+            take(&mut needs.marks, &owned.state.marks, &mut known.marks);
+        }
+        let reads = (needs.products.len() + needs.subjects.len() + needs.marks.len()) as u64;
+        metrics::counter!("shopstream_pipeline_state_reads_total").increment(reads);
         let stock = join_all(needs.products.into_iter().map(|id| async move {
             let got = self.store.get(Table::Inventory, &stock_key(&id)).await?;
             Ok::<_, StoreError>((id, got.map(from_item::<Stock>).transpose()?))
         }));
         let profiles = join_all(needs.subjects.into_iter().map(|s| async move {
             let got = self.store.get(Table::Behaviour, &profile_key(&s)).await?;
-            Ok::<_, StoreError>((s, got.map(from_item::<Profile>).transpose()?))
+            Ok::<_, StoreError>((s, got.map(Profile::from_item).transpose()?))
         }));
         let marks = join_all(needs.marks.into_iter().map(|k| async move {
             let got = self.store.get(Table::Behaviour, &mark_key(&k)).await?;
             Ok::<_, StoreError>((k, got.map(from_item::<Mark>).transpose()?))
         }));
         let (stock, profiles, marks) = tokio::join!(stock, profiles, marks);
-        Ok(Snapshot {
-            stock: stock.into_iter().collect::<Result<_, _>>()?,
-            profiles: profiles.into_iter().collect::<Result<_, _>>()?,
-            marks: marks.into_iter().collect::<Result<_, _>>()?,
-        })
+        for r in stock {
+            let (k, v) = r?;
+            known.stock.insert(k, v);
+        }
+        for r in profiles {
+            let (k, v) = r?;
+            known.profiles.insert(k, v);
+        }
+        for r in marks {
+            let (k, v) = r?;
+            known.marks.insert(k, v);
+        }
+        Ok(known)
     }
 
     /// Commits the longest prefix of `records` whose operations fit in one
@@ -238,7 +323,7 @@ impl Pipeline {
                 ),
                 None => {
                     let prefix = &records[..n];
-                    let snapshot = self.snapshot(prefix).await?;
+                    let snapshot = self.snapshot(prefix, attempt > 0).await?;
                     fold(prefix, &snapshot, &origin)
                 }
             };
@@ -281,6 +366,7 @@ impl Pipeline {
                     return Ok((n, folded, next));
                 }
                 Err(StoreError::TransactionCanceled { failed }) if failed.contains(&fence) => {
+                    *self.owned() = Owned::default();
                     metrics::counter!("shopstream_pipeline_fenced_total", "stream" => cp.stream.clone()).increment(1);
                     return Err(CommitError::Fenced {
                         stream: cp.stream.clone(),
@@ -311,7 +397,9 @@ impl Pipeline {
         }
     }
 
-    async fn after_commit(&self, cp: &Checkpoint, folded: &Folded) {
+    /// Counts, publishes and checks what a commit did, then keeps the items
+    /// it wrote in [`Owned`].
+    async fn after_commit(&self, cp: &Checkpoint, folded: &mut Folded) {
         for (kind, n) in &folded.applied {
             metrics::counter!("shopstream_events_applied_total", "type" => *kind, "stream" => cp.stream.clone())
                 .increment(*n);
@@ -324,22 +412,38 @@ impl Pipeline {
             metrics::counter!("shopstream_events_dead_lettered_total", "reason" => *reason, "stream" => cp.stream.clone())
                 .increment(*n);
         }
+        let mut changed_since = Vec::new();
         for id in &folded.products {
-            match self.store.get(Table::Inventory, &stock_key(id)).await {
-                Ok(Some(item)) => {
-                    if let Ok(stock) = from_item::<Stock>(item) {
-                        self.bus.publish(Change::stock(id, &stock));
-                        if let Err(e) =
-                            check_alert(self.store.as_ref(), &self.bus, id, &stock).await
-                        {
-                            tracing::warn!(error = %e, product_id = %id, "low-stock check failed; the sweeper retries it");
-                        }
+            let stock = match folded.after.stock.get(id) {
+                Some(Some(stock)) => stock.clone(),
+                _ => match self.store.get(Table::Inventory, &stock_key(id)).await {
+                    Ok(Some(item)) => match from_item::<Stock>(item) {
+                        Ok(stock) => stock,
+                        Err(_) => continue,
+                    },
+                    Ok(None) => continue,
+                    Err(e) => {
+                        tracing::warn!(error = %e, product_id = %id, "cannot read stock after commit");
+                        continue;
                     }
-                }
-                Ok(None) => {}
+                },
+            };
+            self.bus.publish(Change::stock(id, &stock));
+            match check_alert(self.store.as_ref(), &self.bus, id, &stock).await {
+                Ok(false) => {}
+                Ok(true) => changed_since.push(id.clone()),
                 Err(e) => {
-                    tracing::warn!(error = %e, product_id = %id, "cannot read stock after commit")
+                    // It may have written: read the item again next time.
+                    changed_since.push(id.clone());
+                    tracing::warn!(error = %e, product_id = %id, "low-stock check failed; the sweeper retries it");
                 }
+            }
+        }
+        {
+            let mut owned = self.owned();
+            owned.keep(std::mem::take(&mut folded.after));
+            for id in changed_since {
+                owned.forget_stock(&id);
             }
         }
         for (minute, c) in &folded.ticks {
@@ -367,18 +471,20 @@ impl Pipeline {
 
 /// Raises one alert when a product's available stock has fallen below its
 /// threshold since the last alert, and re-arms once it is back at or above.
-/// Idempotent: run after every commit and by the sweeper.
+/// Idempotent: run after every commit and by the sweeper. Returns whether
+/// it changed the stock item (each change moves its version, so a fold
+/// that read the item before fails its fence and reads it again).
 pub async fn check_alert(
     store: &dyn Store,
     bus: &Bus,
     product_id: &str,
     stock: &Stock,
-) -> Result<(), StoreError> {
+) -> Result<bool, StoreError> {
     let Some(threshold) = stock.low_stock_threshold else {
-        return Ok(());
+        return Ok(false);
     };
     if stock.deleted {
-        return Ok(());
+        return Ok(false);
     }
     let key = stock_key(product_id);
     if stock.available < threshold && stock.alert_armed {
@@ -401,7 +507,10 @@ pub async fn check_alert(
             TxOp::Update {
                 table: Table::Inventory,
                 key,
-                updates: vec![Update::Set("alert_armed".into(), Value::Bool(false))],
+                updates: vec![
+                    Update::Set("alert_armed".into(), Value::Bool(false)),
+                    Update::add("version", 1),
+                ],
                 cond: Some(Cond::And(vec![
                     Cond::Eq("alert_armed".into(), Value::Bool(true)),
                     Cond::Lt("available".into(), Value::N(threshold.to_string())),
@@ -417,17 +526,21 @@ pub async fn check_alert(
             Ok(()) => {
                 metrics::counter!("shopstream_low_stock_alerts_total").increment(1);
                 bus.publish(Change::LowStockAlert(alert));
+                Ok(true)
             }
             // Another worker raised it, or stock moved back: nothing to do.
-            Err(StoreError::TransactionCanceled { .. }) => {}
-            Err(e) => return Err(e),
+            Err(StoreError::TransactionCanceled { .. }) => Ok(false),
+            Err(e) => Err(e),
         }
     } else if stock.available >= threshold && !stock.alert_armed {
         let r = store
             .update(
                 Table::Inventory,
                 &key,
-                vec![Update::Set("alert_armed".into(), Value::Bool(true))],
+                vec![
+                    Update::Set("alert_armed".into(), Value::Bool(true)),
+                    Update::add("version", 1),
+                ],
                 Some(Cond::And(vec![
                     Cond::Exists,
                     Cond::Ge("available".into(), Value::N(threshold.to_string())),
@@ -439,11 +552,13 @@ pub async fn check_alert(
             )
             .await;
         match r {
-            Ok(_) | Err(StoreError::ConditionFailed) => {}
-            Err(e) => return Err(e),
+            Ok(_) => Ok(true),
+            Err(StoreError::ConditionFailed) => Ok(false),
+            Err(e) => Err(e),
         }
+    } else {
+        Ok(false)
     }
-    Ok(())
 }
 
 /// Marks a supplier's alert as seen; `None` when the supplier has no such
@@ -517,11 +632,11 @@ pub async fn merge_profiles(
         let Some(from_item_) = store.get(Table::Behaviour, &from_key).await? else {
             return Ok(false);
         };
-        let from: Profile = from_item(from_item_)?;
+        let from = Profile::from_item(from_item_)?;
         let into: Option<Profile> = store
             .get(Table::Behaviour, &into_key)
             .await?
-            .map(from_item)
+            .map(Profile::from_item)
             .transpose()?;
         let base = into.clone().unwrap_or_default();
         let next = Profile {
@@ -543,7 +658,7 @@ pub async fn merge_profiles(
         let ops = vec![
             TxOp::Put {
                 table: Table::Behaviour,
-                item: to_item(&into_key, &next)?,
+                item: next.to_item(&into_key)?,
                 cond: Some(into_cond),
             },
             TxOp::Delete {

@@ -64,7 +64,7 @@ pub async fn alerts(
 pub async fn profile(store: &dyn Store, subject: &str) -> Result<Profile, StoreError> {
     Ok(
         match store.get(Table::Behaviour, &profile_key(subject)).await? {
-            Some(item) => from_item(item)?,
+            Some(item) => Profile::from_item(item)?,
             None => Profile::default(),
         },
     )

@@ -3,38 +3,72 @@
 # with `shopstream produce` (server stopped), then a release server is
 # started and timed until its pipeline has applied them all (decode + fold +
 # commit with checkpoint, as in production).
-# Usage: scripts/bench/pipeline.sh [events] [partitions|shards] [mode]
+# Usage: scripts/bench/pipeline.sh [events] [partitions|shards] [mode] [shape]
 #   mode embedded (default): the embedded log and store.
 #   mode kinesis-dynamodb: a Kinesis stream in kinesis-mock, state in moto's
 #     DynamoDB; run it as `scripts/with-emulators.sh scripts/bench/pipeline.sh N 4 kinesis-dynamodb`.
+#   shape shop (default): 10,000 Zipf-skewed products, 20,000 sessions, 5,000
+#     users, an hour of events; shape small: the first wave's 200 products,
+#     500 sessions and 300 users, all in one minute.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
-N=${1:-50000}
+N=${1:-200000}
 PARTS=${2:-4}
 MODE=${3:-embedded}
+SHAPE=${4:-shop}
 cargo build --release --quiet
 DATA=$(mktemp -d)
 trap 'kill $PID 2>/dev/null; wait $PID 2>/dev/null; rm -rf "$DATA"' EXIT
 PID=0
-python3 - "$N" > "$DATA/events.jsonl" <<'PY'
-import json, sys, uuid, random
+python3 - "$N" "$SHAPE" > "$DATA/events.jsonl" <<'PY'
+import bisect, datetime, itertools, json, random, sys, uuid
 random.seed(7)
-n = int(sys.argv[1])
-products = [str(uuid.uuid4()) for _ in range(200)]
+n, shape = int(sys.argv[1]), sys.argv[2]
+ev = lambda t, at, d: json.dumps({"id": str(uuid.UUID(int=random.getrandbits(128), version=4)), "type": t,
+    "occurred_at": at, "source": "bench", "data": d})
+if shape == "small":
+    # The first wave's shape: few keys, every event in one minute.
+    products = [str(uuid.UUID(int=random.getrandbits(128), version=4)) for _ in range(200)]
+    for i in range(n):
+        p, k, at = random.choice(products), i % 10, "2026-11-24T10:00:00Z"
+        if k < 4:
+            print(ev("browse.viewed", at, {"session_id": f"s{i % 500}", "product_id": p}))
+        elif k < 6:
+            print(ev("stock.adjusted", at, {"product_id": p, "delta": 3, "reason": "received"}))
+        elif k < 8:
+            print(ev("basket.added", at, {"user_id": f"u{i % 300}", "product_id": p, "quantity": 1}))
+        else:
+            print(ev("purchase.completed", at, {"order_id": f"o{i}", "user_id": f"u{i % 300}",
+                "lines": [{"product_id": p, "quantity": 1, "unit_price": "9.99"}], "total": "9.99", "currency": "EUR"}))
+    sys.exit()
+# A shop: 10,000 products with Zipf-skewed popularity (s = 1), 20,000
+# anonymous sessions and 5,000 signed-in users; 60 % views, 15 % basket adds,
+# 15 % stock adjustments, 10 % purchases (1 to 3 lines), spread over the hour
+# before now, in time order.
+products = [str(uuid.UUID(int=random.getrandbits(128), version=4)) for _ in range(10_000)]
+cum = list(itertools.accumulate(1 / r for r in range(1, len(products) + 1)))
+pick = lambda: products[min(bisect.bisect(cum, random.random() * cum[-1]), len(products) - 1)]
+def actor():
+    if random.random() < 0.3:
+        return {"user_id": f"u{random.randrange(5_000)}"}
+    return {"session_id": f"s{random.randrange(20_000)}"}
+start = datetime.datetime.now(datetime.timezone.utc) - datetime.timedelta(hours=1)
 for i in range(n):
-    p = random.choice(products)
-    k = i % 10
-    if k < 4:
-        t, d = "browse.viewed", {"session_id": f"s{i % 500}", "product_id": p}
-    elif k < 6:
-        t, d = "stock.adjusted", {"product_id": p, "delta": 3, "reason": "received"}
-    elif k < 8:
-        t, d = "basket.added", {"user_id": f"u{i % 300}", "product_id": p, "quantity": 1}
+    at = (start + datetime.timedelta(seconds=3600 * i / n)).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    r = random.random()
+    if r < 0.60:
+        print(ev("browse.viewed", at, {**actor(), "product_id": pick()}))
+    elif r < 0.75:
+        print(ev("basket.added", at, {**actor(), "product_id": pick(), "quantity": random.randint(1, 3)}))
+    elif r < 0.90:
+        delta = random.choice([-2, -1, 5, 20])
+        print(ev("stock.adjusted", at, {"product_id": pick(), "delta": delta,
+            "reason": "received" if delta > 0 else "damaged"}))
     else:
-        t, d = "purchase.completed", {"order_id": f"o{i}", "user_id": f"u{i % 300}",
-            "lines": [{"product_id": p, "quantity": 1, "unit_price": "9.99"}], "total": "9.99", "currency": "EUR"}
-    print(json.dumps({"id": str(uuid.uuid4()), "type": t, "occurred_at": "2026-11-24T10:00:00Z",
-                      "source": "bench", "data": d}))
+        lines = [{"product_id": pick(), "quantity": 1, "unit_price": "9.99"} for _ in range(random.randint(1, 3))]
+        total = f"{9.99 * len(lines):.2f}"
+        print(ev("purchase.completed", at, {"order_id": f"o{i}", "user_id": f"u{random.randrange(5_000)}",
+            "lines": lines, "total": total, "currency": "EUR"}))
 PY
 export SHOPSTREAM_DATA_DIR="$DATA" SHOPSTREAM_LOG=warn SHOPSTREAM_LOG_PARTITIONS=$PARTS SHOPSTREAM_SEED_DEMO_CATALOGUE=false
 if [ "$MODE" = kinesis-dynamodb ]; then
@@ -63,7 +97,7 @@ while true; do
   sleep 0.05
 done
 secs=$(python3 -c "import time; print(time.time() - $start)")
-echo "pipeline: $N events applied in $(printf %.2f "$secs") s = $(python3 -c "print(round($N / $secs))") events/s ($MODE, $PARTS partitions, start-up included)"
+echo "pipeline: $N events applied in $(printf %.2f "$secs") s = $(python3 -c "print(round($N / $secs))") events/s ($MODE, $SHAPE shape, $PARTS partitions, start-up included)"
 curl -s "http://127.0.0.1:$PORT/metrics" > "$DATA/metrics.txt"
 grep -E '^shopstream_(pipeline_commit_seconds|pipeline_batch_records|store_commit_writes)_(sum|count)' "$DATA/metrics.txt"
 awk -v n="$N" '/^shopstream_pipeline_store_writes_total/ {w += $2} /^shopstream_events_duplicate_total/ {d += $2}

@@ -356,6 +356,11 @@ pub struct Retrain {
     /// When this many behaviour events (views, basket adds, purchases) were
     /// applied since the last run (zero: never).
     pub after_events: u64,
+    /// The least time from one run's start to the next one that new events
+    /// start: while a backlog is applied at many thousand events a second,
+    /// the model is refitted at this pace rather than every
+    /// `after_events`.
+    pub min_gap: std::time::Duration,
     /// The bus, whose analytics ticks count the events applied.
     pub changes: tokio::sync::broadcast::Receiver<processors::changes::Change>,
 }
@@ -386,11 +391,16 @@ impl Recs {
         let mut due = !loaded;
         let mut next = tokio::time::Instant::now() + when.every;
         let mut new_events = 0u64;
+        // Enough new events arrived: retrain once `min_gap` has passed.
+        let mut wanted = false;
+        let mut last = tokio::time::Instant::now();
         loop {
             if due {
                 due = false;
+                wanted = false;
                 new_events = 0;
-                next = tokio::time::Instant::now() + when.every;
+                last = tokio::time::Instant::now();
+                next = last + when.every;
                 // A stop abandons the training: the model is swapped in only
                 // once it is complete, so nothing is left half-done.
                 let trained = tokio::select! {
@@ -402,15 +412,19 @@ impl Recs {
                 }
             }
             let every = when.every;
+            let gap_over = last + when.min_gap;
             let scheduled = async move {
-                if every.is_zero() {
-                    std::future::pending::<()>().await;
+                match (every.is_zero(), wanted) {
+                    (_, true) if every.is_zero() || gap_over < next => {
+                        tokio::time::sleep_until(gap_over).await
+                    }
+                    (true, false) => std::future::pending::<()>().await,
+                    _ => tokio::time::sleep_until(next).await,
                 }
-                tokio::time::sleep_until(next).await;
             };
             tokio::select! {
                 () = scheduled => due = true,
-                change = when.changes.recv(), if when.after_events > 0 => {
+                change = when.changes.recv(), if when.after_events > 0 && !wanted => {
                     new_events += match change {
                         Ok(Change::AnalyticsTick { views, basket_adds, purchases, .. }) => {
                             (views + basket_adds + purchases).max(0) as u64
@@ -426,7 +440,7 @@ impl Recs {
                     };
                     if new_events >= when.after_events {
                         tracing::info!(events = new_events, "recommender: enough new events, retraining");
-                        due = true;
+                        wanted = true;
                     }
                 }
                 _ = stopped.changed() => return,

@@ -143,26 +143,29 @@ fn write_loop(inner: &Inner, queue: &mpsc::Receiver<Job>) {
             }
         }
         let started = std::time::Instant::now();
+        let count = jobs.len();
+        let (writes, replies): (Vec<Write>, Vec<_>) =
+            jobs.into_iter().map(|j| (j.write, j.reply)).unzip();
         let outcome = (|| {
             let txn = inner.db.begin_write().map_err(unavailable)?;
-            let outputs: Vec<_> = jobs.iter().map(|j| apply(inner, &txn, &j.write)).collect();
+            let outputs: Vec<_> = writes.into_iter().map(|w| apply(inner, &txn, w)).collect();
             txn.commit().map_err(unavailable)?;
             Ok::<_, StoreError>(outputs)
         })();
         metrics::histogram!("shopstream_store_commit_seconds", "backend" => "embedded")
             .record(started.elapsed().as_secs_f64());
         metrics::histogram!("shopstream_store_commit_writes", "backend" => "embedded")
-            .record(jobs.len() as f64);
+            .record(count as f64);
         match outcome {
             Ok(outputs) => {
-                for (job, out) in jobs.into_iter().zip(outputs) {
-                    let _ = job.reply.send(out);
+                for (reply, out) in replies.into_iter().zip(outputs) {
+                    let _ = reply.send(out);
                 }
             }
             Err(e) => {
                 tracing::error!(error = %e, "embedded store commit failed");
-                for job in jobs {
-                    let _ = job.reply.send(Err(StoreError::Unavailable(e.to_string())));
+                for reply in replies {
+                    let _ = reply.send(Err(StoreError::Unavailable(e.to_string())));
                 }
             }
         }
@@ -193,8 +196,8 @@ fn write_item(
     let k = (key.pk.as_str(), key.sk.as_str());
     match item {
         Some(item) => {
-            let bytes = serde_json::to_vec(item).map_err(|e| StoreError::Invalid(e.to_string()))?;
-            t.insert(k, bytes.as_slice()).map_err(unavailable)?;
+            t.insert(k, crate::codec::encode(item).as_slice())
+                .map_err(unavailable)?;
         }
         None => {
             t.remove(k).map_err(unavailable)?;
@@ -204,7 +207,7 @@ fn write_item(
 }
 
 fn decode(bytes: &[u8]) -> StoreResult<Item> {
-    serde_json::from_slice(bytes).map_err(|e| StoreError::Corrupt(e.to_string()))
+    crate::codec::decode(bytes)
 }
 
 /// What one operation would do, checked against its condition and the size
@@ -229,23 +232,29 @@ impl Plan {
     }
 }
 
-fn plan(inner: &Inner, txn: &WriteTransaction, op: &TxOp) -> StoreResult<Plan> {
+fn plan(inner: &Inner, txn: &WriteTransaction, op: TxOp) -> StoreResult<Plan> {
     let (table, key) = op.table_and_key()?;
-    let current = read_item(inner, txn, table, &key)?;
+    // An unconditional put needs nothing of the item as it was.
+    let blind = matches!(op, TxOp::Put { cond: None, .. });
+    let current = if blind {
+        None
+    } else {
+        read_item(inner, txn, table, &key)?
+    };
     let (cond, next, writes) = match op {
         TxOp::Put { item, cond, .. } => {
-            check_size(item)?;
-            (cond.as_ref(), Some(item.clone()), true)
+            check_size(&item)?;
+            (cond, Some(item), true)
         }
         TxOp::Update { updates, cond, .. } => {
-            let next = apply_updates(&key, current.as_ref(), updates)?;
+            let next = apply_updates(&key, current.as_ref(), &updates)?;
             check_size(&next)?;
-            (cond.as_ref(), Some(next), true)
+            (cond, Some(next), true)
         }
-        TxOp::Delete { cond, .. } => (cond.as_ref(), None, true),
+        TxOp::Delete { cond, .. } => (cond, None, true),
         TxOp::Check { cond, .. } => (Some(cond), None, false),
     };
-    if cond.is_some_and(|c| !holds(c, current.as_ref())) {
+    if cond.is_some_and(|c| !holds(&c, current.as_ref())) {
         return Err(StoreError::ConditionFailed);
     }
     Ok(Plan {
@@ -257,35 +266,25 @@ fn plan(inner: &Inner, txn: &WriteTransaction, op: &TxOp) -> StoreResult<Plan> {
     })
 }
 
-fn apply(inner: &Inner, txn: &WriteTransaction, write: &Write) -> StoreResult<Output> {
+fn apply(inner: &Inner, txn: &WriteTransaction, write: Write) -> StoreResult<Output> {
     match write {
         Write::Put(table, item, cond) => {
-            let op = TxOp::Put {
-                table: *table,
-                item: item.clone(),
-                cond: cond.clone(),
-            };
-            plan(inner, txn, &op)?.write(inner, txn)?;
+            plan(inner, txn, TxOp::Put { table, item, cond })?.write(inner, txn)?;
             Ok(Output::Done)
         }
         Write::Update(table, key, updates, cond) => {
             let op = TxOp::Update {
-                table: *table,
-                key: key.clone(),
-                updates: updates.clone(),
-                cond: cond.clone(),
+                table,
+                key,
+                updates,
+                cond,
             };
-            let p = plan(inner, txn, &op)?;
+            let p = plan(inner, txn, op)?;
             p.write(inner, txn)?;
             Ok(Output::Item(p.next.unwrap_or_default()))
         }
         Write::Delete(table, key, cond) => {
-            let op = TxOp::Delete {
-                table: *table,
-                key: key.clone(),
-                cond: cond.clone(),
-            };
-            let p = plan(inner, txn, &op)?;
+            let p = plan(inner, txn, TxOp::Delete { table, key, cond })?;
             if p.current.is_some() {
                 p.write(inner, txn)?;
             }
@@ -294,7 +293,7 @@ fn apply(inner: &Inner, txn: &WriteTransaction, write: &Write) -> StoreResult<Ou
         Write::Transact(ops) => {
             let mut plans = Vec::with_capacity(ops.len());
             let mut failed = Vec::new();
-            for (i, op) in ops.iter().enumerate() {
+            for (i, op) in ops.into_iter().enumerate() {
                 match plan(inner, txn, op) {
                     Ok(p) => plans.push(p),
                     Err(StoreError::ConditionFailed) => failed.push(i),

@@ -7,7 +7,8 @@
 //! - [`expr`]: conditions, updates and item sizes evaluated in memory — the
 //!   embedded adapter's semantics, written to match DynamoDB's.
 //! - [`embedded`]: the default adapter, one redb file in the data directory,
-//!   with a single writer thread that commits waiting writes together.
+//!   with a single writer thread that commits waiting writes together; items
+//!   on disk in a compact binary encoding (`codec`).
 //! - [`dynamo`]: the DynamoDB adapter (`aws-sdk-dynamodb`), items stored as
 //!   native attributes.
 //! - [`users`], [`products`]: repositories for the domain's entities.
@@ -16,6 +17,7 @@
 //! Nothing outside this crate knows which database is underneath.
 
 pub mod blobs;
+mod codec;
 pub mod dynamo;
 pub mod embedded;
 mod error;

@@ -602,6 +602,7 @@ async fn enough_new_events_retrain_the_model() {
     let app = Env::new(Backend::Embedded)
         .set("SHOPSTREAM_RECOMMENDER_TRAIN_SECS", "0")
         .set("SHOPSTREAM_RECOMMENDER_RETRAIN_EVENTS", "50")
+        .set("SHOPSTREAM_RECOMMENDER_RETRAIN_MIN_SECS", "0")
         .start()
         .await;
     let admin = app.admin_token().await;
