@@ -265,18 +265,15 @@ impl Pipeline {
             Ok::<_, StoreError>((k, got.map(from_item::<Mark>).transpose()?))
         }));
         let (stock, profiles, marks) = tokio::join!(stock, profiles, marks);
-        for r in stock {
-            let (k, v) = r?;
-            known.stock.insert(k, v);
-        }
-        for r in profiles {
-            let (k, v) = r?;
-            known.profiles.insert(k, v);
-        }
-        for r in marks {
-            let (k, v) = r?;
-            known.marks.insert(k, v);
-        }
+        known
+            .stock
+            .extend(stock.into_iter().collect::<Result<Vec<_>, _>>()?);
+        known
+            .profiles
+            .extend(profiles.into_iter().collect::<Result<Vec<_>, _>>()?);
+        known
+            .marks
+            .extend(marks.into_iter().collect::<Result<Vec<_>, _>>()?);
         Ok(known)
     }
 
