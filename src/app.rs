@@ -284,7 +284,8 @@ impl Application {
                     pipeline,
                     settings: KinesisSettings {
                         initial: settings.kinesis_initial_position.into(),
-                        batch: settings.consumer_batch as i32,
+                        // GetRecords returns at most 10,000 records.
+                        batch: settings.consumer_batch.min(10_000) as i32,
                         shard_sync: Duration::from_secs(settings.shard_sync_secs),
                         ..KinesisSettings::default()
                     },

@@ -205,7 +205,7 @@ impl Default for Settings {
                 .ws_snapshots_per_minute,
             hash_concurrency: api::limits::LimitsConfig::default().hash_concurrency,
             trusted_proxies: String::new(),
-            consumer_batch: 1000,
+            consumer_batch: 10_000,
             lease_failover_secs: 10,
             stream: StreamKind::Embedded,
             kinesis_stream: "shopstream-events".into(),
@@ -445,8 +445,8 @@ impl Settings {
         if self.collector_clock_skew_secs > 3600 {
             bail!("invalid configuration: collector_clock_skew_secs must be from 0 to 3600");
         }
-        if !(1..=10_000).contains(&self.consumer_batch) {
-            bail!("invalid configuration: consumer_batch must be from 1 to 10000");
+        if !(1..=100_000).contains(&self.consumer_batch) {
+            bail!("invalid configuration: consumer_batch must be from 1 to 100000");
         }
         if !(1..=3600).contains(&self.lease_failover_secs) {
             bail!("invalid configuration: lease_failover_secs must be from 1 to 3600");

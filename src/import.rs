@@ -8,10 +8,12 @@
 //!   `addtocart` → `basket.added` (quantity 1), the `transaction` rows of one
 //!   `transactionid` → one `purchase.completed` (order `rr-TRANSACTION`, one
 //!   line per row, quantity 1, unit price 0: the data set has no prices);
-//!   item `N` → product `00000000-0000-8000-8000-{N in hex}`.
+//!   item `N` → the product whose SKU is `N` (its id is
+//!   `ProductId::external("N")`, as a `products` import of the catalogue
+//!   with those SKUs makes it).
 //! - `movielens` (`ratings.csv`): every rating → `browse.viewed` by user
 //!   `ml-USER`; a rating of 4 or more → also a `purchase.completed` (order
-//!   `ml-USER-MOVIE`); movie `N` → product `00000000-0000-8000-8001-{N in hex}`.
+//!   `ml-USER-MOVIE`); movie `N` → the product whose SKU is `N`.
 //! - `groceries` (`Member_number,Date,itemDescription`): a member's lines on
 //!   one date → one `purchase.completed` by user `gr-MEMBER` at noon UTC
 //!   (order `gr-MEMBER-DATE`, a line per item, quantity = its lines);
@@ -32,9 +34,10 @@ use anyhow::{Context, bail};
 use serde_json::json;
 use time::{OffsetDateTime, format_description::well_known::Rfc3339};
 
-/// The product id a RetailRocket item number maps to.
+/// The product id a RetailRocket item number (or a MovieLens movie id)
+/// maps to: the product imported with that number as its SKU.
 pub fn product_id(item: u64) -> String {
-    product_in(0x8000, item)
+    domain::ProductId::external(&item.to_string()).to_string()
 }
 
 #[derive(Debug)]
@@ -112,6 +115,9 @@ pub enum Format {
     Groceries,
     /// Event envelopes, one JSON object per line.
     Jsonl,
+    /// A product catalogue (JSON lines, or CSV for a `.csv` file), SKUs as
+    /// the products' external ids: see `catalogue.rs`.
+    Products,
 }
 
 /// An event line with the time it sorts by (milliseconds).
@@ -142,6 +148,7 @@ pub fn convert(
                     .filter(|l| !l.trim().is_empty())
                     .map(|l| (0, l.as_bytes().to_vec())),
             ),
+            Format::Products => bail!("a catalogue is not events: see catalogue.rs"),
         }
     }
     // Stable: ties (and every jsonl line) keep their order.
@@ -152,8 +159,8 @@ pub fn convert(
     Ok((all.into_iter().map(|(_, e)| e).collect(), skipped))
 }
 
-/// A product id in one data set's namespace (`8000` RetailRocket, `8001`
-/// MovieLens, `8002` Groceries).
+/// A product id in one data set's namespace (`8002`: Groceries, whose
+/// items are names, not SKUs).
 fn product_in(namespace: u16, n: u64) -> String {
     format!(
         "00000000-0000-8000-{namespace:04x}-{:012x}",
@@ -187,7 +194,7 @@ fn dataset(format: Format, path: &Path, text: &str) -> anyhow::Result<Vec<Timed>
                     .trim()
                     .parse()
                     .with_context(|| format!("movieId {movie:?} is not a number"))?;
-                let (product, user_id) = (product_in(0x8001, n), format!("ml-{}", user.trim()));
+                let (product, user_id) = (product_id(n), format!("ml-{}", user.trim()));
                 let at = rfc3339(i.ts * 1000)?;
                 out.push((
                     i.ts * 1000,
@@ -372,7 +379,10 @@ mod tests {
         let purchase = serde_json::to_value(&events[2]).unwrap();
         assert_eq!(purchase["data"]["lines"].as_array().unwrap().len(), 2);
         assert_eq!(purchase["data"]["order_id"], "rr-4000");
-        assert_eq!(product_id(355908), "00000000-0000-8000-8000-000000056e44");
+        assert_eq!(
+            product_id(355908),
+            domain::ProductId::external("355908").to_string()
+        );
         assert_eq!(
             serde_json::to_value(&events[1]).unwrap()["data"]["product_id"],
             product_id(355908)
@@ -427,17 +437,11 @@ mod tests {
             ]
         );
         assert_eq!(e[0]["data"]["user_id"], "ml-1");
-        assert_eq!(
-            e[0]["data"]["product_id"],
-            "00000000-0000-8000-8001-000000000405"
-        );
+        assert_eq!(e[0]["data"]["product_id"], product_id(1029));
         assert_eq!(e[0]["occurred_at"], "1970-01-01T00:01:40Z");
         assert_eq!(e[1]["data"]["stock_settled"], true);
         assert_eq!(e[2]["data"]["user_id"], "ml-2");
-        assert_eq!(
-            e[4]["data"]["product_id"],
-            "00000000-0000-8000-8001-00000000001f"
-        );
+        assert_eq!(e[4]["data"]["product_id"], product_id(31));
         // The oldest N over all files.
         let (two, _) = convert(Format::Movielens, &[a], Some(2)).unwrap();
         assert_eq!(two.len(), 2);

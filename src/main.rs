@@ -1,6 +1,7 @@
 //! The `shopstream` binary: the command line and the wiring of the crates.
 
 mod app;
+mod catalogue;
 mod commands;
 mod config;
 mod evaluate;
@@ -15,6 +16,12 @@ use std::{path::PathBuf, time::Duration};
 use clap::{Parser, Subcommand};
 use config::{LogFormat, Settings};
 use shutdown::Shutdown;
+
+/// mimalloc instead of the system allocator: the pipeline builds and drops
+/// large maps of items every batch, which glibc's malloc spends a third of
+/// the pipeline's time on (BENCHMARKS.md, "Pipeline at shop scale").
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 /// Real-time inventory, analytics and recommendations for an online shop.
 ///
@@ -52,7 +59,10 @@ enum Command {
     /// mapping of each format is in the README and docs/evaluation.md.
     Import {
         /// `retailrocket` (events.csv), `movielens` (ratings.csv),
-        /// `groceries` (Groceries_dataset.csv) or `jsonl` (event envelopes).
+        /// `groceries` (Groceries_dataset.csv), `jsonl` (event envelopes), or
+        /// `products`: a catalogue (JSON lines, or CSV for a `.csv` file)
+        /// whose SKUs are the shop's own ids, written to the store directly
+        /// (stop a server that holds the embedded store first).
         #[arg(long)]
         format: import::Format,
         /// One or more files of that format, merged in time order.
@@ -244,6 +254,12 @@ async fn run(cli: Cli) -> std::process::ExitCode {
         Command::Produce { file, send } => {
             produce::run(&settings, file, send.url, send.token, send.batch).await
         }
+        Command::Import {
+            format: import::Format::Products,
+            files,
+            limit,
+            ..
+        } => catalogue::import(&settings, files, limit).await,
         Command::Import {
             format,
             files,

@@ -488,9 +488,7 @@ impl Connection {
                 )
             }
             Topic::Analytics => {
-                let minutes = tables
-                    .minutes(None, time::OffsetDateTime::now_utc(), 60)
-                    .await?;
+                let minutes = tables.minutes(time::OffsetDateTime::now_utc(), 60).await?;
                 Value::Array(
                     minutes
                         .into_iter()

@@ -627,7 +627,7 @@ mod tests {
         assert_eq!(
             reason(&envelope(
                 "stock.adjusted",
-                json!({"product_id": "nope", "delta": 3, "reason": "x"})
+                json!({"product_id": "", "delta": 3, "reason": "x"})
             )),
             DeadLetterReason::InvalidPayload
         );

@@ -232,39 +232,50 @@ impl StoreLog {
         from: u64,
         limit: usize,
     ) -> Result<Vec<Record>, StoreError> {
-        let query = Query {
-            range: SortRange::Between(offset_sk(from), offset_sk(u64::MAX >> 1)),
-            limit,
-            ..Query::default()
-        };
-        let page = self
-            .store
-            .query(Table::Log, &partition_pk(partition), &query)
-            .await?;
-        let mut out = Vec::with_capacity(page.items.len());
-        for item in page.items {
-            let key = Key::of(&item)?;
-            let offset: u64 = key
-                .sk
-                .parse()
-                .map_err(|_| StoreError::Corrupt(format!("log offset {}", key.sk)))?;
-            if offset != from + out.len() as u64 {
-                break;
+        let mut out = Vec::with_capacity(limit.min(storage::MAX_PAGE));
+        let mut cursor = None;
+        // One store page holds at most `MAX_PAGE` items: page on until
+        // `limit`, the end of the partition, or a gap.
+        while out.len() < limit {
+            let query = Query {
+                range: SortRange::Between(offset_sk(from), offset_sk(u64::MAX >> 1)),
+                limit: limit - out.len(),
+                cursor: cursor.take(),
+                ..Query::default()
+            };
+            let page = self
+                .store
+                .query(Table::Log, &partition_pk(partition), &query)
+                .await?;
+            let full = page.items.len();
+            for item in page.items {
+                let key = Key::of(&item)?;
+                let offset: u64 = key
+                    .sk
+                    .parse()
+                    .map_err(|_| StoreError::Corrupt(format!("log offset {}", key.sk)))?;
+                if offset != from + out.len() as u64 {
+                    return Ok(out);
+                }
+                match (item.get("key"), item.get("data")) {
+                    (Some(Value::S(k)), Some(Value::B(d))) => {
+                        out.push(Record {
+                            partition,
+                            offset,
+                            key: k.clone(),
+                            data: d.clone(),
+                        });
+                    }
+                    _ => {
+                        return Err(StoreError::Corrupt(format!(
+                            "log record {partition}/{offset}"
+                        )));
+                    }
+                }
             }
-            match (item.get("key"), item.get("data")) {
-                (Some(Value::S(k)), Some(Value::B(d))) => {
-                    out.push(Record {
-                        partition,
-                        offset,
-                        key: k.clone(),
-                        data: d.clone(),
-                    });
-                }
-                _ => {
-                    return Err(StoreError::Corrupt(format!(
-                        "log record {partition}/{offset}"
-                    )));
-                }
+            match page.cursor {
+                Some(next) if full > 0 => cursor = Some(next),
+                _ => break,
             }
         }
         Ok(out)
@@ -514,6 +525,27 @@ mod tests {
         for other in (0..DEFAULT_PARTITIONS).filter(|q| *q != p) {
             assert!(log.read(other, 0, 10).await.unwrap().is_empty());
         }
+    }
+
+    #[tokio::test]
+    async fn a_read_pages_past_one_store_page() {
+        let dir = tempfile::tempdir().unwrap();
+        let store: Arc<dyn Store> = Arc::new(Embedded::open(dir.path(), "").unwrap());
+        let log = StoreLog::new(store, 1);
+        let total = storage::MAX_PAGE * 2 + 500;
+        for chunk in 0..(total / 500) {
+            let records: Vec<_> = (0..500)
+                .map(|i| ("k".to_string(), format!("{chunk}-{i}").into_bytes()))
+                .collect();
+            log.append(&records).await.unwrap();
+        }
+        let all = log.read(0, 0, 10_000).await.unwrap();
+        assert_eq!(all.len(), total);
+        assert!(all.iter().enumerate().all(|(i, r)| r.offset == i as u64));
+        let middle = log.read(0, 700, 1_600).await.unwrap();
+        assert_eq!(middle.len(), 1_600);
+        assert_eq!(middle.first().unwrap().offset, 700);
+        assert_eq!(middle.last().unwrap().offset, 2_299);
     }
 
     #[tokio::test]

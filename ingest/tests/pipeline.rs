@@ -9,7 +9,7 @@ use std::{sync::Arc, time::Duration};
 use ingest::{Leases, lease::Held};
 use processors::{
     Bus, Change, CommitError, Pipeline, Record,
-    state::{ALL, Counters, Stock, minute_key, stock_key},
+    state::{ALL, Counters, Stock, minute_key, stock_key, trend_hour_key},
 };
 use serde_json::{Value, json};
 use storage::{Query, Store, Table, dynamo::Dynamo, embedded::Embedded, from_item};
@@ -86,12 +86,15 @@ async fn stock(store: &dyn Store, id: &str) -> Stock {
     .unwrap()
 }
 
+/// The shop's counters of the test events' minute, or a product's of their
+/// hour.
 async fn counters(store: &dyn Store, scope: &str) -> Counters {
-    match store
-        .get(Table::Analytics, &minute_key(scope, "2026-11-23T10:05"))
-        .await
-        .unwrap()
-    {
+    let key = if scope == ALL {
+        minute_key(ALL, "2026-11-23T10:05")
+    } else {
+        trend_hour_key("2026-11-23T10", scope)
+    };
+    match store.get(Table::Analytics, &key).await.unwrap() {
         Some(item) => Counters::from_item(&item),
         None => Counters::default(),
     }

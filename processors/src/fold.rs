@@ -14,7 +14,7 @@ use storage::{Cond, Key, Table, TxOp, Update, Value, to_item};
 use crate::state::{
     ALL, Counters, DeadLetter, INTERACTIONS_PER_CHUNK, Interaction, InteractionChunk, Mark,
     Profile, Stock, dead_letter_key, interaction, interactions_key, mark_key, minute_key,
-    profile_key, reco_key, reco_ref, stock_key, trend_hour_key, trend_minute_key,
+    profile_key, reco_key, reco_ref, stock_key, trend_hour_key,
 };
 
 /// One record of a batch, decoded.
@@ -313,19 +313,21 @@ fn profile_of<'m>(
     &mut entry.1
 }
 
-/// Counters per (product, minute), shop-wide per minute, and per trending
-/// bucket. Minutes are counted from the Unix epoch and named only when the
+/// Counters shop-wide per minute, and per (product, hour): a product's
+/// counters are kept by the hour, in its hour's trending partition, which is
+/// both what trending ranks and a product's own series. Per-minute product
+/// counters were one write per event on a shop's catalogue (every
+/// (product, minute) pair is new); per hour they are a fraction of one.
+/// Minutes are counted from the Unix epoch and named only when the
 /// operations are built, once per bucket rather than once per event.
 #[derive(Default)]
 struct Counts {
-    minutes: BTreeMap<(ProductId, i64), Counters>,
     shop: BTreeMap<i64, Counters>,
     trend_h: BTreeMap<(i64, ProductId), Counters>,
 }
 
 impl Counts {
     fn product(&mut self, product: ProductId, minute: i64, c: &Counters) {
-        self.minutes.entry((product, minute)).or_default().add(c);
         self.trend_h
             .entry((minute.div_euclid(60), product))
             .or_default()
@@ -584,11 +586,6 @@ pub fn fold(records: &[Decoded], snapshot: &Snapshot, origin: &Origin<'_>) -> Fo
         let m = name(*minute);
         out.ops.push(counter_op(minute_key(ALL, &m), c));
         out.ticks.entry(m).or_default().add(c);
-    }
-    for ((product, minute), c) in &counts.minutes {
-        let (p, m) = (product.to_string(), name(*minute));
-        out.ops.push(counter_op(minute_key(&p, &m), c));
-        out.ops.push(counter_op(trend_minute_key(&m, &p), c));
     }
     for ((hour, product), c) in &counts.trend_h {
         let h = name(hour * 60)[..13].to_owned();

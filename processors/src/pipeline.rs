@@ -197,18 +197,18 @@ impl Pipeline {
         if records.is_empty() {
             return Ok(applied);
         }
-        let decoded = tokio::task::spawn_blocking(move || decode(records))
+        let decoded: Arc<[Decoded]> = tokio::task::spawn_blocking(move || decode(records))
             .await
-            .map_err(|e| StoreError::Unavailable(e.to_string()))?;
+            .map_err(|e| StoreError::Unavailable(e.to_string()))?
+            .into();
         let mut cp = checkpoint.clone();
-        let mut rest = &decoded[..];
-        let mut bound = rest.len();
-        while !rest.is_empty() {
-            let (n, mut folded, next) = self
-                .commit_prefix(&cp, &rest[..bound.min(rest.len())])
-                .await?;
+        let mut start = 0;
+        let mut bound = decoded.len();
+        while start < decoded.len() {
+            let len = bound.min(decoded.len() - start);
+            let (n, mut folded, next) = self.commit_prefix(&cp, &decoded, start, len).await?;
             bound = next.unwrap_or(usize::MAX);
-            let to = rest[n - 1].position.clone();
+            let to = decoded[start + n - 1].position.clone();
             applied.events += folded.applied.values().sum::<u64>();
             applied.dead_letters += folded.dead.values().sum::<u64>();
             applied.duplicates += folded.duplicates.values().sum::<u64>();
@@ -216,7 +216,7 @@ impl Pipeline {
             self.after_commit(&cp, &mut folded).await;
             cp.from = Some(to.clone());
             applied.checkpoint = Some(to);
-            rest = &rest[n..];
+            start += n;
         }
         Ok(applied)
     }
@@ -265,15 +265,24 @@ impl Pipeline {
             Ok::<_, StoreError>((k, got.map(from_item::<Mark>).transpose()?))
         }));
         let (stock, profiles, marks) = tokio::join!(stock, profiles, marks);
-        known
-            .stock
-            .extend(stock.into_iter().collect::<Result<Vec<_>, _>>()?);
-        known
-            .profiles
-            .extend(profiles.into_iter().collect::<Result<Vec<_>, _>>()?);
-        known
-            .marks
-            .extend(marks.into_iter().collect::<Result<Vec<_>, _>>()?);
+        let read = Snapshot {
+            stock: stock.into_iter().collect::<Result<_, _>>()?,
+            profiles: profiles.into_iter().collect::<Result<_, _>>()?,
+            marks: marks.into_iter().collect::<Result<_, _>>()?,
+        };
+        fn copy<T: Clone>(
+            into: &mut HashMap<String, Option<T>>,
+            from: &HashMap<String, Option<T>>,
+        ) {
+            into.extend(from.iter().map(|(k, v)| (k.clone(), v.clone())));
+        }
+        copy(&mut known.stock, &read.stock);
+        copy(&mut known.profiles, &read.profiles);
+        copy(&mut known.marks, &read.marks);
+        // What was read is owned as much as what was written (the commit's
+        // conditions check both): a prefix cut to fit a transaction, and the
+        // next batch, fold from memory instead of reading again.
+        self.owned().keep(read);
         Ok(known)
     }
 
@@ -290,11 +299,17 @@ impl Pipeline {
     /// as `unprocessable` with the store's error, so nothing stops the
     /// shard. Races retry from fresh reads; outages go back to the caller,
     /// which retries the batch with backoff.
+    ///
+    /// The records are `all[start..start + len]`; a batch's fold runs on the
+    /// blocking pool (thousands of events are tens of milliseconds of work).
     async fn commit_prefix(
         &self,
         cp: &Checkpoint,
-        records: &[Decoded],
+        all: &Arc<[Decoded]>,
+        start: usize,
+        len: usize,
     ) -> Result<(usize, Folded, Option<usize>), CommitError> {
+        let records = &all[start..start + len];
         let (max_ops, max_bytes) = (
             self.store.max_transaction_ops(),
             self.store.max_transaction_bytes(),
@@ -319,9 +334,19 @@ impl Pipeline {
                     &origin,
                 ),
                 None => {
-                    let prefix = &records[..n];
-                    let snapshot = self.snapshot(prefix, attempt > 0).await?;
-                    fold(prefix, &snapshot, &origin)
+                    let snapshot = self.snapshot(&records[..n], attempt > 0).await?;
+                    let (all, stream, shard) = (all.clone(), cp.stream.clone(), cp.shard.clone());
+                    let now_ms = origin.now_ms;
+                    tokio::task::spawn_blocking(move || {
+                        let origin = Origin {
+                            stream: &stream,
+                            shard: &shard,
+                            now_ms,
+                        };
+                        fold(&all[start..start + n], &snapshot, &origin)
+                    })
+                    .await
+                    .map_err(|e| StoreError::Unavailable(e.to_string()))?
                 }
             };
             let bytes = storage::expr::transaction_size(&folded.ops);
@@ -329,7 +354,16 @@ impl Pipeline {
                 && (folded.ops.len() + 1 > max_ops || bytes + FENCE_BYTES > max_bytes)
             {
                 if n > 1 {
-                    n = n.div_ceil(2).min(n - 1);
+                    // Cut in proportion to how far over the limits the fold
+                    // is (a 10,000-record batch on DynamoDB's 100-item
+                    // transactions is a cut of 99 %, not seven halvings);
+                    // effects grow slower than records, so this may take a
+                    // second step.
+                    let ratio = f64::min(
+                        max_ops as f64 / (folded.ops.len() + 1) as f64,
+                        max_bytes as f64 / (bytes + FENCE_BYTES) as f64,
+                    );
+                    n = ((n as f64 * ratio * 0.9) as usize).clamp(1, n - 1);
                     cut_to_fit = true;
                     continue;
                 }

@@ -7,7 +7,7 @@ use time::{Duration, OffsetDateTime};
 
 use crate::state::{
     ALL, Alert, Counters, DeadLetter, Profile, Stock, alert_key, hour_of, minute_key, minute_of,
-    profile_key, reco_key, stock_key,
+    profile_key, reco_key, stock_key, trend_hour_key,
 };
 
 /// One product's stock, if any event has touched it.
@@ -156,16 +156,14 @@ pub async fn stock_page(
     }
 }
 
-/// Per-minute counters of a scope (a product id, or all products) over the
-/// last `minutes` minutes up to `now`, oldest first; minutes without activity
-/// are left out.
+/// The shop's counters per minute over the last `minutes` minutes up to
+/// `now`, oldest first; minutes without activity are left out.
 pub async fn minutes(
     store: &dyn Store,
-    scope: Option<&str>,
     now: OffsetDateTime,
     minutes: i64,
 ) -> Result<Vec<(String, Counters)>, StoreError> {
-    let key = minute_key(scope.unwrap_or(ALL), "");
+    let key = minute_key(ALL, "");
     let from = minute_of(now - Duration::minutes(minutes - 1));
     let to = minute_of(now);
     let page = store
@@ -185,26 +183,54 @@ pub async fn minutes(
         .collect()
 }
 
+/// One product's counters per hour over the last `hours` hours up to `now`
+/// (the current hour included), oldest first; hours without activity are
+/// left out. They are the product's items in the hourly trending
+/// partitions, read a few at a time.
+pub async fn product_hours(
+    store: &dyn Store,
+    product_id: &str,
+    now: OffsetDateTime,
+    hours: i64,
+) -> Result<Vec<(String, Counters)>, StoreError> {
+    use futures::{StreamExt, TryStreamExt};
+    let hours: Vec<String> = (0..hours)
+        .rev()
+        .map(|h| hour_of(now - Duration::hours(h)))
+        .collect();
+    let got: Vec<Option<(String, Counters)>> = futures::stream::iter(hours)
+        .map(|hour| async move {
+            let item = store
+                .get(Table::Analytics, &trend_hour_key(&hour, product_id))
+                .await?;
+            Ok::<_, StoreError>(item.map(|i| (hour, Counters::from_item(&i))))
+        })
+        .buffered(16)
+        .try_collect()
+        .await?;
+    Ok(got.into_iter().flatten().collect())
+}
+
 /// The products with the most activity over a window ending now: purchases
-/// weigh most, then basket adds, then views.
+/// weigh most, then basket adds, then views. Counters are kept per hour, so
+/// the window is a sliding-window estimate: the hours it covers whole, plus
+/// the share of the oldest hour it still covers (at 10:15, a 1 h window is
+/// 10:00-10:15 and three quarters of 9:00-10:00's counters), as rate
+/// limiters estimate a sliding window from fixed ones.
 pub async fn trending(
     store: &dyn Store,
     now: OffsetDateTime,
     window: Duration,
     limit: usize,
 ) -> Result<Vec<(String, Counters)>, StoreError> {
-    let hourly = window > Duration::hours(2);
-    let buckets: Vec<String> = if hourly {
-        (0..window.whole_hours())
-            .map(|h| format!("trend#h#{}", hour_of(now - Duration::hours(h))))
-            .collect()
-    } else {
-        (0..window.whole_minutes())
-            .map(|m| format!("trend#m#{}", minute_of(now - Duration::minutes(m))))
-            .collect()
-    };
+    let hours = window.whole_hours().max(1);
+    let now = now.to_offset(time::UtcOffset::UTC);
+    let into_hour = i64::from(now.minute()) * 60 + i64::from(now.second());
+    let oldest_share = 1000 - into_hour * 1000 / 3600;
     let mut totals: BTreeMap<String, Counters> = BTreeMap::new();
-    for pk in buckets {
+    for h in 0..=hours {
+        let share = if h == hours { oldest_share } else { 1000 };
+        let pk = format!("trend#h#{}", hour_of(now - Duration::hours(h)));
         let mut query = Query {
             limit: 1000,
             ..Query::default()
@@ -215,7 +241,7 @@ pub async fn trending(
                 totals
                     .entry(Key::of(item)?.sk)
                     .or_default()
-                    .add(&Counters::from_item(item));
+                    .add_share(&Counters::from_item(item), share);
             }
             match page.cursor {
                 Some(c) => query.cursor = Some(c),
@@ -223,7 +249,10 @@ pub async fn trending(
             }
         }
     }
-    let mut ranked: Vec<(String, Counters)> = totals.into_iter().collect();
+    let mut ranked: Vec<(String, Counters)> = totals
+        .into_iter()
+        .filter(|(_, c)| c.trend_score() > 0)
+        .collect();
     ranked.sort_by(|a, b| {
         b.1.trend_score()
             .cmp(&a.1.trend_score())
@@ -246,4 +275,81 @@ pub async fn dead_letters(
         .map(|item| Ok((Key::of(&item)?.sk, from_item(item)?)))
         .collect::<Result<_, StoreError>>()?;
     Ok((items, page.cursor))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use storage::{Update, embedded::Embedded};
+    use time::macros::datetime;
+
+    use super::*;
+
+    async fn count(store: &dyn Store, hour: &str, product: &str, views: i64) {
+        store
+            .update(
+                Table::Analytics,
+                &trend_hour_key(hour, product),
+                vec![Update::Add(
+                    "views".into(),
+                    storage::Value::N(views.to_string()),
+                )],
+                None,
+            )
+            .await
+            .unwrap();
+    }
+
+    fn store() -> (tempfile::TempDir, Arc<dyn Store>) {
+        let dir = tempfile::tempdir().unwrap();
+        let store: Arc<dyn Store> = Arc::new(Embedded::open(dir.path(), "").unwrap());
+        (dir, store)
+    }
+
+    #[tokio::test]
+    async fn a_window_takes_the_share_of_its_oldest_hour_it_still_covers() {
+        let (_dir, store) = store();
+        count(store.as_ref(), "2026-11-23T10", "a", 10).await;
+        count(store.as_ref(), "2026-11-23T09", "b", 40).await;
+        count(store.as_ref(), "2026-11-23T09", "c", 1).await;
+        count(store.as_ref(), "2026-11-23T08", "d", 1_000).await;
+        // At 10:15 the last hour is 10:00-10:15 and 9:15-10:00: three
+        // quarters of 9:00's counters; 8:00 is out of the window.
+        let now = datetime!(2026-11-23 10:15 UTC);
+        let ranked = trending(store.as_ref(), now, Duration::hours(1), 10)
+            .await
+            .unwrap();
+        let views: Vec<(&str, i64)> = ranked.iter().map(|(p, c)| (p.as_str(), c.views)).collect();
+        assert_eq!(views, vec![("b", 30), ("a", 10), ("c", 1)]);
+        // At 10:59 almost nothing of 9:00 is left: c's one view rounds away.
+        let late = trending(
+            store.as_ref(),
+            datetime!(2026-11-23 10:59 UTC),
+            Duration::hours(1),
+            10,
+        )
+        .await
+        .unwrap();
+        let views: Vec<(&str, i64)> = late.iter().map(|(p, c)| (p.as_str(), c.views)).collect();
+        assert_eq!(views, vec![("a", 10), ("b", 1)]);
+        // A day's window covers 8:00 whole.
+        let day = trending(store.as_ref(), now, Duration::hours(24), 1)
+            .await
+            .unwrap();
+        assert_eq!(day[0].0, "d");
+    }
+
+    #[tokio::test]
+    async fn a_products_hours_are_its_trending_items_oldest_first() {
+        let (_dir, store) = store();
+        count(store.as_ref(), "2026-11-23T10", "a", 2).await;
+        count(store.as_ref(), "2026-11-23T08", "a", 5).await;
+        count(store.as_ref(), "2026-11-23T07", "a", 7).await;
+        count(store.as_ref(), "2026-11-23T10", "b", 9).await;
+        let now = datetime!(2026-11-23 10:30 UTC);
+        let hours = product_hours(store.as_ref(), "a", now, 3).await.unwrap();
+        let got: Vec<(&str, i64)> = hours.iter().map(|(h, c)| (h.as_str(), c.views)).collect();
+        assert_eq!(got, vec![("2026-11-23T08", 5), ("2026-11-23T10", 2)]);
+    }
 }

@@ -95,6 +95,19 @@ impl Counters {
         }
     }
 
+    /// Adds `per_mille`/1000 of `other`, rounded to the nearest whole count
+    /// (revenue to the cent): the share of an hour's counters that a
+    /// sliding window still covers.
+    pub fn add_share(&mut self, other: &Counters, per_mille: i64) {
+        let share = |n: i64| (n * per_mille + 500).div_euclid(1000);
+        self.views += share(other.views);
+        self.basket_adds += share(other.basket_adds);
+        self.purchases += share(other.purchases);
+        self.units += share(other.units);
+        self.revenue +=
+            (other.revenue * Decimal::from(per_mille) / Decimal::from(1000)).round_dp(2);
+    }
+
     pub fn add(&mut self, other: &Counters) {
         self.views += other.views;
         self.basket_adds += other.basket_adds;
@@ -129,17 +142,15 @@ pub fn hour_of(t: OffsetDateTime) -> String {
     minute_of(t)[..13].to_owned()
 }
 
-/// Per-minute counters of a scope (a product id, or [`ALL`]).
+/// Per-minute counters of a scope: [`ALL`], the whole shop. (Versions
+/// before 0.1.0's shop-scale step also kept them per product; those items
+/// are no longer written or read.)
 pub fn minute_key(scope: &str, minute: &str) -> Key {
     Key::new(format!("minute#{scope}"), minute)
 }
 
-/// A product's counters in one minute's trending partition.
-pub fn trend_minute_key(minute: &str, product_id: &str) -> Key {
-    Key::new(format!("trend#m#{minute}"), product_id)
-}
-
-/// A product's counters in one hour's trending partition.
+/// A product's counters in one hour's trending partition: what trending
+/// ranks, and the product's own hourly series.
 pub fn trend_hour_key(hour: &str, product_id: &str) -> Key {
     Key::new(format!("trend#h#{hour}"), product_id)
 }

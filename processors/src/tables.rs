@@ -42,11 +42,20 @@ impl Tables {
     /// See [`read::minutes`].
     pub async fn minutes(
         &self,
-        scope: Option<&str>,
         now: OffsetDateTime,
         minutes: i64,
     ) -> Result<Vec<(String, Counters)>, StoreError> {
-        read::minutes(self.store.as_ref(), scope, now, minutes).await
+        read::minutes(self.store.as_ref(), now, minutes).await
+    }
+
+    /// See [`read::product_hours`].
+    pub async fn product_hours(
+        &self,
+        product_id: &str,
+        now: OffsetDateTime,
+        hours: i64,
+    ) -> Result<Vec<(String, Counters)>, StoreError> {
+        read::product_hours(self.store.as_ref(), product_id, now, hours).await
     }
 
     /// See [`read::trending`].

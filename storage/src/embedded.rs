@@ -148,7 +148,10 @@ fn write_loop(inner: &Inner, queue: &mpsc::Receiver<Job>) {
             jobs.into_iter().map(|j| (j.write, j.reply)).unzip();
         let outcome = (|| {
             let txn = inner.db.begin_write().map_err(unavailable)?;
-            let outputs: Vec<_> = writes.into_iter().map(|w| apply(inner, &txn, w)).collect();
+            let outputs: Vec<_> = {
+                let mut open = Open::new(inner, &txn);
+                writes.into_iter().map(|w| apply(&mut open, w)).collect()
+            };
             txn.commit().map_err(unavailable)?;
             Ok::<_, StoreError>(outputs)
         })();
@@ -172,13 +175,41 @@ fn write_loop(inner: &Inner, queue: &mpsc::Receiver<Job>) {
     }
 }
 
-fn read_item(
-    inner: &Inner,
-    txn: &WriteTransaction,
-    table: Table,
-    key: &Key,
-) -> StoreResult<Option<Item>> {
-    let t = txn.open_table(inner.def(table)).map_err(unavailable)?;
+type RedbTable<'t> = redb::Table<'t, RedbKey<'static>, &'static [u8]>;
+
+/// The tables of one write transaction, each opened once (a commit of a
+/// pipeline batch touches thousands of items in a handful of tables).
+struct Open<'t> {
+    inner: &'t Inner,
+    txn: &'t WriteTransaction,
+    tables: HashMap<Table, RedbTable<'t>>,
+}
+
+impl<'t> Open<'t> {
+    fn new(inner: &'t Inner, txn: &'t WriteTransaction) -> Self {
+        Self {
+            inner,
+            txn,
+            tables: HashMap::new(),
+        }
+    }
+
+    fn table(&mut self, table: Table) -> StoreResult<&mut RedbTable<'t>> {
+        match self.tables.entry(table) {
+            std::collections::hash_map::Entry::Occupied(e) => Ok(e.into_mut()),
+            std::collections::hash_map::Entry::Vacant(e) => {
+                let t = self
+                    .txn
+                    .open_table(self.inner.def(table))
+                    .map_err(unavailable)?;
+                Ok(e.insert(t))
+            }
+        }
+    }
+}
+
+fn read_item(open: &mut Open<'_>, table: Table, key: &Key) -> StoreResult<Option<Item>> {
+    let t = open.table(table)?;
     let got = t
         .get((key.pk.as_str(), key.sk.as_str()))
         .map_err(unavailable)?;
@@ -186,13 +217,12 @@ fn read_item(
 }
 
 fn write_item(
-    inner: &Inner,
-    txn: &WriteTransaction,
+    open: &mut Open<'_>,
     table: Table,
     key: &Key,
     item: Option<&Item>,
 ) -> StoreResult<()> {
-    let mut t = txn.open_table(inner.def(table)).map_err(unavailable)?;
+    let t = open.table(table)?;
     let k = (key.pk.as_str(), key.sk.as_str());
     match item {
         Some(item) => {
@@ -224,22 +254,22 @@ struct Plan {
 }
 
 impl Plan {
-    fn write(&self, inner: &Inner, txn: &WriteTransaction) -> StoreResult<()> {
+    fn write(&self, open: &mut Open<'_>) -> StoreResult<()> {
         if self.writes {
-            write_item(inner, txn, self.table, &self.key, self.next.as_ref())?;
+            write_item(open, self.table, &self.key, self.next.as_ref())?;
         }
         Ok(())
     }
 }
 
-fn plan(inner: &Inner, txn: &WriteTransaction, op: TxOp) -> StoreResult<Plan> {
+fn plan(open: &mut Open<'_>, op: TxOp) -> StoreResult<Plan> {
     let (table, key) = op.table_and_key()?;
     // An unconditional put needs nothing of the item as it was.
     let blind = matches!(op, TxOp::Put { cond: None, .. });
     let current = if blind {
         None
     } else {
-        read_item(inner, txn, table, &key)?
+        read_item(open, table, &key)?
     };
     let (cond, next, writes) = match op {
         TxOp::Put { item, cond, .. } => {
@@ -266,10 +296,10 @@ fn plan(inner: &Inner, txn: &WriteTransaction, op: TxOp) -> StoreResult<Plan> {
     })
 }
 
-fn apply(inner: &Inner, txn: &WriteTransaction, write: Write) -> StoreResult<Output> {
+fn apply(open: &mut Open<'_>, write: Write) -> StoreResult<Output> {
     match write {
         Write::Put(table, item, cond) => {
-            plan(inner, txn, TxOp::Put { table, item, cond })?.write(inner, txn)?;
+            plan(open, TxOp::Put { table, item, cond })?.write(open)?;
             Ok(Output::Done)
         }
         Write::Update(table, key, updates, cond) => {
@@ -279,14 +309,14 @@ fn apply(inner: &Inner, txn: &WriteTransaction, write: Write) -> StoreResult<Out
                 updates,
                 cond,
             };
-            let p = plan(inner, txn, op)?;
-            p.write(inner, txn)?;
+            let p = plan(open, op)?;
+            p.write(open)?;
             Ok(Output::Item(p.next.unwrap_or_default()))
         }
         Write::Delete(table, key, cond) => {
-            let p = plan(inner, txn, TxOp::Delete { table, key, cond })?;
+            let p = plan(open, TxOp::Delete { table, key, cond })?;
             if p.current.is_some() {
-                p.write(inner, txn)?;
+                p.write(open)?;
             }
             Ok(Output::Old(p.current))
         }
@@ -294,7 +324,7 @@ fn apply(inner: &Inner, txn: &WriteTransaction, write: Write) -> StoreResult<Out
             let mut plans = Vec::with_capacity(ops.len());
             let mut failed = Vec::new();
             for (i, op) in ops.into_iter().enumerate() {
-                match plan(inner, txn, op) {
+                match plan(open, op) {
                     Ok(p) => plans.push(p),
                     Err(StoreError::ConditionFailed) => failed.push(i),
                     Err(e) => return Err(e),
@@ -304,7 +334,7 @@ fn apply(inner: &Inner, txn: &WriteTransaction, write: Write) -> StoreResult<Out
                 return Err(StoreError::TransactionCanceled { failed });
             }
             for p in &plans {
-                p.write(inner, txn)?;
+                p.write(open)?;
             }
             Ok(Output::Done)
         }

@@ -143,6 +143,140 @@ impl Products {
         }
     }
 
+    /// Stores a catalogue import: each product that does not exist yet is
+    /// created, and one that does (same id) is replaced when it changed
+    /// (version + 1, `created_at` and an uploaded image kept). New products
+    /// go in transactions of as many as the store takes; when one is
+    /// refused (a SKU another product holds), its products are retried one
+    /// by one, so a bad row loses no other. Per product, in order: the
+    /// product as stored (`None`: unchanged) or why it was refused.
+    pub async fn import(
+        &self,
+        products: Vec<Product>,
+    ) -> Vec<Result<Option<Product>, ProductError>> {
+        use futures::{StreamExt, stream};
+        let current: Vec<Result<Option<Product>, StoreError>> = stream::iter(&products)
+            .map(|p| self.get(p.id))
+            .buffered(64)
+            .collect()
+            .await;
+        let mut out: Vec<Option<Result<Option<Product>, ProductError>>> =
+            (0..products.len()).map(|_| None).collect();
+        let mut fresh = Vec::new();
+        for (i, (mut p, old)) in products.into_iter().zip(current).enumerate() {
+            match old {
+                Err(e) => out[i] = Some(Err(e.into())),
+                Ok(None) => fresh.push((i, p)),
+                Ok(Some(old)) => {
+                    p.created_at = old.created_at;
+                    if p.image_url.is_none() {
+                        p.image_url.clone_from(&old.image_url);
+                    }
+                    let same = Product {
+                        updated_at: old.updated_at,
+                        version: old.version,
+                        ..p.clone()
+                    };
+                    out[i] = Some(if same == old {
+                        Ok(None)
+                    } else {
+                        p.version = old.version + 1;
+                        self.update(&old, &p).await.map(|()| Some(p))
+                    });
+                }
+            }
+        }
+        let (max_ops, max_bytes) = (
+            self.store.max_transaction_ops(),
+            self.store.max_transaction_bytes(),
+        );
+        let mut chunk: Vec<(usize, Product)> = Vec::new();
+        let mut ops: Vec<TxOp> = Vec::new();
+        let mut markers = std::collections::HashSet::new();
+        let mut bytes = 0;
+        for (i, p) in fresh {
+            let mut mine = self.create_ops(&p, &mut markers);
+            if let Ok(m) = &mine
+                && !chunk.is_empty()
+                && (ops.len() + m.len() > max_ops
+                    || bytes + crate::expr::transaction_size(m) > max_bytes)
+            {
+                let (c, o) = (std::mem::take(&mut chunk), std::mem::take(&mut ops));
+                self.create_chunk(c, o, &mut out).await;
+                markers.clear();
+                bytes = 0;
+                // Its category marker may have been left out as already in
+                // the chunk just sent.
+                mine = self.create_ops(&p, &mut markers);
+            }
+            match mine {
+                Err(e) => out[i] = Some(Err(e)),
+                Ok(m) => {
+                    bytes += crate::expr::transaction_size(&m);
+                    ops.extend(m);
+                    chunk.push((i, p));
+                }
+            }
+        }
+        if !chunk.is_empty() {
+            self.create_chunk(chunk, ops, &mut out).await;
+        }
+        out.into_iter()
+            .map(|r| r.unwrap_or(Err(ProductError::NotFound)))
+            .collect()
+    }
+
+    /// The operations that create `p`, leaving out a category marker
+    /// already in `markers` (a transaction touches an item once).
+    fn create_ops(
+        &self,
+        p: &Product,
+        markers: &mut std::collections::HashSet<String>,
+    ) -> Result<Vec<TxOp>, ProductError> {
+        let mut ops = vec![TxOp::Put {
+            table: Table::Products,
+            item: Self::marker(p)?,
+            cond: Some(Cond::NotExists),
+        }];
+        for (i, (key, item)) in Self::items(p)?.into_iter().enumerate() {
+            if key.pk == CATEGORIES && !markers.insert(key.sk.clone()) {
+                continue;
+            }
+            ops.push(TxOp::Put {
+                table: Table::Products,
+                item,
+                cond: (i == 0).then_some(Cond::NotExists),
+            });
+        }
+        Ok(ops)
+    }
+
+    async fn create_chunk(
+        &self,
+        chunk: Vec<(usize, Product)>,
+        ops: Vec<TxOp>,
+        out: &mut [Option<Result<Option<Product>, ProductError>>],
+    ) {
+        match self.store.transact(ops).await {
+            Ok(()) => {
+                for (i, p) in chunk {
+                    out[i] = Some(Ok(Some(p)));
+                }
+            }
+            Err(StoreError::TransactionCanceled { .. }) => {
+                for (i, p) in chunk {
+                    out[i] = Some(self.create(&p).await.map(|()| Some(p)));
+                }
+            }
+            Err(e) => {
+                let why = e.to_string();
+                for (i, _) in chunk {
+                    out[i] = Some(Err(StoreError::Unavailable(why.clone()).into()));
+                }
+            }
+        }
+    }
+
     pub async fn get(&self, id: ProductId) -> Result<Option<Product>, StoreError> {
         self.store
             .get(Table::Products, &canonical(id))

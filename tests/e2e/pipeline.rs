@@ -679,7 +679,7 @@ async fn import_retailrocket_and_collector_through_kinesis() {
             Some(&admin),
             Some(json!([envelope(
                 "browse.viewed",
-                json!({"session_id": "web-1", "product_id": "00000000-0000-8000-8000-000000000007"})
+                json!({"session_id": "web-1", "product_id": "7"})
             )])),
         )
         .await;

@@ -536,4 +536,155 @@ on_both_backends!(
     categories_and_search,
     bad_input_is_refused_with_problems,
     concurrent_edits_lose_no_update,
+    catalogue_import_keeps_skus_as_external_ids,
 );
+
+/// `import --format products`: a catalogue in CSV and JSON lines, its SKUs
+/// kept as external ids. Bad rows are reported by line and the rest
+/// imported; a history import and events that name the SKUs land on the
+/// imported products; a re-import updates only what changed.
+async fn catalogue_import_keeps_skus_as_external_ids(backend: Backend) {
+    let env = Env::new(backend);
+    if backend == Backend::Aws {
+        let (code, out, err) = env.run(&["init"]).await;
+        assert_eq!(code, 0, "{out}{err}");
+    }
+    let csv = env.dir.path().join("catalogue.csv");
+    std::fs::write(
+        &csv,
+        "sku,name,description,price,currency,category,low_stock_threshold,attributes.material\n\
+         7,Merino wool hiking socks,Warm,12.50,EUR,socks,3,merino\n\
+         8,\"Cotton socks, pack of 3\",,9.99,EUR,socks,,\n\
+         9,Wool hat,,19.00,EUR,hats,2,wool\n\
+         10,No price,,,EUR,hats,,\n\
+         7,Twice,,1.00,EUR,socks,,\n",
+    )
+    .unwrap();
+    let jsonl = env.dir.path().join("more.jsonl");
+    std::fs::write(
+        &jsonl,
+        "{\"sku\": \"SKU-A\", \"name\": \"Desk lamp\", \"price\": \"30.00\", \"currency\": \"EUR\", \"category\": \"lamps\"}\n\
+         not json\n\
+         {\"sku\": \"bad sku!\", \"name\": \"x\", \"price\": \"1.00\", \"currency\": \"EUR\", \"category\": \"lamps\"}\n",
+    )
+    .unwrap();
+    let files = [csv.to_str().unwrap(), jsonl.to_str().unwrap()];
+    let (code, out, err) = env
+        .run(&["import", "--format", "products", files[0], files[1]])
+        .await;
+    assert_eq!(code, 1, "rows were refused: {out}{err}");
+    assert!(
+        out.contains("imported 4 products: 4 new, 0 updated, 0 unchanged; 4 rows refused"),
+        "{out}"
+    );
+    for expected in [
+        "catalogue.csv line 5: price",
+        "catalogue.csv line 6: sku \"7\" is already on",
+        "more.jsonl line 2: not JSON",
+        "more.jsonl line 3: sku",
+    ] {
+        assert!(err.contains(expected), "{expected:?} not in {err}");
+    }
+    // RetailRocket history whose item numbers are the SKUs.
+    let now_ms = time::OffsetDateTime::now_utc().unix_timestamp() * 1000;
+    let history = env.dir.path().join("events.csv");
+    std::fs::write(
+        &history,
+        format!(
+            "timestamp,visitorid,event,itemid,transactionid\n\
+             {a},1,view,7,\n{b},2,view,7,\n{c},2,view,9,\n{d},2,transaction,7,55\n",
+            a = now_ms - 4000,
+            b = now_ms - 3000,
+            c = now_ms - 2000,
+            d = now_ms - 1000,
+        ),
+    )
+    .unwrap();
+    let (code, out, err) = env
+        .run(&[
+            "import",
+            "--format",
+            "retailrocket",
+            history.to_str().unwrap(),
+        ])
+        .await;
+    assert_eq!(code, 0, "{out}{err}");
+
+    let app = env.start().await;
+    let admin = app.admin_token().await;
+    let socks = domain::ProductId::external("7");
+    let p = app.get(&format!("/api/products/{socks}")).await;
+    assert_eq!(p.status, StatusCode::OK, "{}", p.text);
+    assert_eq!(p.body["sku"], "7");
+    assert_eq!(p.body["name"], "Merino wool hiking socks");
+    assert_eq!(p.body["attributes"]["material"], "merino");
+    assert_eq!(p.body["low_stock_threshold"], 3);
+    assert_eq!(
+        skus(&app, "category=socks".into()).await.len(),
+        2,
+        "filed under its category"
+    );
+    // An event naming the lamp by its SKU lands on it.
+    let r = app
+        .call(
+            Method::POST,
+            "/api/events",
+            Some(&admin),
+            Some(json!([{"type": "browse.viewed",
+                "data": {"session_id": "s-1", "product_id": "SKU-A"}}])),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::ACCEPTED, "{}", r.text);
+    let lamp = domain::ProductId::external("SKU-A");
+    for (id, views, purchases) in [(socks, 2, 1), (lamp, 1, 0)] {
+        crate::helpers::eventually("the history counted on the imported products", || {
+            let app = &app;
+            let admin = &admin;
+            async move {
+                let r = app
+                    .call(
+                        Method::GET,
+                        &format!("/api/analytics/products/{id}"),
+                        Some(admin),
+                        None,
+                    )
+                    .await;
+                let t = &r.body["totals"];
+                let got = (t["views"].as_i64(), t["purchases"].as_i64());
+                (got == (Some(views), Some(purchases)))
+                    .then_some(())
+                    .ok_or(format!("{id}: {got:?} ({})", r.text))
+            }
+        })
+        .await;
+    }
+    app.stop().await;
+
+    // A re-import changes what changed, and nothing else.
+    std::fs::write(
+        &csv,
+        "sku,name,price,currency,category,low_stock_threshold,attributes.material,description\n\
+         7,Merino wool hiking socks,12.50,EUR,socks,3,merino,Warm\n\
+         8,\"Cotton socks, pack of 3\",9.99,EUR,socks,,,\n\
+         9,Wool hat,21.00,EUR,hats,2,wool,\n",
+    )
+    .unwrap();
+    let (code, out, err) = env.run(&["import", "--format", "products", files[0]]).await;
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(
+        out.contains("imported 3 products: 0 new, 1 updated, 2 unchanged; 0 rows refused"),
+        "{out}"
+    );
+    let app = env.start().await;
+    let hat = app
+        .get(&format!(
+            "/api/products/{}",
+            domain::ProductId::external("9")
+        ))
+        .await;
+    assert_eq!(
+        (hat.body["price"].as_str(), hat.body["version"].as_u64()),
+        (Some("21.00"), Some(2))
+    );
+    app.stop().await;
+}

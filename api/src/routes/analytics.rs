@@ -39,6 +39,23 @@ pub struct MinuteView {
     pub counters: CountersView,
 }
 
+/// Counters of one hour.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct HourView {
+    /// `2026-11-23T10` (UTC): the hour from 10:00 to 11:00.
+    pub hour: String,
+    #[serde(flatten)]
+    pub counters: CountersView,
+}
+
+/// One product's totals over a window of hours, and its hours.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct ProductSummary {
+    pub window_hours: i64,
+    pub totals: CountersView,
+    pub hours: Vec<HourView>,
+}
+
 #[derive(Debug, Default, Serialize, utoipa::ToSchema)]
 pub struct CountersView {
     pub views: i64,
@@ -88,24 +105,12 @@ fn window_minutes(p: &mut Params) -> i64 {
     }
 }
 
-async fn summarise(state: &AppState, scope: Option<&str>, minutes: i64) -> ApiResult<Summary> {
-    let now = time::OffsetDateTime::now_utc();
-    let rows = state.tables.minutes(scope, now, minutes).await?;
+fn total(rows: &[(String, Counters)]) -> CountersView {
     let mut totals = Counters::default();
-    for (_, c) in &rows {
+    for (_, c) in rows {
         totals.add(c);
     }
-    Ok(Summary {
-        window_minutes: minutes,
-        totals: CountersView::from(&totals),
-        minutes: rows
-            .iter()
-            .map(|(m, c)| MinuteView {
-                minute: m.clone(),
-                counters: c.into(),
-            })
-            .collect(),
-    })
+    CountersView::from(&totals)
 }
 
 /// Shop-wide views, basket adds, purchases, units and revenue per minute.
@@ -121,27 +126,62 @@ pub async fn summary(
     let mut p = Params::parse(q.as_deref())?;
     let minutes = window_minutes(&mut p);
     p.finish()?;
-    Ok(Json(summarise(&state, None, minutes).await?))
+    let rows = state
+        .tables
+        .minutes(time::OffsetDateTime::now_utc(), minutes)
+        .await?;
+    Ok(Json(Summary {
+        window_minutes: minutes,
+        totals: total(&rows),
+        minutes: rows
+            .into_iter()
+            .map(|(minute, c)| MinuteView {
+                minute,
+                counters: (&c).into(),
+            })
+            .collect(),
+    }))
 }
 
-/// One product's counters per minute.
+/// One product's counters per hour (products are counted by the hour, the
+/// shop as a whole by the minute).
 #[utoipa::path(get, path = "/api/analytics/products/{id}", tag = "analytics", security(("bearer" = [])),
-    params(("id" = String, Path), ("minutes" = Option<i64>, Query)),
-    responses((status = 200, body = Summary), (status = 404, body = crate::Problem)))]
+    params(("id" = String, Path), ("hours" = Option<i64>, Query, description = "window in hours up to now, the current hour included: 1 to 168, default 24")),
+    responses((status = 200, body = ProductSummary), (status = 404, body = crate::Problem), (status = 422, body = crate::Problem)))]
 pub async fn product(
     State(state): State<AppState>,
     caller: Caller,
     Path(id): Path<String>,
     RawQuery(q): RawQuery,
-) -> ApiResult<Json<Summary>> {
+) -> ApiResult<Json<ProductSummary>> {
     caller.require(Role::Admin)?;
     let id: ProductId = id.parse().map_err(|_| ApiError::NotFound("product"))?;
     let mut p = Params::parse(q.as_deref())?;
-    let minutes = window_minutes(&mut p);
+    let hours = match p.take("hours").map(|v| v.parse::<i64>()) {
+        None => 24,
+        Some(Ok(h)) if (1..=168).contains(&h) => h,
+        Some(_) => {
+            p.errors
+                .push("hours", "must be a whole number from 1 to 168");
+            24
+        }
+    };
     p.finish()?;
-    Ok(Json(
-        summarise(&state, Some(&id.to_string()), minutes).await?,
-    ))
+    let rows = state
+        .tables
+        .product_hours(&id.to_string(), time::OffsetDateTime::now_utc(), hours)
+        .await?;
+    Ok(Json(ProductSummary {
+        window_hours: hours,
+        totals: total(&rows),
+        hours: rows
+            .into_iter()
+            .map(|(hour, c)| HourView {
+                hour,
+                counters: (&c).into(),
+            })
+            .collect(),
+    }))
 }
 
 /// One trending product.
