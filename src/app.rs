@@ -209,6 +209,26 @@ impl Application {
                 }
             }
         });
+        let (products, mut changes) = (self.state.products.clone(), self.bus.subscribe());
+        workers.start("product cache", |mut stopped| async move {
+            use tokio::sync::broadcast::error::RecvError;
+            loop {
+                tokio::select! {
+                    _ = stopped.wait_for(|stop| *stop) => break,
+                    change = changes.recv() => match change {
+                        Ok(processors::changes::Change::ProductChanged { product_id }) => {
+                            match product_id.parse() {
+                                Ok(id) => products.forget(id),
+                                Err(_) => products.forget_all(),
+                            }
+                        }
+                        Ok(_) => {}
+                        Err(RecvError::Lagged(_)) => products.forget_all(),
+                        Err(RecvError::Closed) => break,
+                    },
+                }
+            }
+        });
         let instance = settings.instance_id()?;
         if settings.backend == Backend::Aws {
             let feed = processors::feed::Feed {

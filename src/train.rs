@@ -29,7 +29,8 @@ pub async fn run(
         // Nothing is served here: the impression queue has no writer.
         let (impressions, _) = serving::attribution::channel(store.clone(), 1);
         let recs = serving::Recs::new(
-            store,
+            store.clone(),
+            storage::products::Products::new(store),
             blobs(settings).await,
             settings.recommender_history_hours,
             impressions,

@@ -110,14 +110,19 @@ pub(crate) async fn app_state(
     let config = settings.api_config();
     let (impressions, attribution) =
         serving::attribution::channel(store.clone(), IMPRESSIONS_QUEUE);
+    // One catalogue, one read cache: the API's reads and the
+    // recommendations' rules share it.
+    let products = storage::products::Products::new(store.clone());
     let recs = Arc::new(serving::Recs::new(
         store.clone(),
+        products.clone(),
         blobs.clone(),
         settings.recommender_history_hours,
         impressions,
     ));
     let services = api::Services {
         store,
+        products,
         events,
         bus,
         shop,

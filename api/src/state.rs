@@ -46,6 +46,8 @@ pub struct AppState {
 #[derive(Debug)]
 pub struct Services {
     pub store: Arc<dyn Store>,
+    /// The catalogue, with the read cache the recommendations share.
+    pub products: Products,
     pub events: Arc<dyn EventSink>,
     pub bus: Bus,
     pub shop: commerce::Shop,
@@ -63,6 +65,7 @@ impl AppState {
     ) -> Self {
         let Services {
             store,
+            products,
             events,
             bus,
             shop,
@@ -75,7 +78,7 @@ impl AppState {
             tables: processors::Tables::new(store.clone()),
             leases: ingest::Leases::new(store.clone(), "api", std::time::Duration::ZERO),
             users: Users::new(store.clone()),
-            products: Products::new(store.clone()),
+            products,
             store,
             events,
             bus,

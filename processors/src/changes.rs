@@ -37,6 +37,9 @@ pub enum Change {
         basket_adds: i64,
         purchases: i64,
     },
+    /// A product was created, changed or deleted in the catalogue (caches
+    /// of it are stale).
+    ProductChanged { product_id: String },
     /// A user's or session's behaviour profile changed.
     ProfileUpdated { subject: String },
     /// An order changed status.

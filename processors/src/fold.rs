@@ -86,6 +86,8 @@ pub struct Folded {
     pub ops: Vec<TxOp>,
     /// Products whose stock changed.
     pub products: BTreeSet<String>,
+    /// Products created, changed or deleted in the catalogue.
+    pub catalogue: BTreeSet<String>,
     /// Behaviour profiles that changed.
     pub subjects: BTreeSet<String>,
     /// Shop-wide counters added, per minute.
@@ -453,9 +455,11 @@ pub fn fold(records: &[Decoded], snapshot: &Snapshot, origin: &Origin<'_>) -> Fo
         match &e.payload {
             EventPayload::ProductUpserted(p) => {
                 stock_of(&mut stock, snapshot, p.id).catalogue(Some(p.as_ref()));
+                out.catalogue.insert(p.id.to_string());
             }
             EventPayload::ProductDeleted { product_id } => {
                 stock_of(&mut stock, snapshot, *product_id).catalogue(None);
+                out.catalogue.insert(product_id.to_string());
             }
             EventPayload::StockAdjusted {
                 product_id, delta, ..

@@ -443,6 +443,11 @@ impl Pipeline {
             metrics::counter!("shopstream_events_dead_lettered_total", "reason" => *reason, "stream" => cp.stream.clone())
                 .increment(*n);
         }
+        for id in &folded.catalogue {
+            self.bus.publish(Change::ProductChanged {
+                product_id: id.clone(),
+            });
+        }
         let mut changed_since = Vec::new();
         for id in &folded.products {
             let stock = match folded.after.stock.get(id) {

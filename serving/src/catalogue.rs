@@ -49,11 +49,10 @@ pub struct StoreCatalogue {
 }
 
 impl StoreCatalogue {
-    pub fn new(store: Arc<dyn Store>) -> Self {
-        Self {
-            products: Products::new(store.clone()),
-            store,
-        }
+    /// `products` is the API's, so that the rules read products through
+    /// its read cache.
+    pub fn new(store: Arc<dyn Store>, products: Products) -> Self {
+        Self { products, store }
     }
 }
 
@@ -61,7 +60,7 @@ impl StoreCatalogue {
 impl Catalogue for StoreCatalogue {
     async fn product(&self, id: &str) -> Result<Option<Product>, StoreError> {
         match id.parse::<ProductId>() {
-            Ok(pid) => self.products.get(pid).await,
+            Ok(pid) => self.products.get_cached(pid).await,
             Err(_) => Ok(None),
         }
     }

@@ -58,12 +58,13 @@ impl Recs {
     /// `history_hours` is at least 1 (the settings check it).
     pub fn new(
         store: Arc<dyn Store>,
+        products: storage::products::Products,
         blobs: Arc<dyn Blobs>,
         history_hours: i64,
         impressions: Impressions,
     ) -> Self {
         Self {
-            catalogue: Arc::new(StoreCatalogue::new(store.clone())),
+            catalogue: Arc::new(StoreCatalogue::new(store.clone(), products)),
             impressions,
             store,
             blobs,

@@ -78,6 +78,63 @@ struct CategoryMarker {
 #[derive(Clone, Debug)]
 pub struct Products {
     store: Arc<dyn Store>,
+    cache: Arc<ReadCache>,
+}
+
+/// The most products [`ReadCache`] holds; when full it starts over.
+pub const READ_CACHE_ITEMS: usize = 100_000;
+
+/// Products as last read or written, for [`Products::get_cached`]. Writes
+/// through the same [`Products`] update it; a change made elsewhere (another
+/// instance, an import) reaches it as a `product_changed` on the change bus,
+/// whose subscriber calls [`Products::forget`] (or [`Products::forget_all`]
+/// when it missed changes). A read that began before a forget does not put
+/// what it read (the epoch moved), so a forgotten version never comes back.
+#[derive(Debug, Default)]
+struct ReadCache {
+    items: std::sync::RwLock<std::collections::HashMap<ProductId, Arc<Product>>>,
+    epoch: std::sync::atomic::AtomicU64,
+}
+
+impl ReadCache {
+    fn epoch(&self) -> u64 {
+        self.epoch.load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    fn get(&self, id: ProductId) -> Option<Arc<Product>> {
+        let items = self.items.read().unwrap_or_else(|e| e.into_inner());
+        items.get(&id).cloned()
+    }
+
+    /// Keeps `p` unless something was forgotten since `epoch`, or a newer
+    /// version is kept.
+    fn put(&self, p: &Product, epoch: Option<u64>) {
+        let mut items = self.items.write().unwrap_or_else(|e| e.into_inner());
+        if epoch.is_some_and(|e| e != self.epoch()) {
+            return;
+        }
+        if items
+            .get(&p.id)
+            .is_some_and(|kept| kept.version > p.version)
+        {
+            return;
+        }
+        if items.len() >= READ_CACHE_ITEMS && !items.contains_key(&p.id) {
+            items.clear();
+        }
+        items.insert(p.id, Arc::new(p.clone()));
+    }
+
+    fn forget(&self, id: Option<ProductId>) {
+        let mut items = self.items.write().unwrap_or_else(|e| e.into_inner());
+        self.epoch.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+        match id {
+            Some(id) => {
+                items.remove(&id);
+            }
+            None => items.clear(),
+        }
+    }
 }
 
 #[derive(serde::Serialize)]
@@ -87,7 +144,38 @@ struct SkuMarker<'a> {
 
 impl Products {
     pub fn new(store: Arc<dyn Store>) -> Self {
-        Self { store }
+        Self {
+            store,
+            cache: Arc::default(),
+        }
+    }
+
+    /// A product, from memory when this instance has read or written it
+    /// since it last changed (see [`ReadCache`]); for reads that may trail a
+    /// change made on another instance by the pipeline's delay. Writes read
+    /// with [`Products::get`].
+    pub async fn get_cached(&self, id: ProductId) -> Result<Option<Product>, StoreError> {
+        if let Some(p) = self.cache.get(id) {
+            metrics::counter!("shopstream_product_cache_total", "result" => "hit").increment(1);
+            return Ok(Some(Product::clone(&p)));
+        }
+        metrics::counter!("shopstream_product_cache_total", "result" => "miss").increment(1);
+        let epoch = self.cache.epoch();
+        let got = self.get(id).await?;
+        if let Some(p) = &got {
+            self.cache.put(p, Some(epoch));
+        }
+        Ok(got)
+    }
+
+    /// Drops a product from the read cache (it changed elsewhere).
+    pub fn forget(&self, id: ProductId) {
+        self.cache.forget(Some(id));
+    }
+
+    /// Empties the read cache (changes may have been missed).
+    pub fn forget_all(&self) {
+        self.cache.forget(None);
     }
 
     /// Every item a product is stored as, with its key.
@@ -135,7 +223,10 @@ impl Products {
             });
         }
         match self.store.transact(ops).await {
-            Ok(()) => Ok(()),
+            Ok(()) => {
+                self.cache.put(p, None);
+                Ok(())
+            }
             Err(StoreError::TransactionCanceled { failed }) if failed.contains(&0) => {
                 Err(ProductError::DuplicateSku(p.sku.clone()))
             }
@@ -497,7 +588,10 @@ impl Products {
             None
         };
         match self.store.transact(ops).await {
-            Ok(()) => Ok(()),
+            Ok(()) => {
+                self.cache.put(new, None);
+                Ok(())
+            }
             Err(StoreError::TransactionCanceled { failed }) => {
                 if failed.contains(&0) {
                     Err(self.stale(old.id).await)
@@ -538,7 +632,10 @@ impl Products {
             });
         }
         match self.store.transact(ops).await {
-            Ok(()) => Ok(()),
+            Ok(()) => {
+                self.cache.forget(Some(p.id));
+                Ok(())
+            }
             Err(StoreError::TransactionCanceled { failed }) if failed.contains(&0) => {
                 Err(self.stale(p.id).await)
             }
@@ -570,5 +667,61 @@ impl Products {
             )
             .await?;
         Ok(page.items.is_empty())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use domain::{ProductDraft, product::DraftMode};
+
+    fn product(sku: &str) -> Product {
+        let body = serde_json::json!({"sku": sku, "name": "Socks", "price": "9.99",
+            "currency": "EUR", "category": "socks"});
+        ProductDraft::parse(&body, DraftMode::Create)
+            .unwrap()
+            .into_product(ProductId::new(), domain::now())
+    }
+
+    #[tokio::test]
+    async fn the_read_cache_follows_writes_and_forgets_what_changed_elsewhere() {
+        let dir = tempfile::tempdir().unwrap();
+        let store: Arc<dyn Store> =
+            Arc::new(crate::embedded::Embedded::open(dir.path(), "").unwrap());
+        let here = Products::new(store.clone());
+        let elsewhere = Products::new(store);
+        let p = product("S-1");
+        here.create(&p).await.unwrap();
+        assert_eq!(here.get_cached(p.id).await.unwrap().unwrap().version, 1);
+        // A write through this instance is seen at once.
+        let mut v2 = p.clone();
+        v2.name = "Wool socks".into();
+        v2.version = 2;
+        here.update(&p, &v2).await.unwrap();
+        assert_eq!(
+            here.get_cached(p.id).await.unwrap().unwrap().name,
+            "Wool socks"
+        );
+        // A write elsewhere is not, until the change arrives.
+        let mut v3 = v2.clone();
+        v3.name = "Merino socks".into();
+        v3.version = 3;
+        elsewhere.update(&v2, &v3).await.unwrap();
+        assert_eq!(here.get_cached(p.id).await.unwrap().unwrap().version, 2);
+        here.forget(p.id);
+        assert_eq!(here.get_cached(p.id).await.unwrap().unwrap().version, 3);
+        // A read that began before a forget does not put what it read.
+        let epoch = here.cache.epoch();
+        here.forget_all();
+        here.cache.put(&v2, Some(epoch));
+        assert!(here.cache.get(p.id).is_none());
+        // Nor does an older version replace a newer one.
+        here.cache.put(&v3, None);
+        here.cache.put(&v2, None);
+        assert_eq!(here.cache.get(p.id).unwrap().version, 3);
+        // A delete here forgets it; an unknown id is not cached.
+        here.delete(&v3).await.unwrap();
+        assert!(here.get_cached(p.id).await.unwrap().is_none());
+        assert!(here.cache.get(p.id).is_none());
     }
 }

@@ -196,7 +196,7 @@ pub async fn get_product(
 ) -> ApiResult<Response> {
     let p = state
         .products
-        .get(parse_id(&id)?)
+        .get_cached(parse_id(&id)?)
         .await?
         .ok_or(ApiError::NotFound("product"))?;
     Ok(with_etag(StatusCode::OK, p))
