@@ -292,10 +292,10 @@ impl Pipeline {
     /// what fitted, or where the record a refusal points to must lie, so
     /// that finding it is a binary search.
     ///
-    /// A prefix over the store's operation or byte limit is halved until it
-    /// fits. A prefix the store refuses for good ([`StoreError::is_permanent`]:
-    /// an item or key too large, an invalid request) is halved the same way
-    /// until the one record at fault is found; that record is dead-lettered
+    /// A prefix over the store's operation or byte limit is cut in
+    /// proportion to the excess until it fits. A prefix the store refuses
+    /// for good ([`StoreError::is_permanent`]: an item or key too large, an
+    /// invalid request) is halved until the one record at fault is found; that record is dead-lettered
     /// as `unprocessable` with the store's error, so nothing stops the
     /// shard. Races retry from fresh reads; outages go back to the caller,
     /// which retries the batch with backoff.
