@@ -19,7 +19,10 @@ use anyhow::{Context, bail};
 use domain::{Event, EventPayload, Product, ProductDraft, ProductId, product::DraftMode};
 use ingest::EventSink;
 use serde_json::{Map, Value};
-use storage::{Store, products::Products};
+use storage::{
+    Store,
+    products::{Imported, Products},
+};
 
 use crate::config::Settings;
 
@@ -154,54 +157,71 @@ pub fn parse(
 
 /// What an import did.
 #[derive(Debug, Default, PartialEq, Eq)]
-pub struct Imported {
+pub struct Tally {
     pub created: usize,
     pub updated: usize,
     pub unchanged: usize,
 }
 
 /// Stores the products and publishes a `product.upserted` for each one
-/// written; appends the ones the store refused to `refused`.
+/// stored, unchanged ones too (so a run stopped between storing and
+/// announcing is completed by running it again); appends the ones the store
+/// refused to `refused`. A store outage stops the import after announcing
+/// what was stored.
 pub async fn store_all(
     store: Arc<dyn Store>,
     events: Arc<dyn EventSink>,
     products: Vec<Row>,
     refused: &mut Vec<Refused>,
     bar: &indicatif::ProgressBar,
-) -> anyhow::Result<Imported> {
+) -> anyhow::Result<Tally> {
     let catalogue = Products::new(store);
-    let mut done = Imported::default();
+    let mut done = Tally::default();
     for chunk in products.chunks(10_000) {
         let outcomes = catalogue
             .import(chunk.iter().map(|(_, _, p)| p.clone()).collect())
             .await;
         let mut announce = Vec::new();
+        let mut outage = None;
         for ((file, line, p), outcome) in chunk.iter().zip(outcomes) {
-            match outcome {
-                Ok(Some(stored)) => {
-                    if stored.version == 1 {
-                        done.created += 1;
-                    } else {
-                        done.updated += 1;
-                    }
-                    announce.push(Event::new(
-                        "import:products",
-                        EventPayload::ProductUpserted(Box::new(stored)),
-                    ));
+            let stored = match outcome {
+                Ok(Imported::Created(p)) => {
+                    done.created += 1;
+                    p
                 }
-                Ok(None) => done.unchanged += 1,
+                Ok(Imported::Updated(p)) => {
+                    done.updated += 1;
+                    p
+                }
+                Ok(Imported::Unchanged(p)) => {
+                    done.unchanged += 1;
+                    p
+                }
                 Err(storage::products::ProductError::Store(e)) if !e.is_permanent() => {
-                    bail!("the store failed importing {file} line {line}: {e}")
+                    outage.get_or_insert(format!(
+                        "the store failed importing {file} line {line}: {e}"
+                    ));
+                    continue;
                 }
-                Err(e) => refused.push(Refused {
-                    file: file.clone(),
-                    line: *line,
-                    why: format!("sku {:?}: {e}", p.sku),
-                }),
-            }
+                Err(e) => {
+                    refused.push(Refused {
+                        file: file.clone(),
+                        line: *line,
+                        why: format!("sku {:?}: {e}", p.sku),
+                    });
+                    continue;
+                }
+            };
+            announce.push(Event::new(
+                "import:products",
+                EventPayload::ProductUpserted(Box::new(stored)),
+            ));
         }
         for events_chunk in announce.chunks(5_000) {
             events.publish(events_chunk).await?;
+        }
+        if let Some(why) = outage {
+            bail!("{why} (what was stored is announced; run the import again)");
         }
         bar.inc(chunk.len() as u64);
     }

@@ -81,6 +81,14 @@ pub struct Products {
     cache: Arc<ReadCache>,
 }
 
+/// What [`Products::import`] did with a product, and the product as stored.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Imported {
+    Created(Product),
+    Updated(Product),
+    Unchanged(Product),
+}
+
 /// The most products [`ReadCache`] holds; when full it starts over.
 pub const READ_CACHE_ITEMS: usize = 100_000;
 
@@ -239,19 +247,16 @@ impl Products {
     /// (version + 1, `created_at` and an uploaded image kept). New products
     /// go in transactions of as many as the store takes; when one is
     /// refused (a SKU another product holds), its products are retried one
-    /// by one, so a bad row loses no other. Per product, in order: the
-    /// product as stored (`None`: unchanged) or why it was refused.
-    pub async fn import(
-        &self,
-        products: Vec<Product>,
-    ) -> Vec<Result<Option<Product>, ProductError>> {
+    /// by one, so a bad row loses no other. Per product, in order: what was
+    /// done and the product as stored, or why it was refused.
+    pub async fn import(&self, products: Vec<Product>) -> Vec<Result<Imported, ProductError>> {
         use futures::{StreamExt, stream};
         let current: Vec<Result<Option<Product>, StoreError>> = stream::iter(&products)
             .map(|p| self.get(p.id))
             .buffered(64)
             .collect()
             .await;
-        let mut out: Vec<Option<Result<Option<Product>, ProductError>>> =
+        let mut out: Vec<Option<Result<Imported, ProductError>>> =
             (0..products.len()).map(|_| None).collect();
         let mut fresh = Vec::new();
         for (i, (mut p, old)) in products.into_iter().zip(current).enumerate() {
@@ -269,10 +274,10 @@ impl Products {
                         ..p.clone()
                     };
                     out[i] = Some(if same == old {
-                        Ok(None)
+                        Ok(Imported::Unchanged(old))
                     } else {
                         p.version = old.version + 1;
-                        self.update(&old, &p).await.map(|()| Some(p))
+                        self.update(&old, &p).await.map(|()| Imported::Updated(p))
                     });
                 }
             }
@@ -346,17 +351,17 @@ impl Products {
         &self,
         chunk: Vec<(usize, Product)>,
         ops: Vec<TxOp>,
-        out: &mut [Option<Result<Option<Product>, ProductError>>],
+        out: &mut [Option<Result<Imported, ProductError>>],
     ) {
         match self.store.transact(ops).await {
             Ok(()) => {
                 for (i, p) in chunk {
-                    out[i] = Some(Ok(Some(p)));
+                    out[i] = Some(Ok(Imported::Created(p)));
                 }
             }
             Err(StoreError::TransactionCanceled { .. }) => {
                 for (i, p) in chunk {
-                    out[i] = Some(self.create(&p).await.map(|()| Some(p)));
+                    out[i] = Some(self.create(&p).await.map(|()| Imported::Created(p)));
                 }
             }
             Err(e) => {
