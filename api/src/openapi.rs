@@ -169,6 +169,9 @@ fn complete(doc: &mut serde_json::Value) {
                         (Some("query"), Some("minutes")) => {
                             Some(json!({"type": "integer", "minimum": 1, "maximum": 1440}))
                         }
+                        (Some("query"), Some("hours")) => {
+                            Some(json!({"type": "integer", "minimum": 1, "maximum": 168}))
+                        }
                         (Some("query"), Some("window")) => {
                             Some(json!({"type": "string", "enum": ["1h", "24h"]}))
                         }
