@@ -359,7 +359,9 @@ impl Products {
                     out[i] = Some(Ok(Imported::Created(p)));
                 }
             }
-            Err(StoreError::TransactionCanceled { .. }) => {
+            // A condition (a SKU taken) or a permanent refusal (an item too
+            // large): one product is at fault, so each is tried alone.
+            Err(e) if e.is_permanent() || matches!(e, StoreError::TransactionCanceled { .. }) => {
                 for (i, p) in chunk {
                     out[i] = Some(self.create(&p).await.map(|()| Imported::Created(p)));
                 }
