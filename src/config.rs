@@ -128,6 +128,9 @@ pub struct Settings {
     pub ws_max_subscriptions: usize,
     /// Messages a websocket may have waiting before it is cut off as too slow.
     pub ws_queue: usize,
+    /// At most one stock frame per websocket per this many milliseconds:
+    /// changes in between are merged, latest value per product.
+    pub ws_tick_ms: u64,
     pub ws_ping_secs: u64,
     /// The largest product image accepted, in bytes.
     pub image_max_bytes: usize,
@@ -227,6 +230,7 @@ impl Default for Settings {
             ws_max_connections_per_user: 5,
             ws_max_subscriptions: 20,
             ws_queue: 256,
+            ws_tick_ms: 20,
             ws_ping_secs: 20,
             image_max_bytes: 2 * 1024 * 1024,
             images_bucket: None,
@@ -334,6 +338,7 @@ impl Settings {
                 max_subscriptions: self.ws_max_subscriptions,
                 queue: self.ws_queue,
                 ping_interval: Duration::from_secs(self.ws_ping_secs),
+                tick: Duration::from_millis(self.ws_tick_ms),
             },
         }
     }
@@ -400,6 +405,7 @@ impl Settings {
             ("reservation_sweep_secs", self.reservation_sweep_secs),
             ("ws_ping_secs", self.ws_ping_secs),
             ("ws_queue", self.ws_queue as u64),
+            ("ws_tick_ms", self.ws_tick_ms),
             ("ws_max_subscriptions", self.ws_max_subscriptions as u64),
             (
                 "ws_max_connections_per_user",
@@ -582,6 +588,7 @@ mod tests {
             ),
             ("reservation_sweep_secs", |s| s.reservation_sweep_secs = 0),
             ("ws_queue", |s| s.ws_queue = 0),
+            ("ws_tick_ms", |s| s.ws_tick_ms = 0),
             ("recommend_per_category", |s| s.recommend_per_category = 0),
             ("recommender_history_hours", |s| {
                 s.recommender_history_hours = 0

@@ -73,6 +73,7 @@ impl AppState {
             recs,
             reco_ids,
         } = services;
+        let hub = Arc::new(ws::Hub::new(config.ws.tick));
         Self {
             shop,
             tables: processors::Tables::new(store.clone()),
@@ -86,7 +87,7 @@ impl AppState {
             metrics,
             limits: Arc::new(crate::limits::Limits::new(config.limits.clone())),
             config: Arc::new(config),
-            hub: Arc::default(),
+            hub,
             blobs,
             recs,
             reco_ids,

@@ -18,10 +18,18 @@
 //! knows it missed something and resubscribes. Changes come from the
 //! processors' bus after commit: a client only sees committed state.
 //!
+//! Stock is coalesced (see [`fanout`]): a `stock` change's `data` is a list
+//! with the newest level of each product changed since the previous frame
+//! (at most one frame per `tick`), a `stock:{id}` change's `data` that
+//! product's newest level; each level carries its `version` (newer is
+//! larger) and `committed_at` (Unix milliseconds). A client that reads
+//! slowly skips stale levels; it is never cut off for stock.
+//!
 //! # Limits
-//! - A bounded queue per connection: a client too slow to take its messages
-//!   is closed with code 1013 ("try again later") and a reason, and nobody
-//!   else waits for it.
+//! - A bounded queue per connection for what cannot be merged (snapshots,
+//!   alerts, orders, analytics, answers): a client too slow to take those is
+//!   closed with code 1013 ("try again later") and a reason, and nobody else
+//!   waits for it.
 //! - At most `ws_max_connections_per_user` connections per user,
 //!   `limit_ws_anonymous_per_address` anonymous ones per client address
 //!   (`429` over it), `ws_max_subscriptions` subscriptions per connection,
@@ -35,8 +43,10 @@
 //! - A malformed message is answered with `{"type":"error","message"}`; the
 //!   connection stays open.
 
+mod fanout;
+
 use std::{
-    collections::{BTreeMap, HashMap},
+    collections::HashMap,
     sync::{Arc, Mutex},
     time::{Duration, Instant},
 };
@@ -56,7 +66,10 @@ use futures::{SinkExt, StreamExt};
 use processors::Change;
 use serde::Deserialize;
 use serde_json::{Value, json};
-use tokio::sync::{broadcast::error::RecvError, mpsc, oneshot};
+use tokio::sync::{broadcast::error::RecvError, oneshot};
+
+pub use self::fanout::Fanout;
+use self::fanout::{Outbox, Work};
 
 use crate::{
     AppState,
@@ -76,6 +89,8 @@ pub struct WsConfig {
     /// least 1: the settings refuse 0).
     pub queue: usize,
     pub ping_interval: Duration,
+    /// At most one stock frame per connection per tick.
+    pub tick: Duration,
 }
 
 impl Default for WsConfig {
@@ -86,14 +101,16 @@ impl Default for WsConfig {
             max_subscriptions: 20,
             queue: 256,
             ping_interval: Duration::from_secs(20),
+            tick: Duration::from_millis(20),
         }
     }
 }
 
-/// Open connections per user.
-#[derive(Debug, Default)]
+/// Open connections per user, and the stock fan-out.
+#[derive(Debug)]
 pub struct Hub {
     per_user: Mutex<HashMap<String, usize>>,
+    fanout: Arc<Fanout>,
 }
 
 /// Holds one of a user's connection slots until dropped.
@@ -117,6 +134,13 @@ impl Drop for Slot {
 }
 
 impl Hub {
+    pub fn new(tick: Duration) -> Self {
+        Self {
+            per_user: Mutex::default(),
+            fanout: Arc::new(Fanout::new(tick)),
+        }
+    }
+
     fn admit(self: &Arc<Self>, user: &str, max: usize) -> Option<Slot> {
         let mut m = self.per_user.lock().expect("hub lock");
         let n = m.entry(user.to_owned()).or_default();
@@ -240,10 +264,8 @@ struct Connection {
     anonymous: Option<WsSlot>,
     /// How many subscriptions (snapshot reads) it may still make.
     snapshots: Option<governor::DefaultDirectRateLimiter>,
-    subs: BTreeMap<Topic, u64>,
-    /// The newest stock version this client has been sent, per product: a
-    /// change published after a snapshot that already showed it is dropped.
-    seen: HashMap<String, u64>,
+    /// What waits for the socket, and the subscriptions.
+    outbox: Arc<Outbox>,
 }
 
 enum Outcome {
@@ -254,35 +276,41 @@ enum Outcome {
 impl Connection {
     fn new(state: AppState, anonymous: WsSlot) -> Self {
         let snapshots = state.limits.snapshots();
+        let outbox = Arc::new(Outbox::new(state.config.ws.queue));
         Self {
             state,
             caller: None,
             _slot: None,
             anonymous: Some(anonymous),
             snapshots,
-            subs: BTreeMap::new(),
-            seen: HashMap::new(),
+            outbox,
         }
     }
 
     async fn run(mut self, socket: WebSocket) {
         let config = self.state.config.ws.clone();
         let (mut sink, mut stream) = socket.split();
-        let (out, mut queue) = mpsc::channel::<Message>(config.queue);
         let (close_tx, mut close_rx) = oneshot::channel::<(u16, String)>();
+        let mut bus = self.state.hub.fanout.attach(&self.state.bus, &self.outbox);
+        let outbox = self.outbox.clone();
         // The writer: the only task that waits on this client's socket.
         let writer = tokio::spawn(async move {
-            let close = loop {
-                tokio::select! {
-                    biased;
-                    close = &mut close_rx => break close.ok(),
-                    m = queue.recv() => {
-                        let Some(m) = m else { break None };
-                        tokio::select! {
-                            r = sink.send(m) => if r.is_err() { break None },
-                            close = &mut close_rx => break close.ok(),
-                        }
+            let close = 'writing: loop {
+                let ms = match outbox.take() {
+                    Work::Send(ms) => ms,
+                    Work::Nothing => tokio::select! {
+                        biased;
+                        close = &mut close_rx => break close.ok(),
+                        _ = outbox.woken() => continue,
+                    },
+                };
+                for m in ms {
+                    tokio::select! {
+                        biased;
+                        close = &mut close_rx => break 'writing close.ok(),
+                        r = sink.send(m) => if r.is_err() { break 'writing None },
                     }
+                    metrics::counter!("shopstream_ws_messages_total").increment(1);
                 }
             };
             if let Some((code, reason)) = close {
@@ -294,7 +322,6 @@ impl Connection {
                 let _ = tokio::time::timeout(Duration::from_secs(1), close).await;
             }
         });
-        let mut bus = self.state.bus.subscribe();
         let mut ping = tokio::time::interval(config.ping_interval);
         ping.tick().await;
         let mut last_seen = Instant::now();
@@ -303,11 +330,11 @@ impl Connection {
                 msg = stream.next() => match msg {
                     Some(Ok(Message::Text(t))) => {
                         last_seen = Instant::now();
-                        self.on_message(t.as_str(), &out).await
+                        self.on_message(t.as_str()).await
                     }
                     Some(Ok(Message::Binary(_))) => {
                         last_seen = Instant::now();
-                        send(&out, json!({"type": "error", "message": "send JSON text messages"}))
+                        self.send(json!({"type": "error", "message": "send JSON text messages"}))
                     }
                     Some(Ok(Message::Pong(_) | Message::Ping(_))) => {
                         last_seen = Instant::now();
@@ -316,7 +343,7 @@ impl Connection {
                     Some(Ok(Message::Close(_))) | None | Some(Err(_)) => break None,
                 },
                 change = bus.recv() => match change {
-                    Ok(c) => self.on_change(&c, &out),
+                    Ok(c) => self.on_change(&c),
                     // This connection's task fell behind the bus.
                     Err(RecvError::Lagged(n)) => Outcome::Close(CLOSE_TOO_SLOW, format!("too slow: missed {n} changes; reconnect and resubscribe")),
                     Err(RecvError::Closed) => break None,
@@ -325,7 +352,7 @@ impl Connection {
                     if last_seen.elapsed() > config.ping_interval * 3 {
                         Outcome::Close(CLOSE_GONE, "no answer to pings".into())
                     } else {
-                        match out.try_send(Message::Ping(Default::default())) {
+                        match self.outbox.send(Message::Ping(Default::default())) {
                             Ok(()) => Outcome::Open,
                             Err(_) => slow(),
                         }
@@ -345,7 +372,6 @@ impl Connection {
         } else {
             drop(close_tx);
         }
-        drop(out);
         let _ = tokio::time::timeout(Duration::from_secs(2), writer).await;
     }
 
@@ -370,24 +396,20 @@ impl Connection {
         }
     }
 
-    async fn on_message(&mut self, text: &str, out: &mpsc::Sender<Message>) -> Outcome {
+    async fn on_message(&mut self, text: &str) -> Outcome {
         let msg: ClientMessage = match serde_json::from_str(text) {
             Ok(m) => m,
             Err(e) => {
-                return send(
-                    out,
+                return self.send(
                     json!({"type": "error", "message": format!("not a message this server understands: {e}")}),
                 );
             }
         };
         match msg {
-            ClientMessage::Ping => send(out, json!({"type": "pong"})),
+            ClientMessage::Ping => self.send(json!({"type": "pong"})),
             ClientMessage::Auth { token } => {
                 if self.caller.is_some() {
-                    return send(
-                        out,
-                        json!({"type": "error", "message": "already authenticated"}),
-                    );
+                    return self.send(json!({"type": "error", "message": "already authenticated"}));
                 }
                 match self.state.tokens.verify_access(&token).await {
                     Ok(c) => {
@@ -398,7 +420,7 @@ impl Connection {
                                 self.anonymous = None;
                                 let role = c.role.as_str();
                                 self.caller = Some(c);
-                                send(out, json!({"type": "authenticated", "role": role}))
+                                self.send(json!({"type": "authenticated", "role": role}))
                             }
                             None => Outcome::Close(
                                 1008,
@@ -406,33 +428,34 @@ impl Connection {
                             ),
                         }
                     }
-                    Err(e) => send(out, json!({"type": "error", "message": e.to_string()})),
+                    Err(e) => self.send(json!({"type": "error", "message": e.to_string()})),
                 }
             }
             ClientMessage::Unsubscribe { topic } => {
-                let removed = Topic::parse(&topic).and_then(|t| self.subs.remove(&t));
+                let removed = Topic::parse(&topic).and_then(|t| self.outbox.lock().subs.remove(&t));
                 match removed {
-                    Some(_) => send(out, json!({"type": "unsubscribed", "topic": topic})),
-                    None => send(
-                        out,
+                    Some(_) => self.send(json!({"type": "unsubscribed", "topic": topic})),
+                    None => self.send(
                         json!({"type": "error", "message": format!("not subscribed to {topic:?}")}),
                     ),
                 }
             }
             ClientMessage::Subscribe { topic: name } => {
                 let Some(topic) = Topic::parse(&name) else {
-                    return send(
-                        out,
+                    return self.send(
                         json!({"type": "error", "message": format!("unknown topic {name:?}: stock, stock:{{product_id}}, analytics, alerts, orders")}),
                     );
                 };
                 if let Err(why) = self.allowed(&topic) {
-                    return send(out, json!({"type": "error", "topic": name, "message": why}));
+                    return self.send(json!({"type": "error", "topic": name, "message": why}));
                 }
                 let max = self.state.config.ws.max_subscriptions;
-                if !self.subs.contains_key(&topic) && self.subs.len() >= max {
-                    return send(
-                        out,
+                let full = {
+                    let p = self.outbox.lock();
+                    !p.subs.contains_key(&topic) && p.subs.len() >= max
+                };
+                if full {
+                    return self.send(
                         json!({"type": "error", "topic": name, "message": format!("at most {max} subscriptions per connection")}),
                     );
                 }
@@ -440,52 +463,53 @@ impl Connection {
                     Limits::snapshot(self.snapshots.as_ref())
                 {
                     let secs = retry_after.as_secs().max(1);
-                    return send(
-                        out,
-                        json!({"type": "error", "topic": name, "retry_after": secs,
-                            "message": format!("too many subscriptions; try again in {secs} s")}),
-                    );
+                    return self.send(json!({"type": "error", "topic": name, "retry_after": secs,
+                            "message": format!("too many subscriptions; try again in {secs} s")}));
                 }
-                let data = match self.snapshot(&topic).await {
+                // Stock batches wait from here until the snapshot is queued.
+                self.outbox.lock().subscribing += 1;
+                let read = self.snapshot(&topic).await;
+                let mut p = self.outbox.lock();
+                p.subscribing -= 1;
+                let (data, seen) = match read {
                     Ok(d) => d,
                     Err(e) => {
+                        drop(p);
                         tracing::warn!(error = %e, topic = %name, "websocket snapshot failed");
-                        return send(
-                            out,
+                        return self.send(
                             json!({"type": "error", "topic": name, "message": "the snapshot could not be read; subscribe again"}),
                         );
                     }
                 };
-                self.subs.insert(topic, 0);
-                send(
-                    out,
-                    json!({"type": "snapshot", "topic": name, "seq": 0, "data": data}),
-                )
+                for (id, version) in seen {
+                    p.saw(&id, version);
+                }
+                p.subs.insert(topic, 0);
+                drop(p);
+                metrics::counter!("shopstream_ws_snapshots_total").increment(1);
+                self.send(json!({"type": "snapshot", "topic": name, "seq": 0, "data": data}))
             }
         }
     }
 
-    async fn snapshot(&mut self, topic: &Topic) -> Result<Value, ApiError> {
+    /// A topic's snapshot, and the stock versions it shows.
+    async fn snapshot(&self, topic: &Topic) -> Result<(Value, Vec<(String, u64)>), ApiError> {
         let tables = &self.state.tables;
-        Ok(match topic {
+        let level = |id: &str, s: &processors::state::Stock| {
+            let mut v = stock_json(id, s.on_hand, s.reserved, s.available, s.backorder);
+            v["version"] = s.version.into();
+            v
+        };
+        let data = match topic {
             Topic::Stock(Some(id)) => {
                 let s = tables.stock(id).await?.unwrap_or_default();
-                self.saw(id, s.version);
-                stock_json(id, s.on_hand, s.reserved, s.available, s.backorder)
+                return Ok((level(id, &s), vec![(id.clone(), s.version)]));
             }
             Topic::Stock(None) => {
                 let (items, _) = tables.stock_page(1000, None, false).await?;
-                for (id, s) in &items {
-                    self.saw(id, s.version);
-                }
-                Value::Array(
-                    items
-                        .into_iter()
-                        .map(|(id, s)| {
-                            stock_json(&id, s.on_hand, s.reserved, s.available, s.backorder)
-                        })
-                        .collect(),
-                )
+                let data = items.iter().map(|(id, s)| level(id, s)).collect();
+                let seen = items.into_iter().map(|(id, s)| (id, s.version)).collect();
+                return Ok((Value::Array(data), seen));
             }
             Topic::Analytics => {
                 let minutes = tables.minutes(time::OffsetDateTime::now_utc(), 60).await?;
@@ -511,51 +535,17 @@ impl Connection {
                 let page = self.state.shop.orders(user, None, 20, None).await?;
                 serde_json::to_value(page.items).unwrap_or_default()
             }
-        })
+        };
+        Ok((data, Vec::new()))
     }
 
-    fn saw(&mut self, product_id: &str, version: u64) {
-        let v = self.seen.entry(product_id.to_owned()).or_default();
-        *v = (*v).max(version);
-    }
-
-    fn on_change(&mut self, change: &Change, out: &mpsc::Sender<Message>) -> Outcome {
-        if let Change::StockLevel {
-            product_id,
-            version,
-            ..
-        } = change
-        {
-            let subscribed = self.subs.keys().any(|t| {
-                matches!(t, Topic::Stock(None))
-                    || matches!(t, Topic::Stock(Some(id)) if id == product_id)
-            });
-            if !subscribed {
-                return Outcome::Open;
-            }
-            if self.seen.get(product_id).is_some_and(|v| v >= version) {
-                return Outcome::Open;
-            }
-            self.saw(product_id, *version);
-        }
+    /// A change that is not stock (stock goes through the fan-out).
+    fn on_change(&mut self, change: &Change) -> Outcome {
         let caller = self.caller.clone();
         let admin = caller.as_ref().is_some_and(|c| c.role == Role::Admin);
         let mut sends = Vec::new();
-        for (topic, seq) in self.subs.iter_mut() {
+        for (topic, seq) in self.outbox.lock().subs.iter_mut() {
             let data = match (topic, change) {
-                (
-                    Topic::Stock(which),
-                    Change::StockLevel {
-                        product_id,
-                        on_hand,
-                        reserved,
-                        available,
-                        backorder,
-                        ..
-                    },
-                ) if which.as_ref().is_none_or(|w| w == product_id) => {
-                    stock_json(product_id, *on_hand, *reserved, *available, *backorder)
-                }
                 (Topic::Alerts, Change::LowStockAlert(a))
                     if admin
                         || caller
@@ -580,11 +570,23 @@ impl Connection {
             sends.push(json!({"type": "change", "topic": topic.name(), "seq": *seq, "data": data}));
         }
         for m in sends {
-            if let Outcome::Close(c, r) = send(out, m) {
+            if let Outcome::Close(c, r) = self.send(m) {
                 return Outcome::Close(c, r);
             }
         }
         Outcome::Open
+    }
+
+    /// Queues a message without waiting: a full queue means the client is
+    /// too slow, and it is cut off.
+    fn send(&self, v: Value) -> Outcome {
+        match self
+            .outbox
+            .send(Message::Text(Utf8Bytes::from(v.to_string())))
+        {
+            Ok(()) => Outcome::Open,
+            Err(_) => slow(),
+        }
     }
 }
 
@@ -597,17 +599,4 @@ fn slow() -> Outcome {
         CLOSE_TOO_SLOW,
         "too slow: the client did not keep up with its messages; reconnect and resubscribe".into(),
     )
-}
-
-/// Queues a message without waiting: a full queue means the client is too
-/// slow, and it is cut off.
-fn send(out: &mpsc::Sender<Message>, v: Value) -> Outcome {
-    match out.try_send(Message::Text(Utf8Bytes::from(v.to_string()))) {
-        Ok(()) => {
-            metrics::counter!("shopstream_ws_messages_total").increment(1);
-            Outcome::Open
-        }
-        Err(mpsc::error::TrySendError::Full(_)) => slow(),
-        Err(mpsc::error::TrySendError::Closed(_)) => Outcome::Close(1000, "closed".into()),
-    }
 }

@@ -19,6 +19,9 @@ pub enum Change {
         /// The stock item's version: a change with a version a client has
         /// already seen is stale.
         version: u64,
+        /// When the commit that made it was done (Unix milliseconds).
+        #[serde(default)]
+        committed_at: i64,
     },
     /// A product's available stock fell below its threshold.
     LowStockAlert(crate::state::Alert),
@@ -52,7 +55,7 @@ pub enum Change {
 }
 
 impl Change {
-    /// A product's stock level as read from the store.
+    /// A product's stock level as committed, now.
     pub fn stock(product_id: &str, s: &crate::state::Stock) -> Self {
         Change::StockLevel {
             product_id: product_id.to_owned(),
@@ -61,6 +64,8 @@ impl Change {
             available: s.available,
             backorder: s.backorder,
             version: s.version,
+            committed_at: (time::OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000)
+                as i64,
         }
     }
 }

@@ -117,7 +117,8 @@ async function stockPage() {
   }
   applyFilter();
   subscribe("stock", (m) => {
-    const levels = m.type === "snapshot" ? m.data : m.type === "change" ? [m.data] : [];
+    // A change carries the newest level of each product changed since the last one.
+    const levels = m.type === "snapshot" || m.type === "change" ? m.data : [];
     for (const s of levels) {
       const r = rows.get(s.product_id);
       if (!r) continue;

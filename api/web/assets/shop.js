@@ -15,8 +15,8 @@ const stock = new Map();
 const stockWatchers = new Set();
 const live = new Live((s) => document.body.setAttribute("data-live", s));
 live.subscribe("stock", (m) => {
-  if (m.type === "snapshot") for (const s of m.data) stock.set(s.product_id, s);
-  else if (m.type === "change") stock.set(m.data.product_id, m.data);
+  // A snapshot, or the newest level of each product changed since the last change.
+  if (m.type === "snapshot" || m.type === "change") for (const s of m.data) stock.set(s.product_id, s);
   else return;
   for (const w of stockWatchers) w();
 });
