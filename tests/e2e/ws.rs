@@ -56,6 +56,20 @@ async fn next(ws: &mut Ws) -> Value {
     .expect("no message within 20 s")
 }
 
+/// Waits until the first and the last of `ids` show `available` (a batch
+/// may be committed in several transactions).
+async fn wait_for_level(app: &App, ids: &[String], available: i64) {
+    for id in [&ids[0], &ids[ids.len() - 1]] {
+        eventually("the stock of every product", || async {
+            let r = app.get(&format!("/api/inventory/{id}")).await;
+            (r.body["available"] == available)
+                .then_some(())
+                .ok_or(r.text)
+        })
+        .await;
+    }
+}
+
 /// Asserts nothing but pings arrives for a while.
 async fn silent(ws: &mut Ws, for_: Duration) {
     let r = tokio::time::timeout(for_, async {
@@ -164,15 +178,7 @@ async fn slow_client_is_cut_off(backend: Backend) {
         Value::Array(ids.iter().map(|id| adjust(id, 1)).collect()),
     )
     .await;
-    // The batch may be committed in several transactions: wait for the
-    // first and the last product.
-    for id in [&ids[0], &ids[299]] {
-        eventually("the stock of 300 products", || async {
-            let r = app.get(&format!("/api/inventory/{id}")).await;
-            (r.body["available"] == 1).then_some(()).ok_or(r.text)
-        })
-        .await;
-    }
+    wait_for_level(&app, &ids, 1).await;
     let mut fast = connect(&app, None).await;
     send(
         &mut fast,
@@ -237,13 +243,7 @@ async fn a_slow_stock_reader_gets_the_latest_levels_not_a_cut() {
     let ids: Vec<String> = (0..300).map(|_| uuid::Uuid::now_v7().to_string()).collect();
     let round = || Value::Array(ids.iter().map(|id| adjust(id, 1)).collect());
     post_events(&app, &admin, round()).await;
-    for id in [&ids[0], &ids[299]] {
-        eventually("the stock of 300 products", || async {
-            let r = app.get(&format!("/api/inventory/{id}")).await;
-            (r.body["available"] == 1).then_some(()).ok_or(r.text)
-        })
-        .await;
-    }
+    wait_for_level(&app, &ids, 1).await;
     let mut slow = connect(&app, None).await;
     // 1,000 snapshots of 300 levels (~45 MB): far more than the socket
     // buffers hold, so the server cannot write while the client reads none.
@@ -265,13 +265,7 @@ async fn a_slow_stock_reader_gets_the_latest_levels_not_a_cut() {
         post_events(&app, &admin, round()).await;
     }
     let last = i64::from(rounds) + 1;
-    for id in [&ids[0], &ids[299]] {
-        eventually("the last level of every product", || async {
-            let r = app.get(&format!("/api/inventory/{id}")).await;
-            (r.body["available"] == last).then_some(()).ok_or(r.text)
-        })
-        .await;
-    }
+    wait_for_level(&app, &ids, last).await;
     // Now read: the snapshots, then the merged levels.
     let (mut snapshots, mut frames, mut levels) = (0, 0, 0);
     let mut latest: std::collections::HashMap<String, i64> = Default::default();
