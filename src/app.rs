@@ -51,6 +51,9 @@ use crate::{
 /// How long each worker may take to stop before it is abandoned (as a crash
 /// would abandon it: what it had not committed is replayed).
 const WORKER_STOP: Duration = Duration::from_secs(10);
+/// How often the search index commits while changes arrive: how long a
+/// change takes at most to be found, beyond the pipeline's delay.
+const SEARCH_COMMIT_EVERY: Duration = Duration::from_millis(100);
 
 /// A service that is bootstrapped and bound, and not yet serving.
 #[derive(Debug)]
@@ -229,6 +232,14 @@ impl Application {
                 }
             }
         });
+        let keeper = search::Keeper {
+            index: self.state.search.clone(),
+            products: self.state.products.clone(),
+            tables: self.state.tables.clone(),
+            changes: self.bus.subscribe(),
+            commit_every: SEARCH_COMMIT_EVERY,
+        };
+        workers.start("search index", |stopped| keeper.run(stopped));
         let instance = settings.instance_id()?;
         if settings.backend == Backend::Aws {
             let feed = processors::feed::Feed {

@@ -73,6 +73,8 @@ pub(crate) async fn event_sink(
 /// Responses whose impression counts may wait for the attribution writer
 /// (beyond that they are dropped and counted).
 const IMPRESSIONS_QUEUE: usize = 4096;
+/// The search index writer's buffer: it flushes a segment when full.
+const SEARCH_INDEX_MEMORY: usize = 50_000_000;
 
 /// The API's state, and the attribution writer its responses count through
 /// (a worker of its own: see `app.rs`).
@@ -129,6 +131,7 @@ pub(crate) async fn app_state(
         blobs,
         recs,
         reco_ids,
+        search: Arc::new(search::SearchIndex::new(SEARCH_INDEX_MEMORY)?),
     };
     Ok((
         AppState::new(services, tokens, metrics, config),

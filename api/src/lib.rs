@@ -91,6 +91,7 @@ pub fn router(state: AppState) -> Router {
         .merge(routes::auth::router())
         .merge(routes::me::router())
         .merge(routes::products::router())
+        .merge(routes::search::router())
         .merge(routes::events::router())
         .merge(routes::inventory::router())
         .merge(routes::analytics::router())

@@ -8,7 +8,7 @@ use utoipa::{
 use crate::routes::params::{MAX_CURSOR_LEN, NAME_PARAM_LEN};
 use crate::routes::{
     analytics, auth, basket, events, images, inventory, me, model, ops, orders, products, recs,
-    supplier,
+    search, supplier,
 };
 
 #[derive(OpenApi)]
@@ -20,6 +20,7 @@ use crate::routes::{
         me::get_me, me::patch_me, me::delete_me,
         products::list_products, products::list_categories, products::create_product, products::get_product,
         products::replace_product, products::patch_product, products::delete_product,
+        search::search,
         events::collect,
         inventory::get_inventory, inventory::list_inventory,
         analytics::summary, analytics::product, analytics::trending, analytics::dead_letters, analytics::replay_dead_letter, analytics::leases,
@@ -175,6 +176,15 @@ fn complete(doc: &mut serde_json::Value) {
                         (Some("query"), Some("window")) => {
                             Some(json!({"type": "string", "enum": ["1h", "24h"]}))
                         }
+                        (Some("query"), Some("q")) if path == "/api/search" => Some(json!({
+                            "type": "string", "maxLength": search::QUERY_LEN,
+                        })),
+                        (Some("query"), Some("min_price" | "max_price")) => Some(json!({
+                            "type": "string", "pattern": search::PRICE_PATTERN, "example": "19.99",
+                        })),
+                        (Some("query"), Some("offset")) => Some(json!({
+                            "type": "integer", "minimum": 0, "maximum": ::search::index::MAX_OFFSET,
+                        })),
                         (Some("query"), Some("q")) => Some(json!({
                             "type": "string", "maxLength": 100,
                             // something besides white space (it is trimmed)

@@ -40,6 +40,8 @@ pub struct AppState {
     pub reco_ids: serving::RecoIds,
     /// Rate limits and the bound on password hashing.
     pub limits: Arc<crate::limits::Limits>,
+    /// The catalogue's search index, kept by its worker.
+    pub search: Arc<search::SearchIndex>,
 }
 
 /// The services the API runs on.
@@ -54,6 +56,7 @@ pub struct Services {
     pub blobs: Arc<dyn storage::blobs::Blobs>,
     pub recs: Arc<serving::Recs>,
     pub reco_ids: serving::RecoIds,
+    pub search: Arc<search::SearchIndex>,
 }
 
 impl AppState {
@@ -72,6 +75,7 @@ impl AppState {
             blobs,
             recs,
             reco_ids,
+            search,
         } = services;
         let hub = Arc::new(ws::Hub::new(config.ws.tick));
         Self {
@@ -91,6 +95,7 @@ impl AppState {
             blobs,
             recs,
             reco_ids,
+            search,
         }
     }
 }

@@ -65,6 +65,15 @@ def test_a_customer_browses_gets_recommendations_fills_a_basket_pays_and_sees_th
     expect(page.locator("#products .card")).to_have_count(2)
     expect(page.locator("#products")).to_contain_text("Classic white tee")
     expect(page.locator("#products")).to_contain_text("Classic black tee")
+    # The search engine forgives a typo and counts the matches per category.
+    page.fill("#q", "clasic tees")
+    page.click("#search button")
+    expect(page.locator("#products .card")).to_have_count(2)
+    expect(page.locator("#facets a")).to_have_text(["shirts (2)"])
+    # Typing offers the names it would find.
+    page.fill("#q", "classic wh")
+    expect(page.locator("#q-suggestions option")).to_have_count(1)
+    assert page.locator("#q-suggestions option").get_attribute("value") == "Classic white tee"
 
     # Recommendations on the home page (popularity: what others viewed).
     others_view(server, ["HOODIE-GRY", "MUG-ENAMEL", "CANDLE-CEDAR", "RUN-SHOE-42"])

@@ -4,7 +4,7 @@ use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
 use crate::{
-    helpers::{App, Backend, Env, product},
+    helpers::{App, Backend, Env, eventually, product},
     on_both_backends,
 };
 
@@ -240,9 +240,9 @@ async fn categories_and_search(backend: Backend) {
         assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
         ids.push(r.body["id"].as_str().unwrap().to_owned());
     }
-    let categories = app.get("/api/categories").await;
-    assert_eq!(categories.status, StatusCode::OK, "{}", categories.text);
-    assert_eq!(categories.body, json!(["home", "kitchen", "shirts"]));
+    // The list the search index keeps: it follows the catalogue through
+    // the pipeline.
+    categories_become(&app, json!(["home", "kitchen", "shirts"])).await;
 
     let search = |q: &str| skus(&app, q.to_owned());
     // Any case, anywhere in the name; with a category; paged.
@@ -283,9 +283,269 @@ async fn categories_and_search(backend: Backend) {
         )
         .await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    categories_become(&app, json!(["home", "lighting"])).await;
+    app.stop().await;
+}
+
+async fn categories_become(app: &App, expected: Value) {
+    eventually("the category list to follow the catalogue", || async {
+        let r = app.get("/api/categories").await;
+        match (r.status, &r.body) {
+            (StatusCode::OK, body) if *body == expected => Ok(()),
+            _ => Err(format!("{} {}", r.status, r.text)),
+        }
+    })
+    .await;
+}
+
+/// The SKUs of a search's hits, in order, and the whole answer.
+async fn searched(app: &App, query: &str) -> (Vec<String>, Value) {
+    let r = app.get(&format!("/api/search?{query}")).await;
+    if r.status != StatusCode::OK {
+        return (
+            Vec::new(),
+            json!({"status": r.status.as_u16(), "body": r.text}),
+        );
+    }
+    let skus = r.body["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| h["product"]["sku"].as_str().unwrap().to_owned())
+        .collect();
+    (skus, r.body)
+}
+
+/// Waits until a search finds `skus` (in any order).
+async fn search_finds(app: &App, query: &str, skus: &[&str]) {
+    let mut skus = skus.to_vec();
+    skus.sort_unstable();
+    eventually(&format!("search {query:?} to find {skus:?}"), || async {
+        let (mut found, body) = searched(app, query).await;
+        found.sort_unstable();
+        if found == skus {
+            Ok(())
+        } else {
+            Err(format!("{found:?} {body}"))
+        }
+    })
+    .await;
+}
+
+/// `GET /api/search`: ranked and typo-tolerant, with category counts and
+/// filters, following the catalogue and the stock through the pipeline,
+/// and built again from the catalogue on start.
+async fn search_ranks_forgives_typos_and_follows_catalogue_and_stock(backend: Backend) {
+    let env = Env::new(backend);
+    let app = env.start().await;
+    let admin = app.admin_token().await;
+    let catalogue = [
+        (
+            "SOCK-MERINO",
+            "Merino wool hiking socks",
+            "socks",
+            "18.90",
+            "wool-co",
+        ),
+        (
+            "SOCK-COTTON",
+            "Cotton hiking socks",
+            "socks",
+            "9.90",
+            "acme",
+        ),
+        ("SOCK-WOOL", "Wool socks", "socks", "12.00", "acme"),
+        (
+            "SWEATER-MERINO",
+            "Merino sweater",
+            "knitwear",
+            "79.00",
+            "wool-co",
+        ),
+        (
+            "BEANIE-MERINO",
+            "Merino wool beanie",
+            "hats",
+            "25.00",
+            "wool-co",
+        ),
+        ("BOOT-HIKE", "Hiking boots", "shoes", "129.00", "acme"),
+        ("BLANKET-WOOL", "Wool blanket", "home", "59.00", "acme"),
+    ];
+    let mut ids = std::collections::HashMap::new();
+    for (sku, name, category, price, supplier) in catalogue {
+        let mut p = product(sku);
+        p["name"] = json!(name);
+        p["category"] = json!(category);
+        p["price"] = json!(price);
+        p["supplier_id"] = json!(supplier);
+        let r = create(&app, &admin, p).await;
+        assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
+        ids.insert(sku, r.body["id"].as_str().unwrap().to_owned());
+    }
+    crate::helpers::post_events(
+        &app,
+        &admin,
+        json!([
+            crate::helpers::adjust(&ids["SOCK-MERINO"], 5),
+            crate::helpers::adjust(&ids["SOCK-COTTON"], 2),
+        ]),
+    )
+    .await;
+    // Every product indexed with its stock (only two have any).
+    search_finds(
+        &app,
+        "q=socks&in_stock=true",
+        &["SOCK-MERINO", "SOCK-COTTON"],
+    )
+    .await;
+    search_finds(&app, "q=blanket", &["BLANKET-WOOL"]).await;
+    for q in [
+        "merino%20socks",
+        "merinno%20socks",
+        "hiking%20socks%20wool",
+        "Merino%20wool%20hik",
+    ] {
+        let (found, body) = searched(&app, &format!("q={q}")).await;
+        assert_eq!(
+            found.first().map(String::as_str),
+            Some("SOCK-MERINO"),
+            "{q}: {body}"
+        );
+        assert_eq!(body["relaxed"], false, "{q}");
+    }
+    let (found, body) = searched(&app, "q=merino").await;
+    assert_eq!(found.len(), 3, "{body}");
+    assert_eq!(body["total"], 3);
+    let mut counts = body["categories"].as_array().unwrap().clone();
+    counts.sort_by_key(|c| c["category"].as_str().unwrap().to_owned());
     assert_eq!(
-        app.get("/api/categories").await.body,
-        json!(["home", "lighting"])
+        counts,
+        [
+            json!({"category": "hats", "count": 1}),
+            json!({"category": "knitwear", "count": 1}),
+            json!({"category": "socks", "count": 1}),
+        ]
+    );
+    // Filters: price (inclusive), supplier, category, stock.
+    let sorted = |mut v: Vec<String>| {
+        v.sort();
+        v
+    };
+    assert_eq!(
+        sorted(searched(&app, "q=merino&max_price=25").await.0),
+        ["BEANIE-MERINO", "SOCK-MERINO"]
+    );
+    assert_eq!(
+        searched(&app, "q=merino&min_price=25&max_price=25").await.0,
+        ["BEANIE-MERINO"]
+    );
+    assert_eq!(
+        sorted(searched(&app, "q=socks&supplier_id=acme").await.0),
+        ["SOCK-COTTON", "SOCK-WOOL"]
+    );
+    assert_eq!(
+        searched(&app, "q=merino&category=hats").await.0,
+        ["BEANIE-MERINO"]
+    );
+    // Without words: the filtered products, newest first.
+    assert_eq!(
+        searched(&app, "category=socks").await.0,
+        ["SOCK-WOOL", "SOCK-COTTON", "SOCK-MERINO"]
+    );
+    // Pages.
+    let (first, body) = searched(&app, "q=socks&limit=2").await;
+    assert_eq!(
+        (first.len(), &body["next_offset"]),
+        (2, &json!(2)),
+        "{body}"
+    );
+    let (rest, body) = searched(&app, "q=socks&limit=2&offset=2").await;
+    assert_eq!(rest.len(), 1, "{body}");
+    assert!(body.get("next_offset").is_none(), "{body}");
+    assert!(!first.contains(&rest[0]));
+    // No product has every word: the ones with most of them, said so.
+    let (found, body) = searched(&app, "q=merino%20wool%20hiking%20socks%20xylophone").await;
+    assert_eq!(
+        found.first().map(String::as_str),
+        Some("SOCK-MERINO"),
+        "{body}"
+    );
+    assert_eq!(body["relaxed"], true);
+    // Bad parameters are named.
+    let long = format!("q={}", "x".repeat(201));
+    for (bad, field) in [
+        ("in_stock=maybe", "in_stock"),
+        ("min_price=-1", "min_price"),
+        ("max_price=abc", "max_price"),
+        ("min_price=10&max_price=5", "max_price"),
+        ("offset=5000", "offset"),
+        ("limit=0", "limit"),
+        (long.as_str(), "q"),
+        ("colour=red", "colour"),
+    ] {
+        let r = app.get(&format!("/api/search?{bad}")).await;
+        assert_eq!(
+            r.status,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "{bad}: {}",
+            r.text
+        );
+        assert_eq!(r.problem_fields(), [field], "{bad}");
+    }
+
+    // Sold out: it is still found, shown out of stock, and left out of an
+    // in-stock search.
+    crate::helpers::post_events(
+        &app,
+        &admin,
+        json!([crate::helpers::adjust(&ids["SOCK-MERINO"], -5)]),
+    )
+    .await;
+    search_finds(&app, "q=socks&in_stock=true", &["SOCK-COTTON"]).await;
+    let (found, body) = searched(&app, "q=merino%20socks").await;
+    assert_eq!(found[0], "SOCK-MERINO");
+    assert_eq!(body["items"][0]["in_stock"], false);
+    // Renamed, deleted: the index follows.
+    let r = app
+        .call(
+            Method::PATCH,
+            &format!("/api/products/{}", ids["SOCK-MERINO"]),
+            Some(&admin),
+            Some(json!({"name": "Alpaca trail socks"})),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    search_finds(&app, "q=alpaca", &["SOCK-MERINO"]).await;
+    assert!(
+        !searched(&app, "q=merino%20hiking")
+            .await
+            .0
+            .contains(&"SOCK-MERINO".to_owned())
+    );
+    let r = app
+        .call(
+            Method::DELETE,
+            &format!("/api/products/{}", ids["BOOT-HIKE"]),
+            Some(&admin),
+            None,
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::NO_CONTENT, "{}", r.text);
+    search_finds(&app, "q=boots", &[]).await;
+    categories_become(&app, json!(["hats", "home", "knitwear", "socks"])).await;
+
+    // A restart builds the index again from the catalogue and the stock.
+    app.stop().await;
+    let app = env.start().await;
+    // (503 with Retry-After while it is built.)
+    search_finds(&app, "q=alpaca", &["SOCK-MERINO"]).await;
+    let (found, body) = searched(&app, "q=alpaca").await;
+    assert_eq!(found, ["SOCK-MERINO"], "{body}");
+    assert_eq!(body["items"][0]["in_stock"], false);
+    assert_eq!(
+        sorted(searched(&app, "q=socks&in_stock=true").await.0),
+        ["SOCK-COTTON"]
     );
     app.stop().await;
 }
@@ -534,6 +794,7 @@ on_both_backends!(
     crud_round_trip,
     listing_pages_and_filters,
     categories_and_search,
+    search_ranks_forgives_typos_and_follows_catalogue_and_stock,
     bad_input_is_refused_with_problems,
     concurrent_edits_lose_no_update,
     catalogue_import_keeps_skus_as_external_ids,

@@ -11,4 +11,5 @@ pub mod orders;
 pub mod params;
 pub mod products;
 pub mod recs;
+pub mod search;
 pub mod supplier;

@@ -158,21 +158,41 @@ async function home(params) {
   }
   const title = q ? `Results for “${q}”` : category ? category : "All products";
   const status = h("p", { class: "muted", id: "products-status", "aria-live": "polite" });
-  mount(main, parts, h("section", { "aria-label": "Products" }, h("h1", {}, title), status, grid, more));
+  // A search shows how many matches each category has, to narrow by.
+  const facets = h("nav", { class: "facets", id: "facets", "aria-label": "Narrow by category" });
+  mount(main, parts, h("section", { "aria-label": "Products" }, h("h1", {}, title), facets, status, grid, more));
   const stop = watchStock(main);
   let cursor = null;
+  let offset = 0;
   const load = async () => {
     const qs = new URLSearchParams({ limit: "12" });
     if (category) qs.set("category", category);
-    if (q) qs.set("q", q);
-    if (cursor) qs.set("cursor", cursor);
     more.disabled = true;
-    const page = await api("GET", `/api/products?${qs}`);
-    grid.append(...page.items.map((p) => card(p)));
-    cursor = page.next_cursor || null;
-    more.hidden = !cursor;
+    if (q) {
+      // The search engine: ranked, typo-tolerant, with category counts.
+      qs.set("q", q);
+      if (offset) qs.set("offset", String(offset));
+      const page = await api("GET", `/api/search?${qs}`);
+      grid.append(...page.items.map((hit) => card(hit.product)));
+      if (!offset) {
+        mount(facets, page.categories.map((c) => h("a", {
+          href: `#/products?q=${encodeURIComponent(q)}&category=${encodeURIComponent(c.category)}`,
+          "aria-current": c.category === category ? "page" : null,
+        }, `${c.category} (${c.count})`)));
+      }
+      offset = page.next_offset ?? 0;
+      more.hidden = !page.next_offset;
+      status.textContent = !grid.children.length ? "No products found."
+        : page.relaxed ? "No product has all of those words; these have some." : "";
+    } else {
+      if (cursor) qs.set("cursor", cursor);
+      const page = await api("GET", `/api/products?${qs}`);
+      grid.append(...page.items.map((p) => card(p)));
+      cursor = page.next_cursor || null;
+      more.hidden = !cursor;
+      status.textContent = grid.children.length ? "" : cursor ? "Nothing yet; search on with “More products”." : "No products found.";
+    }
     more.disabled = false;
-    status.textContent = grid.children.length ? "" : cursor ? "Nothing yet; search on with “More products”." : "No products found.";
   };
   more.addEventListener("click", load);
   await load();
@@ -498,6 +518,26 @@ document.getElementById("search").addEventListener("submit", (e) => {
   const q = document.getElementById("q").value.trim();
   location.hash = q ? `#/products?q=${encodeURIComponent(q)}` : "#/";
 });
+
+// Search as you type: the best few names for what is typed so far (the
+// last word counts as a prefix), offered as the box's suggestions.
+{
+  const box = document.getElementById("q");
+  const list = document.getElementById("q-suggestions");
+  let timer = null;
+  let asked = 0;
+  box.addEventListener("input", () => {
+    clearTimeout(timer);
+    const q = box.value.trim();
+    if (q.length < 2) return mount(list);
+    timer = setTimeout(async () => {
+      const mine = ++asked;
+      const page = await api("GET", `/api/search?${new URLSearchParams({ q, limit: "6" })}`).catch(() => null);
+      // An answer to an older keystroke is dropped.
+      if (page && mine === asked) mount(list, page.items.map((hit) => h("option", { value: hit.product.name })));
+    }, 150);
+  });
+}
 window.addEventListener("hashchange", route);
 renderAccount();
 route();
