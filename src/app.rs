@@ -63,6 +63,9 @@ pub struct Application {
     store: Arc<dyn Store>,
     bus: Bus,
     events: Arc<dyn ingest::EventSink>,
+    /// The embedded log, one instance for the API's appends and the
+    /// consumer, so that an append wakes the consumer at once.
+    log: StoreLog,
     shop: commerce::Shop,
     state: AppState,
     attribution: serving::attribution::Writer,
@@ -94,7 +97,8 @@ impl Application {
         };
         ready?;
         let bus = Bus::default();
-        let events = wiring::event_sink(&settings, &store).await?;
+        let log = StoreLog::new(store.clone(), settings.log_partitions);
+        let events = wiring::event_sink_on(&settings, &log).await?;
         let shop = wiring::shop(&settings, &store, &bus);
         let (state, attribution) = wiring::app_state(
             &settings,
@@ -131,6 +135,7 @@ impl Application {
             store,
             bus,
             events,
+            log,
             shop,
             state,
             attribution,
@@ -300,7 +305,7 @@ impl Application {
         match settings.stream {
             StreamKind::Embedded => {
                 let consumer = LogConsumer {
-                    log: StoreLog::new(store.clone(), settings.log_partitions),
+                    log: self.log.clone(),
                     leases,
                     pipeline,
                     settings: settings.log_consumer(),

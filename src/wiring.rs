@@ -64,9 +64,19 @@ pub(crate) async fn event_sink(
     settings: &Settings,
     store: &Arc<dyn Store>,
 ) -> anyhow::Result<Arc<dyn EventSink>> {
+    let log = StoreLog::new(store.clone(), settings.log_partitions);
+    event_sink_on(settings, &log).await
+}
+
+/// [`event_sink`], with `log` as the embedded stream: the server's
+/// consumer reads the same instance, so that an append wakes it at once.
+pub(crate) async fn event_sink_on(
+    settings: &Settings,
+    log: &StoreLog,
+) -> anyhow::Result<Arc<dyn EventSink>> {
     Ok(match outside_sink(settings).await? {
         Some(sink) => sink,
-        None => Arc::new(StoreLog::new(store.clone(), settings.log_partitions)),
+        None => Arc::new(log.clone()),
     })
 }
 
