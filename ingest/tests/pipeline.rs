@@ -569,6 +569,85 @@ async fn each_event_id_applies_once_across_batches_and_shards(f: Fixture) {
     assert_eq!(stock(f.store.as_ref(), P1).await.on_hand, 17);
 }
 
+/// Shards fold one after another on the state the fold before left, before
+/// its commit is known; a fold never commits on such a state unless that
+/// commit went through. Here shard `a`'s fold builds on a stock item that
+/// someone else changed meanwhile (so its commit fails), and shard `b`
+/// folds on `a`'s effects while `a`'s commit is in flight: if `b` committed
+/// on them (the versions match: the other writer's change moved the item
+/// to the very version `a` expected to write), `a`'s event id would be
+/// stored as applied with its effect lost.
+async fn a_fold_never_commits_on_a_failed_folds_effects(f: Fixture) {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    let slowed = Arc::new(AtomicU32::new(0));
+    let store: Arc<dyn Store> = Arc::new(storage::faulty::Faulty::new(f.store.clone(), {
+        let slowed = slowed.clone();
+        move |ops| {
+            // Shard a's second commit (its first try) takes its time.
+            let fence = storage::Key::new("s", "a");
+            if storage::faulty::touches(ops, Table::Leases, &fence)
+                && slowed.fetch_add(1, Ordering::SeqCst) == 1
+            {
+                std::thread::sleep(Duration::from_millis(500));
+            }
+            None
+        }
+    }));
+    let pipeline = Pipeline::new(store.clone(), Bus::default());
+    let leases = Leases::new(store.clone(), "w", Duration::from_secs(10));
+    let mut a = lease(&leases, "a").await;
+    let b = lease(&leases, "b").await;
+    let adjust = |delta: i64| {
+        event(
+            "stock.adjusted",
+            json!({"product_id": P1, "delta": delta, "reason": "received"}),
+        )
+    };
+    let applied = pipeline
+        .apply(&a.checkpoint(), records(0, vec![adjust(10)]))
+        .await
+        .unwrap();
+    a.lease.checkpoint = applied.checkpoint;
+    // Another writer (the API, another instance) moves the item on.
+    f.store
+        .update(
+            Table::Inventory,
+            &stock_key(P1),
+            vec![
+                storage::Update::add("on_hand", 100),
+                storage::Update::add("available", 100),
+                storage::Update::add("version", 1),
+            ],
+            None,
+        )
+        .await
+        .unwrap();
+    let first = {
+        let (pipeline, cp) = (pipeline.clone(), a.checkpoint());
+        tokio::spawn(async move { pipeline.apply(&cp, records(1, vec![adjust(1)])).await })
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while slowed.load(Ordering::SeqCst) < 2 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "shard a never committed"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    pipeline
+        .apply(&b.checkpoint(), records(0, vec![adjust(1000)]))
+        .await
+        .unwrap();
+    let applied = first.await.unwrap().unwrap();
+    assert_eq!((applied.events, applied.duplicates), (1, 0));
+    let s = stock(f.store.as_ref(), P1).await;
+    assert_eq!(
+        (s.on_hand, s.available),
+        (1111, 1111),
+        "every adjustment applied once, on top of the other writer's"
+    );
+}
+
 macro_rules! on_both_stores {
     ($($test:ident),* $(,)?) => {
         mod embedded_store {
@@ -590,6 +669,7 @@ on_both_stores!(
     a_record_the_store_refuses_is_isolated_and_the_rest_commits,
     huge_and_many_bad_records_never_stop_the_shard,
     each_event_id_applies_once_across_batches_and_shards,
+    a_fold_never_commits_on_a_failed_folds_effects,
 );
 
 async fn anonymous_behaviour_merges_into_the_user(f: Fixture) {

@@ -302,15 +302,18 @@ fn stock_of<'m>(
     })
 }
 
+/// The profile of `key` as this batch has changed it so far, with the
+/// version it was read at (`None`: it did not exist).
 fn profile_of<'m>(
-    profiles: &'m mut BTreeMap<String, (Option<Profile>, Profile)>,
+    profiles: &'m mut BTreeMap<String, (Option<u64>, Profile)>,
     snapshot: &Snapshot,
     key: String,
 ) -> &'m mut Profile {
     let entry = profiles.entry(key).or_insert_with_key(|k| {
-        let read = snapshot.profiles.get(k).cloned().flatten();
-        let current = read.clone().unwrap_or_default();
-        (read, current)
+        match snapshot.profiles.get(k).and_then(Option::as_ref) {
+            Some(read) => (Some(read.version), read.clone()),
+            None => (None, Profile::default()),
+        }
     });
     &mut entry.1
 }
@@ -369,7 +372,7 @@ fn versioned_put(item: storage::StoreResult<storage::Item>, read: Option<u64>) -
 pub fn fold(records: &[Decoded], snapshot: &Snapshot, origin: &Origin<'_>) -> Folded {
     let mut out = Folded::default();
     let mut stock: BTreeMap<ProductId, StockChange> = BTreeMap::new();
-    let mut profiles: BTreeMap<String, (Option<Profile>, Profile)> = BTreeMap::new();
+    let mut profiles: BTreeMap<String, (Option<u64>, Profile)> = BTreeMap::new();
     let mut counts = Counts::default();
     let mut dead_ops = Vec::new();
 
@@ -597,7 +600,6 @@ pub fn fold(records: &[Decoded], snapshot: &Snapshot, origin: &Origin<'_>) -> Fo
             .push(counter_op(trend_hour_key(&h, &product.to_string()), c));
     }
     for (subject, (read, mut profile)) in profiles {
-        let read = read.map(|r| r.version);
         profile.version = read.map_or(1, |v| v + 1);
         out.ops
             .extend(versioned_put(profile.to_item(&profile_key(&subject)), read));
@@ -638,7 +640,7 @@ pub fn fold(records: &[Decoded], snapshot: &Snapshot, origin: &Origin<'_>) -> Fo
             let item = InteractionChunk {
                 rows: part.to_vec(),
             };
-            if let Ok(item) = to_item(&interactions_key(&hour, first_at, &first_id, chunk), &item) {
+            if let Ok(item) = item.to_item(&interactions_key(&hour, first_at, &first_id, chunk)) {
                 out.ops.push(TxOp::Put {
                     table: Table::Behaviour,
                     item,

@@ -114,22 +114,74 @@ pub struct Pipeline {
     store: Arc<dyn Store>,
     bus: Bus,
     owned: Arc<Mutex<Owned>>,
+    /// Held from a batch's snapshot to its effects being put in [`Owned`]:
+    /// folds of the shards this worker holds follow one another, each on
+    /// the state the one before left (its commit may still be in flight),
+    /// so shards that touch the same items (a product's stock, from its
+    /// stock events and from purchases on other shards) do not fail each
+    /// other's commits.
+    turn: Arc<tokio::sync::Mutex<()>>,
 }
 
 /// How many items of each kind [`Owned`] keeps at most.
 pub const OWNED_ITEMS: usize = 200_000;
 
+/// The kinds of item [`Owned`] keeps.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+enum Kind {
+    Stock,
+    Profile,
+    Mark,
+}
+
+/// A fold whose effects are in [`Owned`] before its commit is known: a
+/// later fold that builds on them commits only once this one has, and
+/// folds again if this one did not. The fold holds the sender; a fold
+/// dropped before its commit is known (its task aborted) counts as one
+/// that did not commit.
+type Ticket = tokio::sync::watch::Receiver<Option<bool>>;
+
+/// Whether the fold of `ticket` committed, once that is known.
+async fn committed(ticket: &Ticket) -> bool {
+    let mut rx = ticket.clone();
+    matches!(
+        rx.wait_for(Option::is_some).await.as_deref(),
+        Ok(Some(true))
+    )
+}
+
+/// Whether the fold of `ticket` is known not to have committed.
+fn failed(ticket: &Ticket) -> bool {
+    match *ticket.borrow() {
+        Some(ok) => !ok,
+        None => ticket.has_changed().is_err(),
+    }
+}
+
 /// The items this worker's folds read (stock, profiles, seen marks), as
-/// its last commit left them: a batch reads from the store only the items
+/// its last fold left them: a batch reads from the store only the items
 /// not here. Every operation built from them is still conditional on the
 /// item's version, so an item someone else changed (the API, the sweeper,
-/// another instance) fails the commit, and the batch is folded again from
-/// fresh reads; this is a cache of what the fences check, never a source
-/// of truth. Dropped when a commit is fenced (the lease moved), and when a
-/// kind outgrows [`OWNED_ITEMS`].
+/// another instance) fails the commit; the failed fold's items are
+/// forgotten and it folds again from fresh reads. A fold's effects are
+/// kept as soon as it is folded, under a [`Ticket`] until its commit is
+/// known, and a fold that took such an item waits for that commit before
+/// its own (so an uncommitted state can never be the base of a commit:
+/// versions only match the state they were read with). This is a cache of
+/// what the fences check, never a source of truth. Dropped when a commit is
+/// fenced (the lease moved), and when a kind outgrows [`OWNED_ITEMS`].
 #[derive(Debug, Default)]
 struct Owned {
     state: Snapshot,
+    /// Items in `state` that are a fold's effects not known to be
+    /// committed yet.
+    pending: HashMap<(Kind, String), Ticket>,
+}
+
+/// The items one fold put in [`Owned`] before its commit.
+#[derive(Debug, Default)]
+struct Speculated {
+    keys: Vec<(Kind, String)>,
 }
 
 impl Owned {
@@ -145,9 +197,84 @@ impl Owned {
         keep(&mut self.state.marks, after.marks);
     }
 
-    fn forget_stock(&mut self, product_id: &str) {
-        self.state.stock.remove(product_id);
+    /// Keeps a fold's effects under `ticket`; the stock stays in `after`
+    /// too (the bus is told of it after the commit).
+    fn speculate(&mut self, after: &mut Snapshot, ticket: &Ticket) -> Speculated {
+        let mut keys =
+            Vec::with_capacity(after.stock.len() + after.profiles.len() + after.marks.len());
+        keys.extend(after.stock.keys().map(|k| (Kind::Stock, k.clone())));
+        keys.extend(after.profiles.keys().map(|k| (Kind::Profile, k.clone())));
+        keys.extend(after.marks.keys().map(|k| (Kind::Mark, k.clone())));
+        for k in &keys {
+            self.pending.insert(k.clone(), ticket.clone());
+        }
+        self.keep(Snapshot {
+            stock: after.stock.clone(),
+            profiles: std::mem::take(&mut after.profiles),
+            marks: std::mem::take(&mut after.marks),
+        });
+        Speculated { keys }
     }
+
+    /// Once a speculated fold's commit is known: its items are no longer
+    /// pending, and if it did not commit they are forgotten (a fold that
+    /// built on them waits for this one and folds again).
+    fn settle(
+        &mut self,
+        spec: Speculated,
+        done: &tokio::sync::watch::Sender<Option<bool>>,
+        committed: bool,
+    ) {
+        let mine = done.subscribe();
+        for key in spec.keys {
+            if self
+                .pending
+                .get(&key)
+                .is_some_and(|t| t.same_channel(&mine))
+            {
+                self.pending.remove(&key);
+            }
+            if !committed {
+                self.forget(key.0, &key.1);
+            }
+        }
+        done.send_replace(Some(committed));
+    }
+
+    fn forget(&mut self, kind: Kind, key: &str) {
+        match kind {
+            Kind::Stock => self.state.stock.remove(key).is_some(),
+            Kind::Profile => self.state.profiles.remove(key).is_some(),
+            Kind::Mark => self.state.marks.remove(key).is_some(),
+        };
+    }
+}
+
+/// Moves the keys of `keys` that `from` keeps out of `keys`, copying
+/// their items into `into` and noting the ticket of any that is pending.
+fn take_owned<T: Clone>(
+    (kind, from): (Kind, &HashMap<String, Option<T>>),
+    keys: &mut std::collections::BTreeSet<String>,
+    into: &mut HashMap<String, Option<T>>,
+    pending: &HashMap<(Kind, String), Ticket>,
+    builds_on: &mut Vec<Ticket>,
+) {
+    keys.retain(|k| {
+        let Some(v) = from.get(k) else {
+            return true;
+        };
+        if let Some(t) = pending.get(&(kind, k.clone())) {
+            if failed(t) {
+                // The effects of a fold that will never commit: read.
+                return true;
+            }
+            if !builds_on.iter().any(|b| b.same_channel(t)) {
+                builds_on.push(t.clone());
+            }
+        }
+        into.insert(k.clone(), v.clone());
+        false
+    });
 }
 
 /// Decodes records into events or dead-letter reasons, keeping each
@@ -169,6 +296,7 @@ impl Pipeline {
             store,
             bus,
             owned: Arc::default(),
+            turn: Arc::default(),
         }
     }
 
@@ -222,33 +350,38 @@ impl Pipeline {
     }
 
     /// The items a fold of `records` reads: from [`Owned`], and from the
-    /// store where they are not there (or all from the store when `fresh`,
-    /// after a commit found one changed).
-    async fn snapshot(&self, records: &[Decoded], fresh: bool) -> Result<Snapshot, StoreError> {
+    /// store where they are not there; with the tickets of the folds whose
+    /// uncommitted effects it took.
+    async fn snapshot(&self, records: &[Decoded]) -> Result<(Snapshot, Vec<Ticket>), StoreError> {
         let mut needs = needs(records);
         let mut known = Snapshot::default();
-        if !fresh {
+        let mut builds_on: Vec<Ticket> = Vec::new();
+        {
             let owned = self.owned();
-            fn take<T: Clone>(
-                keys: &mut std::collections::BTreeSet<String>,
-                from: &HashMap<String, Option<T>>,
-                into: &mut HashMap<String, Option<T>>,
-            ) {
-                keys.retain(|k| match from.get(k) {
-                    Some(v) => {
-                        into.insert(k.clone(), v.clone());
-                        false
-                    }
-                    None => true,
-                });
-            }
-            take(&mut needs.products, &owned.state.stock, &mut known.stock);
-            take(
-                &mut needs.subjects,
-                &owned.state.profiles,
-                &mut known.profiles,
+            let (state, pending) = (&owned.state, &owned.pending);
+            let b = &mut builds_on;
+            take_owned(
+                (Kind::Stock, &state.stock),
+                &mut needs.products,
+                &mut known.stock,
+                pending,
+                b,
             );
-            take(&mut needs.marks, &owned.state.marks, &mut known.marks);
+            let profiles = (Kind::Profile, &state.profiles);
+            take_owned(
+                profiles,
+                &mut needs.subjects,
+                &mut known.profiles,
+                pending,
+                b,
+            );
+            take_owned(
+                (Kind::Mark, &state.marks),
+                &mut needs.marks,
+                &mut known.marks,
+                pending,
+                b,
+            );
         }
         let reads = (needs.products.len() + needs.subjects.len() + needs.marks.len()) as u64;
         metrics::counter!("shopstream_pipeline_state_reads_total").increment(reads);
@@ -283,7 +416,7 @@ impl Pipeline {
         // conditions check both): a prefix cut to fit a transaction, and the
         // next batch, fold from memory instead of reading again.
         self.owned().keep(read);
-        Ok(known)
+        Ok((known, builds_on))
     }
 
     /// Commits the longest prefix of `records` whose operations fit in one
@@ -327,6 +460,10 @@ impl Pipeline {
                 shard: &cp.shard,
                 now_ms: now_ms(),
             };
+            // Held until this fold's effects are in `Owned` (or it is
+            // dropped); a dead letter alone reads nothing and needs no turn.
+            let mut turn = None;
+            let mut builds_on = Vec::new();
             let mut folded = match &refused {
                 Some((record, why)) => fold(
                     std::slice::from_ref(&unprocessable(record, why)),
@@ -334,7 +471,9 @@ impl Pipeline {
                     &origin,
                 ),
                 None => {
-                    let snapshot = self.snapshot(&records[..n], attempt > 0).await?;
+                    turn = Some(self.turn.clone().lock_owned().await);
+                    let snapshot;
+                    (snapshot, builds_on) = self.snapshot(&records[..n]).await?;
                     let (all, stream, shard) = (all.clone(), cp.stream.clone(), cp.shard.clone());
                     let now_ms = origin.now_ms;
                     tokio::task::spawn_blocking(move || {
@@ -380,8 +519,32 @@ impl Pipeline {
             let fence = folded.ops.len();
             let mut ops = std::mem::take(&mut folded.ops);
             ops.push(cp.op(&to));
+            let (done, ticket) = tokio::sync::watch::channel(None);
+            let spec = self.owned().speculate(&mut folded.after, &ticket);
+            drop(turn);
+            // A fold that took another's uncommitted effects commits only
+            // after it, and folds again if that one did not commit.
+            let mut base_committed = true;
+            for t in &builds_on {
+                base_committed &= committed(t).await;
+            }
+            if !base_committed {
+                self.owned().settle(spec, &done, false);
+                attempt += 1;
+                if attempt > RETRIES {
+                    return Err(StoreError::Conflict(format!(
+                        "the batch on {}/{} kept building on commits that failed",
+                        cp.stream, cp.shard
+                    ))
+                    .into());
+                }
+                metrics::counter!("shopstream_pipeline_retries_total", "stream" => cp.stream.clone()).increment(1);
+                continue;
+            }
             let started = Instant::now();
-            match self.store.transact(ops).await {
+            let result = self.store.transact(ops).await;
+            self.owned().settle(spec, &done, result.is_ok());
+            match result {
                 Ok(()) => {
                     metrics::histogram!("shopstream_pipeline_commit_seconds", "stream" => cp.stream.clone())
                         .record(started.elapsed().as_secs_f64());
@@ -417,7 +580,8 @@ impl Pipeline {
                     }
                 }
                 Err(e) if e.is_contention() && attempt < RETRIES => {
-                    // An item the fold read changed meanwhile: read and fold again.
+                    // An item the fold read changed meanwhile: its items
+                    // are forgotten (settled above), so they are read again.
                     attempt += 1;
                     metrics::counter!("shopstream_pipeline_retries_total", "stream" => cp.stream.clone()).increment(1);
                     tokio::time::sleep(std::time::Duration::from_millis(u64::from(attempt) * 5))
@@ -428,8 +592,7 @@ impl Pipeline {
         }
     }
 
-    /// Counts, publishes and checks what a commit did, then keeps the items
-    /// it wrote in [`Owned`].
+    /// Counts, publishes and checks what a commit did.
     async fn after_commit(&self, cp: &Checkpoint, folded: &mut Folded) {
         for (kind, n) in &folded.applied {
             metrics::counter!("shopstream_events_applied_total", "type" => *kind, "stream" => cp.stream.clone())
@@ -476,10 +639,11 @@ impl Pipeline {
             }
         }
         {
+            // The fold's effects are kept already; an alert's change moved
+            // the item's version past them.
             let mut owned = self.owned();
-            owned.keep(std::mem::take(&mut folded.after));
             for id in changed_since {
-                owned.forget_stock(&id);
+                owned.forget(Kind::Stock, &id);
             }
         }
         for (minute, c) in &folded.ticks {

@@ -626,6 +626,36 @@ pub struct InteractionChunk {
     pub rows: Vec<Interaction>,
 }
 
+/// The attribute a chunk's rows are stored in.
+const ROWS: &str = "r";
+
+impl InteractionChunk {
+    /// The item this chunk is stored as, under `key`: its rows in one
+    /// binary attribute `r`, postcard-encoded (a map of typed attributes
+    /// per row cost more to build, store and read than the rows).
+    pub fn to_item(&self, key: &Key) -> storage::StoreResult<storage::Item> {
+        let rows = postcard::to_allocvec(&self.rows).map_err(|e| {
+            storage::StoreError::Invalid(format!("cannot encode interactions: {e}"))
+        })?;
+        let mut item = key.to_item();
+        item.insert(ROWS.into(), storage::Value::B(rows));
+        Ok(item)
+    }
+
+    /// A chunk read back from its item (also one stored as a list of typed
+    /// rows, as versions before the binary rows wrote them).
+    pub fn from_item(mut item: storage::Item) -> storage::StoreResult<Self> {
+        match item.remove(ROWS) {
+            Some(storage::Value::B(rows)) => Ok(Self {
+                rows: postcard::from_bytes(&rows).map_err(|e| {
+                    storage::StoreError::Corrupt(format!("a chunk of interactions: {e}"))
+                })?,
+            }),
+            _ => storage::from_item(item),
+        }
+    }
+}
+
 /// Interactions per chunk item (~100 bytes each: well under an item's size
 /// limit on any backend).
 pub const INTERACTIONS_PER_CHUNK: usize = 500;

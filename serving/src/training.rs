@@ -10,7 +10,7 @@ use std::{
 
 use processors::state::{InteractionChunk, interaction, interactions_pk};
 use recommender::model::{self, Hybrid};
-use storage::{Query, Store, Table, blobs::Blobs, from_item};
+use storage::{Query, Store, Table, blobs::Blobs};
 use time::{Duration, OffsetDateTime, format_description::well_known::Rfc3339};
 
 use crate::{
@@ -174,7 +174,7 @@ impl Recs {
         loop {
             let page = self.store.query(Table::Behaviour, &pk, &q).await?;
             for item in page.items {
-                let chunk: InteractionChunk = from_item(item)?;
+                let chunk = InteractionChunk::from_item(item)?;
                 rows.extend(chunk.rows);
             }
             match page.cursor {

@@ -28,11 +28,50 @@ const NS: u8 = 9;
 const BS: u8 = 10;
 
 /// Encodes an item.
+#[cfg(test)]
 pub fn encode(item: &Item) -> Vec<u8> {
     let mut out = Vec::with_capacity(256);
-    out.push(FORMAT);
-    map(&mut out, item);
+    encode_into(&mut out, item);
     out
+}
+
+/// Encodes an item at the end of `out`.
+pub fn encode_into(out: &mut Vec<u8>, item: &Item) {
+    out.push(FORMAT);
+    map(out, item);
+}
+
+/// Decodes only the attributes of an item named in `names` (an item with
+/// none of them decodes to an empty item): what a condition needs, without
+/// the cost of the rest.
+pub fn decode_only(bytes: &[u8], names: &[&str]) -> StoreResult<Item> {
+    match bytes.first() {
+        Some(&FORMAT) => {
+            let mut r = Reader { bytes, at: 1 };
+            let n = r.len()?;
+            let mut m = HashMap::with_capacity(names.len());
+            for _ in 0..n {
+                let k = r.raw()?;
+                if names.iter().any(|name| name.as_bytes() == k) {
+                    let k = std::str::from_utf8(k)
+                        .map_err(|_| corrupt("a string that is not UTF-8"))?;
+                    let v = r.value(1)?;
+                    m.insert(k.to_owned(), v);
+                } else {
+                    r.skip(1)?;
+                }
+            }
+            if r.at != bytes.len() {
+                return Err(corrupt("trailing bytes after the item"));
+            }
+            Ok(m)
+        }
+        _ => {
+            let mut item = decode(bytes)?;
+            item.retain(|k, _| names.contains(&k.as_str()));
+            Ok(item)
+        }
+    }
 }
 
 /// Decodes an item written by [`encode`] (or as JSON, by earlier versions).
@@ -186,6 +225,35 @@ impl<'a> Reader<'a> {
         Ok(l)
     }
 
+    /// Passes over one value, checking its framing but building nothing.
+    fn skip(&mut self, depth: usize) -> StoreResult<()> {
+        if depth > MAX_DEPTH {
+            return Err(corrupt("nested too deep"));
+        }
+        match self.byte()? {
+            N | S | B => drop(self.raw()?),
+            BOOL_FALSE | BOOL_TRUE | NULL => {}
+            M => {
+                for _ in 0..self.len()? {
+                    self.raw()?;
+                    self.skip(depth + 1)?;
+                }
+            }
+            L => {
+                for _ in 0..self.len()? {
+                    self.skip(depth + 1)?;
+                }
+            }
+            SS | NS | BS => {
+                for _ in 0..self.len()? {
+                    self.raw()?;
+                }
+            }
+            _ => return Err(corrupt("an unknown value tag")),
+        }
+        Ok(())
+    }
+
     fn value(&mut self, depth: usize) -> StoreResult<Value> {
         if depth > MAX_DEPTH {
             return Err(corrupt("nested too deep"));
@@ -240,9 +308,25 @@ mod tests {
         }
 
         #[test]
+        fn decoding_some_attributes_gives_those_of_the_whole(
+            item in proptest::collection::hash_map(".{0,10}", values(), 0..8),
+            wanted in proptest::collection::vec(".{0,10}", 0..4),
+        ) {
+            // Half the time, ask for attributes the item has.
+            let mut names: Vec<&str> = wanted.iter().map(String::as_str).collect();
+            names.extend(item.keys().step_by(2).map(String::as_str));
+            let mut whole = item.clone();
+            whole.retain(|k, _| names.contains(&k.as_str()));
+            prop_assert_eq!(decode_only(&encode(&item), &names).unwrap(), whole.clone());
+            let json = serde_json::to_vec(&item).unwrap();
+            prop_assert_eq!(decode_only(&json, &names).unwrap(), whole);
+        }
+
+        #[test]
         fn any_bytes_decode_or_are_corrupt_and_never_panic(mut bytes in proptest::collection::vec(any::<u8>(), 0..200)) {
             if let Some(b) = bytes.first_mut() { *b = FORMAT; }
             let _ = decode(&bytes);
+            let _ = decode_only(&bytes, &["a", "version"]);
         }
     }
 

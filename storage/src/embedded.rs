@@ -25,7 +25,7 @@ use tokio::sync::oneshot;
 use crate::{
     StoreError, StoreResult, Table,
     expr::{apply_updates, check_key, check_size, check_transaction_size, holds},
-    port::{Cond, Item, Key, MAX_PAGE, Page, Query, SortRange, Store, TxOp, Update},
+    port::{Cond, Item, Key, MAX_PAGE, PK, Page, Query, SK, SortRange, Store, TxOp, Update, Value},
 };
 
 /// The file the embedded store keeps in the data directory.
@@ -183,6 +183,8 @@ struct Open<'t> {
     inner: &'t Inner,
     txn: &'t WriteTransaction,
     tables: HashMap<Table, RedbTable<'t>>,
+    /// Reused for each item's encoding.
+    buf: Vec<u8>,
 }
 
 impl<'t> Open<'t> {
@@ -191,6 +193,7 @@ impl<'t> Open<'t> {
             inner,
             txn,
             tables: HashMap::new(),
+            buf: Vec::with_capacity(4096),
         }
     }
 
@@ -216,24 +219,31 @@ fn read_item(open: &mut Open<'_>, table: Table, key: &Key) -> StoreResult<Option
     got.map(|v| decode(v.value())).transpose()
 }
 
-fn write_item(
+/// The item at `key` with only the attributes `cond` names: what checking
+/// the condition needs (a profile's condition reads its version, not its
+/// body).
+fn read_for(
     open: &mut Open<'_>,
     table: Table,
-    key: &Key,
-    item: Option<&Item>,
-) -> StoreResult<()> {
+    key: (&str, &str),
+    cond: &Cond,
+) -> StoreResult<Option<Item>> {
+    let mut names = Vec::new();
+    cond.attributes(&mut names);
     let t = open.table(table)?;
-    let k = (key.pk.as_str(), key.sk.as_str());
-    match item {
-        Some(item) => {
-            t.insert(k, crate::codec::encode(item).as_slice())
-                .map_err(unavailable)?;
-        }
-        None => {
-            t.remove(k).map_err(unavailable)?;
-        }
+    let got = t.get(key).map_err(unavailable)?;
+    got.map(|v| crate::codec::decode_only(v.value(), &names))
+        .transpose()
+}
+
+/// The key attributes of an item, borrowed.
+fn item_key(item: &Item) -> StoreResult<(&str, &str)> {
+    match (item.get(PK), item.get(SK)) {
+        (Some(Value::S(pk)), Some(Value::S(sk))) => Ok((pk, sk)),
+        _ => Err(StoreError::Invalid(
+            "an item needs string attributes `pk` and `sk`".into(),
+        )),
     }
-    Ok(())
 }
 
 fn decode(bytes: &[u8]) -> StoreResult<Item> {
@@ -244,8 +254,10 @@ fn decode(bytes: &[u8]) -> StoreResult<Item> {
 /// limit, before anything is written.
 struct Plan {
     table: Table,
-    key: Key,
-    /// The item as it is.
+    /// The key, but for a put (its key is in the item).
+    key: Option<Key>,
+    /// The item as it is, read whole only where the caller gets it back (a
+    /// delete's old item).
     current: Option<Item>,
     /// The item as it will be (`None`: deleted).
     next: Option<Item>,
@@ -255,45 +267,100 @@ struct Plan {
 
 impl Plan {
     fn write(&self, open: &mut Open<'_>) -> StoreResult<()> {
-        if self.writes {
-            write_item(open, self.table, &self.key, self.next.as_ref())?;
+        if !self.writes {
+            return Ok(());
         }
-        Ok(())
+        let key = match (&self.key, &self.next) {
+            (Some(k), _) => (k.pk.as_str(), k.sk.as_str()),
+            (None, Some(item)) => item_key(item)?,
+            (None, None) => return Ok(()),
+        };
+        let mut buf = std::mem::take(&mut open.buf);
+        let t = open.table(self.table)?;
+        let written = match &self.next {
+            Some(item) => {
+                buf.clear();
+                crate::codec::encode_into(&mut buf, item);
+                t.insert(key, buf.as_slice()).map(drop)
+            }
+            None => t.remove(key).map(drop),
+        };
+        open.buf = buf;
+        written.map_err(unavailable)
     }
 }
 
+/// Checks `op` against its condition and plans its write. A put's size was
+/// checked by its caller (`put`, or [`check_transaction`]); an update's
+/// result is checked here.
 fn plan(open: &mut Open<'_>, op: TxOp) -> StoreResult<Plan> {
-    let (table, key) = op.table_and_key()?;
-    // An unconditional put needs nothing of the item as it was.
-    let blind = matches!(op, TxOp::Put { cond: None, .. });
-    let current = if blind {
-        None
-    } else {
-        read_item(open, table, &key)?
+    let failed = |cond: &Option<Cond>, current: Option<&Item>| {
+        cond.as_ref().is_some_and(|c| !holds(c, current))
     };
-    let (cond, next, writes) = match op {
-        TxOp::Put { item, cond, .. } => {
-            check_size(&item)?;
-            (cond, Some(item), true)
+    match op {
+        TxOp::Put { table, item, cond } => {
+            // An unconditional put needs nothing of the item as it was.
+            if let Some(c) = &cond {
+                let current = read_for(open, table, item_key(&item)?, c)?;
+                if !holds(c, current.as_ref()) {
+                    return Err(StoreError::ConditionFailed);
+                }
+            }
+            Ok(Plan {
+                table,
+                key: None,
+                current: None,
+                next: Some(item),
+                writes: true,
+            })
         }
-        TxOp::Update { updates, cond, .. } => {
+        TxOp::Update {
+            table,
+            key,
+            updates,
+            cond,
+        } => {
+            let current = read_item(open, table, &key)?;
+            if failed(&cond, current.as_ref()) {
+                return Err(StoreError::ConditionFailed);
+            }
             let next = apply_updates(&key, current.as_ref(), &updates)?;
             check_size(&next)?;
-            (cond, Some(next), true)
+            Ok(Plan {
+                table,
+                key: Some(key),
+                current: None,
+                next: Some(next),
+                writes: true,
+            })
         }
-        TxOp::Delete { cond, .. } => (cond, None, true),
-        TxOp::Check { cond, .. } => (Some(cond), None, false),
-    };
-    if cond.is_some_and(|c| !holds(&c, current.as_ref())) {
-        return Err(StoreError::ConditionFailed);
+        TxOp::Delete { table, key, cond } => {
+            let current = read_item(open, table, &key)?;
+            if failed(&cond, current.as_ref()) {
+                return Err(StoreError::ConditionFailed);
+            }
+            Ok(Plan {
+                table,
+                key: Some(key),
+                current,
+                next: None,
+                writes: true,
+            })
+        }
+        TxOp::Check { table, key, cond } => {
+            let current = read_for(open, table, (&key.pk, &key.sk), &cond)?;
+            if !holds(&cond, current.as_ref()) {
+                return Err(StoreError::ConditionFailed);
+            }
+            Ok(Plan {
+                table,
+                key: Some(key),
+                current: None,
+                next: None,
+                writes: false,
+            })
+        }
     }
-    Ok(Plan {
-        table,
-        key,
-        current,
-        next,
-        writes,
-    })
 }
 
 fn apply(open: &mut Open<'_>, write: Write) -> StoreResult<Output> {
@@ -357,6 +424,10 @@ pub(crate) fn check_transaction(ops: &[TxOp], max: usize, max_bytes: usize) -> S
     let mut seen = HashSet::new();
     for op in ops {
         let (table, key) = op.table_and_key()?;
+        // The writer does not check a put's size again.
+        if let TxOp::Put { item, .. } = op {
+            check_size(item)?;
+        }
         if !seen.insert((table, key.clone())) {
             return Err(StoreError::Invalid(format!(
                 "a transaction may touch an item once: {table} {key:?} appears twice"

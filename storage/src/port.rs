@@ -109,6 +109,22 @@ pub enum Cond {
 }
 
 impl Cond {
+    /// Adds the names of the attributes the condition reads to `out`.
+    pub fn attributes<'a>(&'a self, out: &mut Vec<&'a str>) {
+        match self {
+            Cond::Exists | Cond::NotExists => {}
+            Cond::Has(a)
+            | Cond::HasNot(a)
+            | Cond::Eq(a, _)
+            | Cond::Ne(a, _)
+            | Cond::Lt(a, _)
+            | Cond::Le(a, _)
+            | Cond::Gt(a, _)
+            | Cond::Ge(a, _) => out.push(a),
+            Cond::And(cs) | Cond::Or(cs) => cs.iter().for_each(|c| c.attributes(out)),
+        }
+    }
+
     pub fn eq(attr: &str, v: impl Into<ValueOf>) -> Self {
         Cond::Eq(attr.to_owned(), v.into().0)
     }
