@@ -168,6 +168,9 @@ pub struct Tally {
 /// announcing is completed by running it again); appends the ones the store
 /// refused to `refused`. A store outage stops the import after announcing
 /// what was stored.
+///
+/// Two chunks are in flight: one's operations are built and its events
+/// encoded while the store commits the other's.
 pub async fn store_all(
     store: Arc<dyn Store>,
     events: Arc<dyn EventSink>,
@@ -175,57 +178,98 @@ pub async fn store_all(
     refused: &mut Vec<Refused>,
     bar: &indicatif::ProgressBar,
 ) -> anyhow::Result<Tally> {
+    use futures::{StreamExt, stream};
     let catalogue = Products::new(store);
+    let stopping = std::sync::atomic::AtomicBool::new(false);
+    let mut chunks = stream::iter(products.chunks(10_000))
+        .map(|chunk| store_chunk(&catalogue, events.as_ref(), chunk, &stopping))
+        .buffered(2);
     let mut done = Tally::default();
-    for chunk in products.chunks(10_000) {
-        let outcomes = catalogue
-            .import(chunk.iter().map(|(_, _, p)| p.clone()).collect())
-            .await;
-        let mut announce = Vec::new();
-        let mut outage = None;
-        for ((file, line, p), outcome) in chunk.iter().zip(outcomes) {
-            let stored = match outcome {
-                Ok(Imported::Created(p)) => {
-                    done.created += 1;
-                    p
-                }
-                Ok(Imported::Updated(p)) => {
-                    done.updated += 1;
-                    p
-                }
-                Ok(Imported::Unchanged(p)) => {
-                    done.unchanged += 1;
-                    p
-                }
-                Err(storage::products::ProductError::Store(e)) if !e.is_permanent() => {
-                    outage.get_or_insert(format!(
-                        "the store failed importing {file} line {line}: {e}"
-                    ));
-                    continue;
-                }
-                Err(e) => {
-                    refused.push(Refused {
-                        file: file.clone(),
-                        line: *line,
-                        why: format!("sku {:?}: {e}", p.sku),
-                    });
-                    continue;
-                }
-            };
-            announce.push(Event::new(
-                "import:products",
-                EventPayload::ProductUpserted(Box::new(stored)),
-            ));
+    let mut outage = None;
+    while let Some(chunk) = chunks.next().await {
+        let chunk = chunk?;
+        done.created += chunk.tally.created;
+        done.updated += chunk.tally.updated;
+        done.unchanged += chunk.tally.unchanged;
+        refused.extend(chunk.refused);
+        if let Some(why) = chunk.outage {
+            // The chunk in flight finishes (what it stored is announced);
+            // no other starts.
+            stopping.store(true, std::sync::atomic::Ordering::SeqCst);
+            outage.get_or_insert(why);
         }
-        for events_chunk in announce.chunks(5_000) {
-            events.publish(events_chunk).await?;
-        }
-        if let Some(why) = outage {
-            bail!("{why} (what was stored is announced; run the import again)");
-        }
-        bar.inc(chunk.len() as u64);
+        bar.inc(chunk.rows as u64);
+    }
+    if let Some(why) = outage {
+        bail!("{why} (what was stored is announced; run the import again)");
     }
     Ok(done)
+}
+
+/// What storing one chunk of rows did.
+#[derive(Debug, Default)]
+struct Chunk {
+    rows: usize,
+    tally: Tally,
+    refused: Vec<Refused>,
+    /// Why the store failed, if it did.
+    outage: Option<String>,
+}
+
+/// Stores one chunk and announces what it stored; nothing once `stopping`.
+async fn store_chunk(
+    catalogue: &Products,
+    events: &dyn EventSink,
+    chunk: &[Row],
+    stopping: &std::sync::atomic::AtomicBool,
+) -> anyhow::Result<Chunk> {
+    let mut out = Chunk::default();
+    if stopping.load(std::sync::atomic::Ordering::SeqCst) {
+        return Ok(out);
+    }
+    out.rows = chunk.len();
+    let outcomes = catalogue
+        .import(chunk.iter().map(|(_, _, p)| p.clone()).collect())
+        .await;
+    let mut announce = Vec::new();
+    for ((file, line, p), outcome) in chunk.iter().zip(outcomes) {
+        let stored = match outcome {
+            Ok(Imported::Created(p)) => {
+                out.tally.created += 1;
+                p
+            }
+            Ok(Imported::Updated(p)) => {
+                out.tally.updated += 1;
+                p
+            }
+            Ok(Imported::Unchanged(p)) => {
+                out.tally.unchanged += 1;
+                p
+            }
+            Err(storage::products::ProductError::Store(e)) if !e.is_permanent() => {
+                out.outage.get_or_insert(format!(
+                    "the store failed importing {file} line {line}: {e}"
+                ));
+                continue;
+            }
+            Err(e) => {
+                out.refused.push(Refused {
+                    file: file.clone(),
+                    line: *line,
+                    why: format!("sku {:?}: {e}", p.sku),
+                });
+                continue;
+            }
+        };
+        announce.push(Event::new(
+            "import:products",
+            EventPayload::ProductUpserted(Box::new(stored)),
+        ));
+    }
+    for events_chunk in announce.chunks(5_000) {
+        events.publish(events_chunk).await?;
+    }
+    Ok(out)
 }
 
 /// The command: parse, store, report.

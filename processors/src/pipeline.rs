@@ -541,6 +541,7 @@ impl Pipeline {
                 metrics::counter!("shopstream_pipeline_retries_total", "stream" => cp.stream.clone()).increment(1);
                 continue;
             }
+            let units = storage::expr::transaction_write_units(&ops);
             let started = Instant::now();
             let result = self.store.transact(ops).await;
             self.owned().settle(spec, &done, result.is_ok());
@@ -552,6 +553,8 @@ impl Pipeline {
                         .record(n as f64);
                     metrics::counter!("shopstream_pipeline_store_writes_total", "stream" => cp.stream.clone())
                         .increment(fence as u64 + 1);
+                    metrics::counter!("shopstream_pipeline_write_units_total", "stream" => cp.stream.clone())
+                        .increment(units);
                     let next = match smallest_refused {
                         Some(m) if m > n => Some(m - n),
                         _ if cut_to_fit => Some(n),

@@ -100,5 +100,6 @@ secs=$(python3 -c "import time; print(time.time() - $start)")
 echo "pipeline: $N events applied in $(printf %.2f "$secs") s = $(python3 -c "print(round($N / $secs))") events/s ($MODE, $SHAPE shape, $PARTS partitions, start-up included)"
 curl -s "http://127.0.0.1:$PORT/metrics" > "$DATA/metrics.txt"
 grep -E '^shopstream_(pipeline_commit_seconds|pipeline_batch_records|store_commit_writes)_(sum|count)' "$DATA/metrics.txt"
-awk -v n="$N" '/^shopstream_pipeline_store_writes_total/ {w += $2} /^shopstream_events_duplicate_total/ {d += $2}
-  END {printf "pipeline store writes: %d, %.0f per 1,000 events (checkpoints included); duplicates dropped: %d\n", w, w * 1000 / n, d}' "$DATA/metrics.txt"
+awk -v n="$N" '/^shopstream_pipeline_store_writes_total/ {w += $2} /^shopstream_pipeline_write_units_total/ {u += $2}
+  /^shopstream_events_duplicate_total/ {d += $2}
+  END {printf "pipeline store writes: %d, %.0f per 1,000 events (checkpoints included); DynamoDB write units (2 per started KB of each transactional write): %.0f per 1,000 events; duplicates dropped: %d\n", w, w * 1000 / n, u * 1000 / n, d}' "$DATA/metrics.txt"

@@ -152,6 +152,17 @@ pub fn transaction_size(ops: &[TxOp]) -> usize {
     ops.iter().map(op_size).sum()
 }
 
+/// What a transaction's writes cost on DynamoDB, by its rules: 2 write
+/// units per started KB of each item written in a transaction. An update
+/// counts its key and the values it writes (the item's other attributes
+/// are not known here: a lower bound where they take it past a KB); a
+/// condition check counts as a write.
+pub fn transaction_write_units(ops: &[TxOp]) -> u64 {
+    ops.iter()
+        .map(|op| 2 * op_size(op).div_ceil(1024).max(1) as u64)
+        .sum()
+}
+
 /// About how many bytes one operation carries (see [`transaction_size`]).
 pub fn op_size(op: &TxOp) -> usize {
     let key = |k: &Key| PK.len() + k.pk.len() + SK.len() + k.sk.len();

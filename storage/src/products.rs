@@ -188,16 +188,18 @@ impl Products {
 
     /// Every item a product is stored as, with its key.
     fn items(p: &Product) -> Result<Vec<(Key, crate::Item)>, StoreError> {
-        let mut out = vec![
-            (canonical(p.id), to_item(&canonical(p.id), p)?),
-            (
-                by_category(&p.category, p.id),
-                to_item(&by_category(&p.category, p.id), p)?,
-            ),
-        ];
+        // Serialised once; the copies differ only in their key.
+        let item = to_item(&canonical(p.id), p)?;
+        let copy = |key: Key| {
+            let mut copy = item.clone();
+            copy.extend(key.to_item());
+            (key, copy)
+        };
+        let mut out = vec![copy(by_category(&p.category, p.id))];
         if let Some(s) = &p.supplier_id {
-            out.push((by_supplier(s, p.id), to_item(&by_supplier(s, p.id), p)?));
+            out.push(copy(by_supplier(s, p.id)));
         }
+        out.insert(0, (canonical(p.id), item));
         let marker = category_marker(&p.category);
         let name = CategoryMarker {
             name: p.category.clone(),
