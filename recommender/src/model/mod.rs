@@ -37,6 +37,34 @@ mod validation;
 
 pub use ranker::{Hybrid, TrainingReport};
 
+/// Hashing for maps keyed by item numbers on the serving path: one
+/// multiplication (Fibonacci hashing) instead of SipHash, whose resistance
+/// to chosen keys item numbers do not need (they are the model's own).
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct ItemHasher(u64);
+
+impl std::hash::Hasher for ItemHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = (self.0.rotate_left(8) ^ u64::from(b)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        }
+    }
+
+    fn write_u32(&mut self, n: u32) {
+        self.0 = (self.0 ^ u64::from(n)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    }
+
+    fn finish(&self) -> u64 {
+        self.0
+    }
+}
+
+/// A map keyed by item numbers, hashed with [`ItemHasher`].
+pub(crate) type ItemMap<V> =
+    std::collections::HashMap<u32, V, std::hash::BuildHasherDefault<ItemHasher>>;
+/// A set of item numbers, hashed with [`ItemHasher`].
+pub(crate) type ItemSet = std::collections::HashSet<u32, std::hash::BuildHasherDefault<ItemHasher>>;
+
 /// Why a model could not be fitted.
 #[derive(Debug, thiserror::Error)]
 pub enum FitError {

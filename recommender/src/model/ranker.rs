@@ -280,15 +280,25 @@ impl Hybrid {
                 )
             })
             .collect();
-        ranked.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.item.cmp(&b.1.item)));
-        let mut out: Vec<Scored> = ranked.into_iter().take(k).map(|(_, s)| s).collect();
+        let order = |a: &(f32, Scored), b: &(f32, Scored)| {
+            b.0.total_cmp(&a.0).then(a.1.item.cmp(&b.1.item))
+        };
+        // Only the best `k` are sorted (a total order: the same `k` in the
+        // same order as sorting them all).
+        if ranked.len() > k {
+            ranked.select_nth_unstable_by(k, order);
+            ranked.truncate(k);
+        }
+        ranked.sort_unstable_by(order);
+        let mut out: Vec<Scored> = ranked.into_iter().map(|(_, s)| s).collect();
         if out.len() < k {
-            // Rare: more excluded than candidates; the popular rest.
+            // More excluded than candidates: the popular rest.
+            let mut kept: ItemSet = out.iter().map(|s| s.item).collect();
             for &c in self.sources.popular() {
                 if out.len() >= k {
                     break;
                 }
-                if !exclude(c) && !out.iter().any(|s| s.item == c) {
+                if !exclude(c) && kept.insert(c) {
                     out.push(Scored {
                         item: c,
                         score: 0.0,

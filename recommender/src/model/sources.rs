@@ -160,7 +160,7 @@ impl Sources {
         cfg: &Config,
         exclude: &dyn Fn(u32) -> bool,
     ) -> Vec<(u32, [f32; N], Reason)> {
-        let mut seen = HashSet::new();
+        let mut seen = ItemSet::default();
         let recent: Vec<u32> = history
             .iter()
             .rev()
@@ -169,23 +169,20 @@ impl Sources {
             .take(cfg.recent)
             .collect();
         // Per candidate: features and the best single contribution.
-        let mut rows: HashMap<u32, ([f32; N], Reason, f32)> = HashMap::new();
+        let mut rows: ItemMap<([f32; N], Reason, f32)> = ItemMap::default();
         let n = self.items() as u32;
-        let add = |rows: &mut HashMap<u32, ([f32; N], Reason, f32)>,
-                   c: u32,
-                   f: usize,
-                   v: f32,
-                   why: Reason| {
-            if c >= n || exclude(c) {
-                return;
-            }
-            let e = rows.entry(c).or_insert(([0.0; N], Reason::Popular, 0.0));
-            e.0[f] += v;
-            if v > e.2 {
-                e.1 = why;
-                e.2 = v;
-            }
-        };
+        let add =
+            |rows: &mut ItemMap<([f32; N], Reason, f32)>, c: u32, f: usize, v: f32, why: Reason| {
+                if c >= n || exclude(c) {
+                    return;
+                }
+                let e = rows.entry(c).or_insert(([0.0; N], Reason::Popular, 0.0));
+                e.0[f] += v;
+                if v > e.2 {
+                    e.1 = why;
+                    e.2 = v;
+                }
+            };
         for (age, &h) in recent.iter().enumerate() {
             let w = 1.0 / (1.0 + age as f32);
             for &(c, s) in top(&self.next, h, cfg) {
