@@ -1,6 +1,9 @@
 //! Reading what the processors keep, for the API.
 
-use std::collections::BTreeMap;
+use std::{
+    collections::{BTreeMap, HashMap},
+    sync::Arc,
+};
 
 use storage::{Key, Query, SortRange, Store, StoreError, Table, from_item};
 use time::{Duration, OffsetDateTime};
@@ -262,6 +265,98 @@ pub async fn trending(
     Ok(ranked)
 }
 
+/// How many products a cached trending list keeps: the most any caller
+/// asks for.
+pub const TRENDING_KEPT: usize = 500;
+
+/// [`trending`] for requests: computed at most once per window and
+/// [`TrendingLists::TTL`], by one request; while it computes, the others
+/// are served the list before (or wait for it, when there is none yet). A
+/// window is a scan of its hour partitions (every product active in each
+/// hour), far too much work for every request of an open endpoint.
+#[derive(Clone, Debug)]
+pub struct TrendingLists {
+    store: Arc<dyn Store>,
+    ttl: std::time::Duration,
+    lists: Arc<std::sync::Mutex<HashMap<i64, Arc<Slot>>>>,
+}
+
+/// One window's list: the last computed, and the turn to compute it.
+#[derive(Debug, Default)]
+struct Slot {
+    list: std::sync::Mutex<Option<Computed>>,
+    computing: tokio::sync::Mutex<()>,
+}
+
+/// A trending list, and when it was computed.
+type Computed = (std::time::Instant, Arc<Vec<(String, Counters)>>);
+
+impl TrendingLists {
+    /// How long a window's list is served before it is computed again
+    /// (by [`TrendingLists::new`]).
+    pub const TTL: std::time::Duration = std::time::Duration::from_secs(2);
+
+    pub fn new(store: Arc<dyn Store>) -> Self {
+        Self::with_ttl(store, Self::TTL)
+    }
+
+    /// Lists served for `ttl` before they are computed again.
+    pub fn with_ttl(store: Arc<dyn Store>, ttl: std::time::Duration) -> Self {
+        Self {
+            store,
+            ttl,
+            lists: Arc::default(),
+        }
+    }
+
+    /// The most active products over the last `window` (at most
+    /// [`TRENDING_KEPT`]), as of about [`TrendingLists::TTL`] ago.
+    pub async fn get(
+        &self,
+        window: Duration,
+        limit: usize,
+    ) -> Result<Vec<(String, Counters)>, StoreError> {
+        let hours = window.whole_hours().max(1);
+        let slot = self
+            .lists
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry(hours)
+            .or_default()
+            .clone();
+        let last = || slot.list.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        let take = |list: &[(String, Counters)]| list.iter().take(limit).cloned().collect();
+        let turn = match last() {
+            Some((at, list)) if at.elapsed() < self.ttl => return Ok(take(&list)),
+            // Another request is computing it: the list before will do.
+            Some((_, list)) => match slot.computing.try_lock() {
+                Ok(turn) => turn,
+                Err(_) => return Ok(take(&list)),
+            },
+            None => slot.computing.lock().await,
+        };
+        // Computed while this one waited for its turn?
+        if let Some((at, list)) = last()
+            && at.elapsed() < self.ttl
+        {
+            return Ok(take(&list));
+        }
+        let list = Arc::new(
+            trending(
+                self.store.as_ref(),
+                OffsetDateTime::now_utc(),
+                window,
+                TRENDING_KEPT,
+            )
+            .await?,
+        );
+        *slot.list.lock().unwrap_or_else(|e| e.into_inner()) =
+            Some((std::time::Instant::now(), list.clone()));
+        drop(turn);
+        Ok(take(&list))
+    }
+}
+
 /// A page of dead letters, newest first.
 pub async fn dead_letters(
     store: &dyn Store,
@@ -338,6 +433,35 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(day[0].0, "d");
+    }
+
+    #[tokio::test]
+    async fn requests_share_a_list_until_it_is_older_than_its_ttl() {
+        let (_dir, store) = store();
+        let hour = hour_of(OffsetDateTime::now_utc());
+        count(store.as_ref(), &hour, "a", 3).await;
+        let cached = TrendingLists::with_ttl(store.clone(), std::time::Duration::from_secs(3600));
+        let fresh = TrendingLists::with_ttl(store.clone(), std::time::Duration::ZERO);
+        let names = |l: Vec<(String, Counters)>| l.into_iter().map(|(p, _)| p).collect::<Vec<_>>();
+        assert_eq!(
+            names(cached.get(Duration::hours(1), 10).await.unwrap()),
+            ["a"]
+        );
+        count(store.as_ref(), &hour, "b", 5).await;
+        // Within the ttl the list computed first is served, cut to the limit
+        // asked; each window has its own.
+        assert_eq!(
+            names(cached.get(Duration::hours(1), 10).await.unwrap()),
+            ["a"]
+        );
+        assert_eq!(
+            names(cached.get(Duration::hours(24), 1).await.unwrap()),
+            ["b"]
+        );
+        assert_eq!(
+            names(fresh.get(Duration::hours(1), 10).await.unwrap()),
+            ["b", "a"]
+        );
     }
 
     #[tokio::test]

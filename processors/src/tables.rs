@@ -17,11 +17,15 @@ use crate::{
 #[derive(Clone, Debug)]
 pub struct Tables {
     store: Arc<dyn Store>,
+    trending: read::TrendingLists,
 }
 
 impl Tables {
     pub fn new(store: Arc<dyn Store>) -> Self {
-        Self { store }
+        Self {
+            trending: read::TrendingLists::new(store.clone()),
+            store,
+        }
     }
 
     /// See [`read::stock`].
@@ -58,14 +62,13 @@ impl Tables {
         read::product_hours(self.store.as_ref(), product_id, now, hours).await
     }
 
-    /// See [`read::trending`].
+    /// See [`read::TrendingLists::get`]: as of a few seconds ago.
     pub async fn trending(
         &self,
-        now: OffsetDateTime,
         window: Duration,
         limit: usize,
     ) -> Result<Vec<(String, Counters)>, StoreError> {
-        read::trending(self.store.as_ref(), now, window, limit).await
+        self.trending.get(window, limit).await
     }
 
     /// See [`read::profile`].

@@ -14,7 +14,7 @@ use std::{
 use async_trait::async_trait;
 use domain::{Product, ProductId};
 use storage::{Store, StoreError, products::Products};
-use time::{Duration, OffsetDateTime};
+use time::Duration;
 
 /// What the rules read. Every method reads live state.
 #[async_trait]
@@ -46,13 +46,18 @@ pub trait Catalogue: Send + Sync + Debug {
 pub struct StoreCatalogue {
     store: Arc<dyn Store>,
     products: Products,
+    trending: processors::read::TrendingLists,
 }
 
 impl StoreCatalogue {
     /// `products` is the API's, so that the rules read products through
     /// its read cache.
     pub fn new(store: Arc<dyn Store>, products: Products) -> Self {
-        Self { products, store }
+        Self {
+            products,
+            trending: processors::read::TrendingLists::new(store.clone()),
+            store,
+        }
     }
 }
 
@@ -88,13 +93,7 @@ impl Catalogue for StoreCatalogue {
         window: Duration,
         limit: usize,
     ) -> Result<Vec<(String, i64)>, StoreError> {
-        let ranked = processors::read::trending(
-            self.store.as_ref(),
-            OffsetDateTime::now_utc(),
-            window,
-            limit,
-        )
-        .await?;
+        let ranked = self.trending.get(window, limit).await?;
         Ok(ranked
             .into_iter()
             .map(|(id, c)| (id, c.trend_score()))

@@ -206,8 +206,7 @@ pub async fn trending(
     let (window, _) = p.window();
     let limit = p.limit();
     p.finish()?;
-    let now = time::OffsetDateTime::now_utc();
-    let ranked = state.tables.trending(now, window, limit).await?;
+    let ranked = state.tables.trending(window, limit).await?;
     Ok(Json(
         ranked
             .iter()
