@@ -243,10 +243,10 @@ impl Owned {
 
     fn forget(&mut self, kind: Kind, key: &str) {
         match kind {
-            Kind::Stock => self.state.stock.remove(key).is_some(),
-            Kind::Profile => self.state.profiles.remove(key).is_some(),
-            Kind::Mark => self.state.marks.remove(key).is_some(),
-        };
+            Kind::Stock => drop(self.state.stock.remove(key)),
+            Kind::Profile => drop(self.state.profiles.remove(key)),
+            Kind::Mark => drop(self.state.marks.remove(key)),
+        }
     }
 }
 
