@@ -272,4 +272,31 @@ mod tests {
             Err(StoreError::ItemTooLarge { .. })
         ));
     }
+
+    #[test]
+    fn a_transactional_write_costs_two_units_per_started_kb() {
+        let put = |bytes: usize| TxOp::Put {
+            table: crate::Table::Behaviour,
+            item: item(&[("b", Value::B(vec![0; bytes]))]),
+            cond: None,
+        };
+        let key = Key::new("inventory", "p1");
+        let ops = [
+            // 1 + 1,023 bytes: one KB; 1 + 1,024: two.
+            put(1023),
+            put(1024),
+            TxOp::Update {
+                table: crate::Table::Inventory,
+                key: key.clone(),
+                updates: vec![Update::add("on_hand", 3)],
+                cond: None,
+            },
+            TxOp::Check {
+                table: crate::Table::Leases,
+                key,
+                cond: Cond::Exists,
+            },
+        ];
+        assert_eq!(transaction_write_units(&ops), 2 + 4 + 2 + 2);
+    }
 }
