@@ -80,7 +80,7 @@ impl AppState {
         let hub = Arc::new(ws::Hub::new(config.ws.tick));
         Self {
             shop,
-            tables: processors::Tables::new(store.clone()),
+            tables: processors::Tables::new(store.clone(), recs.trending().clone()),
             leases: ingest::Leases::new(store.clone(), "api", std::time::Duration::ZERO),
             users: Users::new(store.clone()),
             products,

@@ -175,7 +175,8 @@ struct Owned {
     state: Snapshot,
     /// Items in `state` that are a fold's effects not known to be
     /// committed yet.
-    pending: HashMap<(Kind, String), Ticket>,
+    /// One map per [`Kind`], so a lookup borrows the key.
+    pending: [HashMap<String, Ticket>; 3],
 }
 
 /// The items one fold put in [`Owned`] before its commit.
@@ -206,7 +207,7 @@ impl Owned {
         keys.extend(after.profiles.keys().map(|k| (Kind::Profile, k.clone())));
         keys.extend(after.marks.keys().map(|k| (Kind::Mark, k.clone())));
         for k in &keys {
-            self.pending.insert(k.clone(), ticket.clone());
+            self.pending[k.0 as usize].insert(k.1.clone(), ticket.clone());
         }
         self.keep(Snapshot {
             stock: after.stock.clone(),
@@ -226,16 +227,13 @@ impl Owned {
         committed: bool,
     ) {
         let mine = done.subscribe();
-        for key in spec.keys {
-            if self
-                .pending
-                .get(&key)
-                .is_some_and(|t| t.same_channel(&mine))
-            {
-                self.pending.remove(&key);
+        for (kind, key) in spec.keys {
+            let pending = &mut self.pending[kind as usize];
+            if pending.get(&key).is_some_and(|t| t.same_channel(&mine)) {
+                pending.remove(&key);
             }
             if !committed {
-                self.forget(key.0, &key.1);
+                self.forget(kind, &key);
             }
         }
         done.send_replace(Some(committed));
@@ -253,17 +251,17 @@ impl Owned {
 /// Moves the keys of `keys` that `from` keeps out of `keys`, copying
 /// their items into `into` and noting the ticket of any that is pending.
 fn take_owned<T: Clone>(
-    (kind, from): (Kind, &HashMap<String, Option<T>>),
+    from: &HashMap<String, Option<T>>,
     keys: &mut std::collections::BTreeSet<String>,
     into: &mut HashMap<String, Option<T>>,
-    pending: &HashMap<(Kind, String), Ticket>,
+    pending: &HashMap<String, Ticket>,
     builds_on: &mut Vec<Ticket>,
 ) {
     keys.retain(|k| {
         let Some(v) = from.get(k) else {
             return true;
         };
-        if let Some(t) = pending.get(&(kind, k.clone())) {
+        if let Some(t) = pending.get(k) {
             if failed(t) {
                 // The effects of a fold that will never commit: read.
                 return true;
@@ -360,28 +358,24 @@ impl Pipeline {
             let owned = self.owned();
             let (state, pending) = (&owned.state, &owned.pending);
             let b = &mut builds_on;
+            let stock = &pending[Kind::Stock as usize];
             take_owned(
-                (Kind::Stock, &state.stock),
+                &state.stock,
                 &mut needs.products,
                 &mut known.stock,
-                pending,
+                stock,
                 b,
             );
-            let profiles = (Kind::Profile, &state.profiles);
+            let profiles = &pending[Kind::Profile as usize];
             take_owned(
-                profiles,
+                &state.profiles,
                 &mut needs.subjects,
                 &mut known.profiles,
-                pending,
+                profiles,
                 b,
             );
-            take_owned(
-                (Kind::Mark, &state.marks),
-                &mut needs.marks,
-                &mut known.marks,
-                pending,
-                b,
-            );
+            let marks = &pending[Kind::Mark as usize];
+            take_owned(&state.marks, &mut needs.marks, &mut known.marks, marks, b);
         }
         let reads = (needs.products.len() + needs.subjects.len() + needs.marks.len()) as u64;
         metrics::counter!("shopstream_pipeline_state_reads_total").increment(reads);
@@ -488,7 +482,7 @@ impl Pipeline {
                     .map_err(|e| StoreError::Unavailable(e.to_string()))?
                 }
             };
-            let bytes = storage::expr::transaction_size(&folded.ops);
+            let (bytes, units) = storage::expr::transaction_cost(&folded.ops);
             if refused.is_none()
                 && (folded.ops.len() + 1 > max_ops || bytes + FENCE_BYTES > max_bytes)
             {
@@ -519,6 +513,7 @@ impl Pipeline {
             let fence = folded.ops.len();
             let mut ops = std::mem::take(&mut folded.ops);
             ops.push(cp.op(&to));
+            let units = units + storage::expr::transaction_write_units(&ops[fence..]);
             let (done, ticket) = tokio::sync::watch::channel(None);
             let spec = self.owned().speculate(&mut folded.after, &ticket);
             drop(turn);
@@ -541,7 +536,6 @@ impl Pipeline {
                 metrics::counter!("shopstream_pipeline_retries_total", "stream" => cp.stream.clone()).increment(1);
                 continue;
             }
-            let units = storage::expr::transaction_write_units(&ops);
             let started = Instant::now();
             let result = self.store.transact(ops).await;
             self.owned().settle(spec, &done, result.is_ok());

@@ -21,11 +21,9 @@ pub struct Tables {
 }
 
 impl Tables {
-    pub fn new(store: Arc<dyn Store>) -> Self {
-        Self {
-            trending: read::TrendingLists::new(store.clone()),
-            store,
-        }
+    /// `trending`: the lists shared with the other readers of trending.
+    pub fn new(store: Arc<dyn Store>, trending: read::TrendingLists) -> Self {
+        Self { store, trending }
     }
 
     /// See [`read::stock`].

@@ -51,11 +51,16 @@ pub struct StoreCatalogue {
 
 impl StoreCatalogue {
     /// `products` is the API's, so that the rules read products through
-    /// its read cache.
-    pub fn new(store: Arc<dyn Store>, products: Products) -> Self {
+    /// its read cache; `trending` is shared with whoever else lists trending
+    /// products, so one computation serves them all.
+    pub fn new(
+        store: Arc<dyn Store>,
+        products: Products,
+        trending: processors::read::TrendingLists,
+    ) -> Self {
         Self {
             products,
-            trending: processors::read::TrendingLists::new(store.clone()),
+            trending,
             store,
         }
     }

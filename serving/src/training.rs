@@ -44,6 +44,7 @@ pub struct Recs {
     store: Arc<dyn Store>,
     blobs: Arc<dyn Blobs>,
     catalogue: Arc<dyn Catalogue>,
+    trending: processors::read::TrendingLists,
     impressions: Impressions,
     current: RwLock<Option<Arc<Trained>>>,
     training: tokio::sync::Mutex<()>,
@@ -63,8 +64,14 @@ impl Recs {
         history_hours: i64,
         impressions: Impressions,
     ) -> Self {
+        let trending = processors::read::TrendingLists::new(store.clone());
         Self {
-            catalogue: Arc::new(StoreCatalogue::new(store.clone(), products)),
+            catalogue: Arc::new(StoreCatalogue::new(
+                store.clone(),
+                products,
+                trending.clone(),
+            )),
+            trending,
             impressions,
             store,
             blobs,
@@ -77,6 +84,12 @@ impl Recs {
     /// What the live rules read.
     pub fn catalogue(&self) -> &dyn Catalogue {
         self.catalogue.as_ref()
+    }
+
+    /// The trending lists the catalogue reads (shared: one computation a
+    /// window serves every reader).
+    pub fn trending(&self) -> &processors::read::TrendingLists {
+        &self.trending
     }
 
     /// Where responses count what they showed.

@@ -158,9 +158,15 @@ pub fn transaction_size(ops: &[TxOp]) -> usize {
 /// are not known here: a lower bound where they take it past a KB); a
 /// condition check counts as a write.
 pub fn transaction_write_units(ops: &[TxOp]) -> u64 {
-    ops.iter()
-        .map(|op| 2 * op_size(op).div_ceil(1024).max(1) as u64)
-        .sum()
+    transaction_cost(ops).1
+}
+
+/// [`transaction_size`] and [`transaction_write_units`] in one pass.
+pub fn transaction_cost(ops: &[TxOp]) -> (usize, u64) {
+    ops.iter().fold((0, 0), |(bytes, units), op| {
+        let size = op_size(op);
+        (bytes + size, units + 2 * size.div_ceil(1024).max(1) as u64)
+    })
 }
 
 /// About how many bytes one operation carries (see [`transaction_size`]).
