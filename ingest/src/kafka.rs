@@ -180,6 +180,9 @@ struct Partition {
     /// Paused at the broker because `pending` is full; records fetched
     /// meanwhile were dropped, so fetching is rewound on resume.
     paused: bool,
+    /// Where a half-committed batch ends: nothing is applied until the
+    /// records read reach it.
+    until: Option<i64>,
 }
 
 /// How many records a partition holds back at most while its batches fail
@@ -313,7 +316,15 @@ impl KafkaConsumer {
                         }
                     }
                 }
-                if part.pending.is_empty() || part.retry_at.is_some_and(|t| t > Instant::now()) {
+                let short = part.until.is_some_and(|u| {
+                    part.pending
+                        .last()
+                        .is_none_or(|r| r.position.parse::<i64>().unwrap_or(-1) < u)
+                });
+                if part.pending.is_empty()
+                    || short
+                    || part.retry_at.is_some_and(|t| t > Instant::now())
+                {
                     continue;
                 }
                 let batch = std::mem::take(&mut part.pending);
@@ -328,6 +339,7 @@ impl KafkaConsumer {
                         let _ = consumer.store_offset(&s.topic, p, resume_at(part.done()));
                         part.retry_at = None;
                         part.backoff = FIRST_BACKOFF;
+                        part.until = None;
                         if part.paused {
                             // Read on from what was applied.
                             rewind(&consumer, &s.topic, p, part.done());
@@ -335,6 +347,12 @@ impl KafkaConsumer {
                             part.paused = false;
                             tracing::info!(topic = %s.topic, partition = p, "partition resumed");
                         }
+                    }
+                    Err(CommitError::Incomplete { until, .. }) => {
+                        tracing::info!(topic = %s.topic, partition = p, %until,
+                            "reading on to the end of a half-committed batch");
+                        part.pending = batch;
+                        part.until = until.parse().ok();
                     }
                     Err(CommitError::Fenced { .. }) => {
                         tracing::warn!(topic = %s.topic, partition = p,
@@ -438,6 +456,7 @@ impl KafkaConsumer {
                         retry_at: None,
                         backoff: FIRST_BACKOFF,
                         paused: false,
+                        until: None,
                     });
                 }
                 Ok(None) => {}

@@ -380,6 +380,8 @@ impl LogConsumer {
         let mut held: Option<Held> = None;
         let mut renewed = Instant::now();
         let mut backoff = Duration::from_millis(100);
+        // Where a half-committed batch ends: the next read reaches it.
+        let mut until: Option<u64> = None;
         loop {
             if *shutdown.borrow() {
                 break;
@@ -422,7 +424,12 @@ impl LogConsumer {
                 .and_then(|c| c.parse::<u64>().ok())
                 .map_or(0, |c| c + 1);
             let appended = self.log.shared.appended.notified();
-            let records = match self.log.read(partition, from, self.settings.batch).await {
+            let want = until.map_or(self.settings.batch, |u| {
+                self.settings
+                    .batch
+                    .max((u + 1).saturating_sub(from) as usize)
+            });
+            let records = match self.log.read(partition, from, want).await {
                 Ok(r) => r,
                 Err(e) => {
                     tracing::warn!(error = %e, shard, "cannot read the log");
@@ -453,6 +460,14 @@ impl LogConsumer {
                 Ok(applied) => {
                     h.lease.checkpoint = applied.checkpoint;
                     backoff = Duration::from_millis(100);
+                    until = None;
+                }
+                Err(CommitError::Incomplete { until: end, .. }) => {
+                    tracing::info!(stream = STREAM, shard, until = %end, "reading on to the end of a half-committed batch");
+                    until = end.parse().ok();
+                    if until.is_none() {
+                        wait(&mut shutdown, backoff).await;
+                    }
                 }
                 Err(CommitError::Fenced { .. }) => {
                     tracing::warn!(

@@ -749,3 +749,278 @@ mod merge {
         super::anonymous_behaviour_merges_into_the_user(super::dynamodb().await).await;
     }
 }
+
+/// A batch larger than a transaction is committed in parts (every item
+/// written once for the whole batch). A crash after some parts landed, and
+/// a new worker's replay of the batch (first with too few records, then
+/// with more than the batch), leave every effect applied exactly once:
+/// stock, the shop's and each product's counters, profiles, the anonymous
+/// purchases' seen marks, the duplicates (within the batch and of an
+/// earlier one) and the dead letter. `crash_at`: the transaction (after
+/// the earlier batch) that fails as a crash would; 0 for none.
+async fn a_batch_cut_between_its_parts_applies_once(f: Fixture, crash_at: usize) {
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+    let armed = Arc::new(AtomicBool::new(false));
+    let calls = Arc::new(AtomicUsize::new(0));
+    let (arm, seen) = (armed.clone(), calls.clone());
+    let store: Arc<dyn Store> = Arc::new(
+        storage::faulty::Faulty::new(f.store.clone(), move |_| {
+            let n = if arm.load(Ordering::SeqCst) {
+                seen.fetch_add(1, Ordering::SeqCst) + 1
+            } else {
+                0
+            };
+            (n == crash_at && n > 0).then(|| storage::StoreError::Unavailable("crashed".into()))
+        })
+        .with_max_ops(8),
+    );
+    let bus = Bus::default();
+    let worker = Leases::new(store.clone(), "worker-a", Duration::from_secs(10));
+    let held = lease(&worker, "0").await;
+    let products: Vec<String> = (0..12u64)
+        .map(|i| format!("01a20b21-0093-7604-86da-{:012x}", 0xd989_b0c4_e000 + i))
+        .collect();
+    let earlier: Vec<Vec<u8>> = products
+        .iter()
+        .map(|p| {
+            event(
+                "stock.adjusted",
+                json!({"product_id": p, "delta": 50, "reason": "received"}),
+            )
+        })
+        .collect();
+    let crashed = Pipeline::new(store.clone(), bus.clone());
+    let applied = crashed
+        .apply(&held.checkpoint(), records(0, earlier.clone()))
+        .await
+        .unwrap();
+    assert_eq!(applied.events, 12);
+    let held = Held {
+        lease: ingest::Lease {
+            checkpoint: applied.checkpoint,
+            ..held.lease
+        },
+        ..held
+    };
+
+    let (mut views, mut units) = (vec![0i64; 12], vec![0i64; 12]);
+    let mut batch = Vec::new();
+    for i in 0..60 {
+        let p = i % 12;
+        batch.push(event(
+            "browse.viewed",
+            json!({"session_id": format!("s{}", i % 8), "product_id": products[p]}),
+        ));
+        views[p] += 1;
+    }
+    for (i, p) in products.iter().enumerate() {
+        batch.push(event(
+            "basket.added",
+            json!({"session_id": format!("s{}", i % 8), "product_id": p, "quantity": 1}),
+        ));
+    }
+    for j in 0..10 {
+        let (a, b) = (j % 12, (j + 5) % 12);
+        let mut data = json!({"order_id": format!("o{j}"), "total": "30.00", "currency": "EUR",
+            "lines": [{"product_id": products[a], "quantity": 1, "unit_price": "10.00"},
+                      {"product_id": products[b], "quantity": 2, "unit_price": "10.00"}]});
+        if j % 3 != 0 {
+            data["user_id"] = json!(format!("u{}", j % 4));
+        }
+        batch.push(event("purchase.completed", data));
+        units[a] += 1;
+        units[b] += 2;
+    }
+    // A producer's retry within the batch, one of the earlier batch, and a
+    // record that is no event.
+    let again = batch[5].clone();
+    batch.insert(30, again);
+    batch.insert(40, earlier[3].clone());
+    batch.insert(50, b"{not json".to_vec());
+    let full = records(12, batch);
+    let end = full.last().unwrap().position.clone();
+
+    armed.store(true, Ordering::SeqCst);
+    let after = crashed.apply(&held.checkpoint(), full.clone()).await;
+    let parts = calls.load(Ordering::SeqCst);
+    let lease_item = || async {
+        store
+            .get(Table::Leases, &storage::Key::new("s", "0"))
+            .await
+            .unwrap()
+            .unwrap()
+    };
+    let mut checkpoint = held.checkpoint();
+    if crash_at == 0 {
+        let applied = after.unwrap();
+        assert!(parts > 2, "the batch was committed in {parts} transactions");
+        assert_eq!(
+            (applied.events, applied.duplicates, applied.dead_letters),
+            (82, 2, 1)
+        );
+        assert_eq!(applied.checkpoint.as_deref(), Some(end.as_str()));
+    } else {
+        assert!(
+            matches!(
+                after,
+                Err(CommitError::Store(storage::StoreError::Unavailable(_)))
+            ),
+            "{after:?}"
+        );
+        assert!(
+            lease_item().await.contains_key("pending"),
+            "parts landed: the lease notes the batch"
+        );
+        // A new worker process (nothing in memory) takes the lease and reads
+        // the shard from its checkpoint, which the crash did not move.
+        let l = worker.get("s", "0").await.unwrap().unwrap();
+        assert_eq!(l.checkpoint.as_deref(), Some("11"));
+        let taken = worker.take("s", "0", &l).await.unwrap().unwrap();
+        checkpoint = taken.checkpoint();
+        let replay = Pipeline::new(store.clone(), bus.clone());
+        match replay.apply(&checkpoint, full[..20].to_vec()).await {
+            Err(CommitError::Incomplete { until, .. }) => assert_eq!(until, end),
+            other => panic!("a replay that ends before the batch must read on: {other:?}"),
+        }
+        let mut longer = full.clone();
+        longer.extend(records(
+            12 + full.len() as u64,
+            vec![event(
+                "browse.viewed",
+                json!({"session_id": "s0", "product_id": products[0]}),
+            )],
+        ));
+        views[0] += 1;
+        let applied = replay.apply(&checkpoint, longer.clone()).await.unwrap();
+        assert_eq!(
+            applied.checkpoint.as_deref(),
+            Some(longer.last().unwrap().position.as_str())
+        );
+        // Zombie: the crashed worker's lease is gone.
+        assert!(matches!(
+            crashed.apply(&held.checkpoint(), full.clone()).await,
+            Err(CommitError::Fenced { .. })
+        ));
+    }
+    assert!(
+        !lease_item().await.contains_key("pending"),
+        "the note is gone"
+    );
+
+    let s = f.store.as_ref();
+    for (i, p) in products.iter().enumerate() {
+        let st = stock(s, p).await;
+        assert_eq!(
+            (st.on_hand, st.available, st.backorder),
+            (50 - units[i], 50 - units[i], 0),
+            "stock of product {i}"
+        );
+        let c = counters(s, p).await;
+        assert_eq!((c.views, c.units), (views[i], units[i]), "counters of {i}");
+    }
+    let shop = counters(s, ALL).await;
+    let total_views: i64 = views.iter().sum();
+    assert_eq!(
+        (shop.views, shop.basket_adds, shop.purchases, shop.units),
+        (total_views, 12, 10, 30)
+    );
+    assert_eq!(shop.revenue.to_string(), "300");
+    for k in 0..8usize {
+        let p = processors::read::profile(s, &format!("session:s{k}"))
+            .await
+            .unwrap();
+        let v = (0..60).filter(|i| i % 8 == k).count() as u64 + u64::from(k == 0 && crash_at > 0);
+        let adds = (0..12).filter(|i| i % 8 == k).count() as u64;
+        assert_eq!((p.views, p.adds), (v, adds), "profile of s{k}");
+    }
+    for u in 0..4 {
+        let p = processors::read::profile(s, &format!("user:u{u}"))
+            .await
+            .unwrap();
+        let orders = (0..10).filter(|j| j % 3 != 0 && j % 4 == u).count() as u64;
+        assert_eq!(p.orders, orders, "orders of u{u}");
+    }
+    let letters = dead_letters(s).await;
+    assert_eq!(letters.len(), 1, "one dead letter: {letters:?}");
+    // The training log: every view and basket add of a session, and every
+    // line of a user's purchase, once.
+    let chunks = s
+        .query(
+            Table::Behaviour,
+            &processors::state::interactions_pk("2026-11-23T10"),
+            &Query::default(),
+        )
+        .await
+        .unwrap();
+    let rows: usize = chunks
+        .items
+        .into_iter()
+        .map(|i| {
+            processors::state::InteractionChunk::from_item(i)
+                .unwrap()
+                .rows
+                .len()
+        })
+        .sum();
+    assert_eq!(
+        rows,
+        60 + 12 + 12 + usize::from(crash_at > 0),
+        "training-log rows"
+    );
+    // Anonymous purchases sent again after the batch are duplicates.
+    let anon = full
+        .iter()
+        .filter(|r| {
+            std::str::from_utf8(&r.data)
+                .is_ok_and(|d| d.contains("purchase.completed") && !d.contains("user_id"))
+        })
+        .cloned()
+        .collect::<Vec<_>>();
+    assert_eq!(anon.len(), 4);
+    let next_pos = f
+        .store
+        .get(Table::Leases, &storage::Key::new("s", "0"))
+        .await
+        .unwrap()
+        .unwrap();
+    let from: u64 = match next_pos.get("checkpoint") {
+        Some(storage::Value::S(c)) => c.parse().unwrap(),
+        other => panic!("checkpoint {other:?}"),
+    };
+    let resent: Vec<Vec<u8>> = anon.into_iter().map(|r| r.data).collect();
+    let mut cp = checkpoint;
+    cp.from = Some(from.to_string());
+    let pipeline = Pipeline::new(store.clone(), bus);
+    let applied = pipeline
+        .apply(&cp, records(from + 1, resent))
+        .await
+        .unwrap();
+    assert_eq!((applied.events, applied.duplicates), (0, 4));
+}
+
+mod parted {
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn embedded_store_without_a_crash() {
+        super::a_batch_cut_between_its_parts_applies_once(super::embedded().await, 0).await;
+    }
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn embedded_store_crash_after_the_first_part() {
+        super::a_batch_cut_between_its_parts_applies_once(super::embedded().await, 2).await;
+    }
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn embedded_store_crash_before_the_last_part() {
+        super::a_batch_cut_between_its_parts_applies_once(super::embedded().await, 6).await;
+    }
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn dynamodb_store_without_a_crash() {
+        super::a_batch_cut_between_its_parts_applies_once(super::dynamodb().await, 0).await;
+    }
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn dynamodb_store_crash_after_the_first_part() {
+        super::a_batch_cut_between_its_parts_applies_once(super::dynamodb().await, 2).await;
+    }
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn dynamodb_store_crash_before_the_last_part() {
+        super::a_batch_cut_between_its_parts_applies_once(super::dynamodb().await, 6).await;
+    }
+}

@@ -105,6 +105,10 @@ pub struct Folded {
     /// The items read for this fold as they are once its operations are
     /// committed, so the caller can keep them without reading them again.
     pub after: Snapshot,
+    /// Per record: whether its event was applied (neither a duplicate nor a
+    /// dead letter). A batch committed in several transactions keeps this
+    /// so that a replay decides every record as the first fold did.
+    pub firsts: Vec<bool>,
 }
 
 /// What must be read before folding these records: the items whose
@@ -370,7 +374,24 @@ fn versioned_put(item: storage::StoreResult<storage::Item>, read: Option<u64>) -
 
 /// Folds the records into operations, given the items [`needs`] asked for.
 pub fn fold(records: &[Decoded], snapshot: &Snapshot, origin: &Origin<'_>) -> Folded {
-    let mut out = Folded::default();
+    fold_decided(records, snapshot, origin, None)
+}
+
+/// [`fold`], with whether each record's event is applied decided already
+/// (`decided[i]`, as an earlier fold's [`Folded::firsts`] says) instead of
+/// by the seen ids of the items it is anchored on: the replay of a batch
+/// whose first transactions committed, where those items may hold the
+/// batch's own ids already.
+pub fn fold_decided(
+    records: &[Decoded],
+    snapshot: &Snapshot,
+    origin: &Origin<'_>,
+    decided: Option<&[bool]>,
+) -> Folded {
+    let mut out = Folded {
+        firsts: vec![false; records.len()],
+        ..Folded::default()
+    };
     let mut stock: BTreeMap<ProductId, StockChange> = BTreeMap::new();
     let mut profiles: BTreeMap<String, (Option<u64>, Profile)> = BTreeMap::new();
     let mut counts = Counts::default();
@@ -407,7 +428,7 @@ pub fn fold(records: &[Decoded], snapshot: &Snapshot, origin: &Origin<'_>) -> Fo
 
     let mut marks: BTreeMap<String, (Option<Mark>, Mark)> = BTreeMap::new();
 
-    for record in records {
+    for (i, record) in records.iter().enumerate() {
         let e = match &record.outcome {
             Ok(e) => e,
             Err(rejection) => {
@@ -448,11 +469,13 @@ pub fn fold(records: &[Decoded], snapshot: &Snapshot, origin: &Origin<'_>) -> Fo
             }
             Anchor::None => true,
         };
+        let first = decided.map_or(first, |d| d.get(i).copied().unwrap_or(false));
         if !first {
             *out.duplicates.entry(e.payload.type_name()).or_default() += 1;
             continue;
         }
         *out.applied.entry(e.payload.type_name()).or_default() += 1;
+        out.firsts[i] = true;
         let at = domain::clock::to_ms(e.occurred_at);
         let minute = e.occurred_at.unix_timestamp().div_euclid(60);
         match &e.payload {

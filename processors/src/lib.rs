@@ -10,6 +10,9 @@
 //! - [`pipeline`]: reads the snapshots, folds, and commits the operations and
 //!   the new checkpoint in one transaction fenced by the lease; then checks
 //!   low-stock alerts and publishes [`Change`]s.
+//! - [`parts`]: a batch larger than one transaction, committed in parts
+//!   under a note in the lease and marks on its items, so that a replay
+//!   after a crash between the parts applies every effect once.
 //! - [`read`]: typed reads of every table the pipeline writes (stock,
 //!   counters, trending, profiles, alerts, attribution, dead letters): no
 //!   caller builds a key or parses a raw item.
@@ -21,6 +24,7 @@
 pub mod changes;
 pub mod feed;
 pub mod fold;
+pub mod parts;
 pub mod pipeline;
 pub mod read;
 pub mod state;

@@ -9,7 +9,7 @@
 
 use domain::clock::now_ms;
 use std::{
-    collections::HashMap,
+    collections::{HashMap, HashSet},
     sync::{Arc, Mutex},
     time::Instant,
 };
@@ -20,9 +20,11 @@ use storage::{Cond, Key, Store, StoreError, Table, TxOp, Update, Value, from_ite
 
 use crate::{
     Bus, Change,
-    fold::{Decoded, Folded, Origin, Snapshot, fold, needs},
+    fold::{Decoded, Folded, Needs, Origin, Snapshot, fold, fold_decided, needs},
+    parts::{self, Note},
     state::{
-        Alert, Mark, NO_SUPPLIER, Profile, Stock, alert_key, mark_key, profile_key, stock_key,
+        Alert, DeadLetter, Mark, NO_SUPPLIER, Profile, Stock, alert_key, dead_letter_key, mark_key,
+        profile_key, stock_key,
     },
 };
 
@@ -65,22 +67,63 @@ impl Checkpoint {
         Key::new(self.stream.clone(), self.shard.clone())
     }
 
-    /// The fence: move the checkpoint to `to` only if the lease is still ours
-    /// and the checkpoint is still where the batch started.
-    fn op(&self, to: &str) -> TxOp {
+    /// The fence's condition: the lease is still ours and the checkpoint
+    /// still where the batch started.
+    fn fence(&self, also: Option<Cond>) -> Cond {
         let at = match &self.from {
             Some(from) => Cond::eq("checkpoint", from.as_str()),
             None => Cond::HasNot("checkpoint".into()),
         };
+        let mut all = vec![
+            Cond::eq("owner", self.owner.as_str()),
+            Cond::eq("counter", self.counter),
+            at,
+        ];
+        all.extend(also);
+        Cond::And(all)
+    }
+
+    /// The fence: move the checkpoint to `to` only if the lease is still ours
+    /// and the checkpoint is still where the batch started (and no batch is
+    /// half committed: a note would be there).
+    fn op(&self, to: &str) -> TxOp {
         TxOp::Update {
             table: Table::Leases,
             key: self.lease_key(),
             updates: vec![Update::set("checkpoint", to)],
-            cond: Some(Cond::And(vec![
-                Cond::eq("owner", self.owner.as_str()),
-                Cond::eq("counter", self.counter),
-                at,
-            ])),
+            cond: Some(self.fence(Some(Cond::HasNot(parts::PENDING.into())))),
+        }
+    }
+
+    /// The fence of a parted batch's first part: it writes the note.
+    fn begin_parts(&self, note: &Note) -> TxOp {
+        TxOp::Update {
+            table: Table::Leases,
+            key: self.lease_key(),
+            updates: note.updates(),
+            cond: Some(self.fence(Some(Cond::HasNot(parts::PENDING.into())))),
+        }
+    }
+
+    /// The fence of a parted batch's middle part: the note is this batch's.
+    fn check_parts(&self, note: &Note) -> TxOp {
+        TxOp::Check {
+            table: Table::Leases,
+            key: self.lease_key(),
+            cond: self.fence(Some(Cond::eq(parts::PENDING, note.end.as_str()))),
+        }
+    }
+
+    /// The fence of a parted batch's last part: it moves the checkpoint to
+    /// the batch's end and removes the note.
+    fn finish_parts(&self, note: &Note) -> TxOp {
+        let mut updates = vec![Update::set("checkpoint", note.end.as_str())];
+        updates.extend(Note::removals());
+        TxOp::Update {
+            table: Table::Leases,
+            key: self.lease_key(),
+            updates,
+            cond: Some(self.fence(Some(Cond::eq(parts::PENDING, note.end.as_str())))),
         }
     }
 }
@@ -92,6 +135,15 @@ pub enum CommitError {
     /// shard; nothing of the batch was applied.
     #[error("fenced: the lease on {stream}/{shard} is no longer ours")]
     Fenced { stream: String, shard: String },
+    /// A batch of this shard was half committed (see [`crate::parts`]) and
+    /// must be replayed whole first: the records given end before its last
+    /// one, at `until`. Read on to it and apply again.
+    #[error("the half-committed batch on {stream}/{shard} ends at {until}; read on to it")]
+    Incomplete {
+        stream: String,
+        shard: String,
+        until: String,
+    },
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -105,6 +157,7 @@ pub struct Applied {
     pub dead_letters: u64,
     /// Events not applied again: their id was applied before.
     pub duplicates: u64,
+    /// Transactions committed.
     pub commits: u64,
 }
 
@@ -275,6 +328,46 @@ fn take_owned<T: Clone>(
     });
 }
 
+/// Whether every fold of `tickets` committed, once that is known.
+async fn all_committed(tickets: &[Ticket]) -> bool {
+    let mut all = true;
+    for t in tickets {
+        all &= committed(t).await;
+    }
+    all
+}
+
+/// How a parted commit failed.
+enum PartsError {
+    /// Before any part landed.
+    NoneCommitted(StoreError),
+    /// After some parts landed: the batch is to be replayed.
+    Midway(StoreError),
+    /// The lease moved.
+    Fenced,
+}
+
+/// What a commit wrote: store writes, DynamoDB write units, transactions.
+#[derive(Clone, Copy, Debug, Default)]
+struct Committed {
+    writes: u64,
+    units: u64,
+    transactions: u64,
+}
+
+/// The metrics of one commit.
+fn record_commit(cp: &Checkpoint, started: Instant, records: usize, c: &Committed) {
+    let Committed { writes, units, .. } = *c;
+    let stream = cp.stream.clone();
+    metrics::histogram!("shopstream_pipeline_commit_seconds", "stream" => stream.clone())
+        .record(started.elapsed().as_secs_f64());
+    metrics::histogram!("shopstream_pipeline_batch_records", "stream" => stream.clone())
+        .record(records as f64);
+    metrics::counter!("shopstream_pipeline_store_writes_total", "stream" => stream.clone())
+        .increment(writes);
+    metrics::counter!("shopstream_pipeline_write_units_total", "stream" => stream).increment(units);
+}
+
 /// Decodes records into events or dead-letter reasons, keeping each
 /// record's bytes.
 pub fn decode(records: Vec<Record>) -> Vec<Decoded> {
@@ -329,16 +422,47 @@ impl Pipeline {
             .into();
         let mut cp = checkpoint.clone();
         let mut start = 0;
+        // A batch half committed (by a worker that crashed, or by this one
+        // before an error): replayed first, exactly as it was folded.
+        if let Some(note) = self.note(&cp).await? {
+            let Some(end) = decoded.iter().position(|r| r.position == note.end) else {
+                return Err(CommitError::Incomplete {
+                    stream: cp.stream.clone(),
+                    shard: cp.shard.clone(),
+                    until: note.end,
+                });
+            };
+            if note.firsts.len() != end + 1 {
+                return Err(StoreError::Corrupt(format!(
+                    "the note of the half-committed batch on {}/{} covers {} records, \
+                     but {} lie between its checkpoint and its end",
+                    cp.stream,
+                    cp.shard,
+                    note.firsts.len(),
+                    end + 1
+                ))
+                .into());
+            }
+            let (mut folded, done) = self.replay(&cp, &decoded, 0, end + 1, &note).await?;
+            applied.events += folded.applied.values().sum::<u64>();
+            applied.dead_letters += folded.dead.values().sum::<u64>();
+            applied.duplicates += folded.duplicates.values().sum::<u64>();
+            applied.commits += done.transactions;
+            self.after_commit(&cp, &mut folded).await;
+            cp.from = Some(note.end.clone());
+            applied.checkpoint = Some(note.end);
+            start = end + 1;
+        }
         let mut bound = decoded.len();
         while start < decoded.len() {
             let len = bound.min(decoded.len() - start);
-            let (n, mut folded, next) = self.commit_prefix(&cp, &decoded, start, len).await?;
+            let (n, mut folded, next, done) = self.commit_prefix(&cp, &decoded, start, len).await?;
             bound = next.unwrap_or(usize::MAX);
             let to = decoded[start + n - 1].position.clone();
             applied.events += folded.applied.values().sum::<u64>();
             applied.dead_letters += folded.dead.values().sum::<u64>();
             applied.duplicates += folded.duplicates.values().sum::<u64>();
-            applied.commits += 1;
+            applied.commits += done.transactions;
             self.after_commit(&cp, &mut folded).await;
             cp.from = Some(to.clone());
             applied.checkpoint = Some(to);
@@ -377,26 +501,7 @@ impl Pipeline {
             let marks = &pending[Kind::Mark as usize];
             take_owned(&state.marks, &mut needs.marks, &mut known.marks, marks, b);
         }
-        let reads = (needs.products.len() + needs.subjects.len() + needs.marks.len()) as u64;
-        metrics::counter!("shopstream_pipeline_state_reads_total").increment(reads);
-        let stock = join_all(needs.products.into_iter().map(|id| async move {
-            let got = self.store.get(Table::Inventory, &stock_key(&id)).await?;
-            Ok::<_, StoreError>((id, got.map(from_item::<Stock>).transpose()?))
-        }));
-        let profiles = join_all(needs.subjects.into_iter().map(|s| async move {
-            let got = self.store.get(Table::Behaviour, &profile_key(&s)).await?;
-            Ok::<_, StoreError>((s, got.map(Profile::from_item).transpose()?))
-        }));
-        let marks = join_all(needs.marks.into_iter().map(|k| async move {
-            let got = self.store.get(Table::Behaviour, &mark_key(&k)).await?;
-            Ok::<_, StoreError>((k, got.map(from_item::<Mark>).transpose()?))
-        }));
-        let (stock, profiles, marks) = tokio::join!(stock, profiles, marks);
-        let read = Snapshot {
-            stock: stock.into_iter().collect::<Result<_, _>>()?,
-            profiles: profiles.into_iter().collect::<Result<_, _>>()?,
-            marks: marks.into_iter().collect::<Result<_, _>>()?,
-        };
+        let (read, _) = self.read(needs, None).await?;
         fn copy<T: Clone>(
             into: &mut HashMap<String, Option<T>>,
             from: &HashMap<String, Option<T>>,
@@ -411,6 +516,70 @@ impl Pipeline {
         // next batch, fold from memory instead of reading again.
         self.owned().keep(read);
         Ok((known, builds_on))
+    }
+
+    /// Reads the items of `needs` from the store. With a mark (`(attr,
+    /// end)`), also returns the items that carry it: written by the parted
+    /// batch ending at `end` already.
+    async fn read(
+        &self,
+        needs: Needs,
+        mark: Option<(&str, &str)>,
+    ) -> Result<(Snapshot, HashSet<(Table, Key)>), StoreError> {
+        let reads = (needs.products.len() + needs.subjects.len() + needs.marks.len()) as u64;
+        metrics::counter!("shopstream_pipeline_state_reads_total").increment(reads);
+        let store = self.store.as_ref();
+        // Reads one item, noting whether it is marked.
+        let get = |table: Table, key: Key| async move {
+            let item = store.get(table, &key).await?;
+            let done = match (&item, mark) {
+                (Some(item), Some((attr, end))) => parts::marked(item, attr, end),
+                _ => false,
+            };
+            Ok::<_, StoreError>((item, done.then_some((table, key))))
+        };
+        let stock = join_all(needs.products.into_iter().map(|id| async move {
+            let (got, done) = get(Table::Inventory, stock_key(&id)).await?;
+            Ok::<_, StoreError>(((id, got.map(from_item::<Stock>).transpose()?), done))
+        }));
+        let profiles = join_all(needs.subjects.into_iter().map(|s| async move {
+            let (got, done) = get(Table::Behaviour, profile_key(&s)).await?;
+            Ok::<_, StoreError>(((s, got.map(Profile::from_item).transpose()?), done))
+        }));
+        let marks = join_all(needs.marks.into_iter().map(|k| async move {
+            let (got, done) = get(Table::Behaviour, mark_key(&k)).await?;
+            Ok::<_, StoreError>(((k, got.map(from_item::<Mark>).transpose()?), done))
+        }));
+        let (stock, profiles, marks) = tokio::join!(stock, profiles, marks);
+        type Got<T> = Result<((String, Option<T>), Option<(Table, Key)>), StoreError>;
+        fn collect<T>(
+            all: Vec<Got<T>>,
+            done: &mut HashSet<(Table, Key)>,
+        ) -> Result<HashMap<String, Option<T>>, StoreError> {
+            all.into_iter()
+                .map(|r| {
+                    let (kv, d) = r?;
+                    done.extend(d);
+                    Ok(kv)
+                })
+                .collect()
+        }
+        let mut done = HashSet::new();
+        let read = Snapshot {
+            stock: collect(stock, &mut done)?,
+            profiles: collect(profiles, &mut done)?,
+            marks: collect(marks, &mut done)?,
+        };
+        Ok((read, done))
+    }
+
+    /// The note of a half-committed batch in the shard's lease, if any.
+    async fn note(&self, cp: &Checkpoint) -> Result<Option<Note>, StoreError> {
+        Ok(self
+            .store
+            .get(Table::Leases, &cp.lease_key())
+            .await?
+            .and_then(|lease| Note::of(&lease)))
     }
 
     /// Commits the longest prefix of `records` whose operations fit in one
@@ -435,7 +604,7 @@ impl Pipeline {
         all: &Arc<[Decoded]>,
         start: usize,
         len: usize,
-    ) -> Result<(usize, Folded, Option<usize>), CommitError> {
+    ) -> Result<(usize, Folded, Option<usize>, Committed), CommitError> {
         let records = &all[start..start + len];
         let (max_ops, max_bytes) = (
             self.store.max_transaction_ops(),
@@ -448,6 +617,10 @@ impl Pipeline {
         // The smallest prefix the store refused, and whether one was cut to fit.
         let mut smallest_refused: Option<usize> = None;
         let mut cut_to_fit = false;
+        // Commit this batch one transaction at a time (no parts): after the
+        // store refused a parted commit's first part for good, so that the
+        // record at fault is found.
+        let mut single = false;
         loop {
             let origin = Origin {
                 stream: &cp.stream,
@@ -483,9 +656,58 @@ impl Pipeline {
                 }
             };
             let (bytes, units) = storage::expr::transaction_cost(&folded.ops);
-            if refused.is_none()
-                && (folded.ops.len() + 1 > max_ops || bytes + FENCE_BYTES > max_bytes)
-            {
+            let too_big = folded.ops.len() + 1 > max_ops || bytes + FENCE_BYTES > max_bytes;
+            if refused.is_none() && too_big && !single && n > 1 {
+                // Every item once for the whole batch, in as many
+                // transactions as it takes (see `crate::parts`).
+                let note = Note {
+                    end: records[n - 1].position.clone(),
+                    at: origin.now_ms,
+                    firsts: std::mem::take(&mut folded.firsts),
+                };
+                let (done, ticket) = tokio::sync::watch::channel(None);
+                let spec = self.owned().speculate(&mut folded.after, &ticket);
+                drop(turn);
+                if !all_committed(&builds_on).await {
+                    self.owned().settle(spec, &done, false);
+                    attempt += 1;
+                    self.retrying(cp, attempt)?;
+                    continue;
+                }
+                let started = Instant::now();
+                let ops = std::mem::take(&mut folded.ops);
+                let result = self.commit_parts(cp, ops, &note, true).await;
+                self.owned().settle(spec, &done, result.is_ok());
+                match result {
+                    Ok(done) => {
+                        record_commit(cp, started, n, &done);
+                        return Ok((n, folded, None, done));
+                    }
+                    Err(PartsError::Fenced) => return Err(self.fenced(cp)),
+                    Err(PartsError::NoneCommitted(e)) if e.is_permanent() => {
+                        tracing::debug!(records = n, error = %e, "the store refused a parted batch; committing it a transaction at a time");
+                        single = true;
+                    }
+                    Err(PartsError::NoneCommitted(e)) if e.is_contention() => {
+                        attempt += 1;
+                        self.retrying(cp, attempt)?;
+                        tokio::time::sleep(std::time::Duration::from_millis(
+                            u64::from(attempt) * 5,
+                        ))
+                        .await;
+                    }
+                    Err(PartsError::Midway(e)) if e.is_contention() => {
+                        let (folded, done) = self.replay(cp, all, start, n, &note).await?;
+                        return Ok((n, folded, None, done));
+                    }
+                    // The reader retries; the note makes that a replay.
+                    Err(PartsError::NoneCommitted(e) | PartsError::Midway(e)) => {
+                        return Err(e.into());
+                    }
+                }
+                continue;
+            }
+            if refused.is_none() && too_big {
                 if n > 1 {
                     // Cut in proportion to how far over the limits the fold
                     // is (a 10,000-record batch on DynamoDB's 100-item
@@ -519,21 +741,10 @@ impl Pipeline {
             drop(turn);
             // A fold that took another's uncommitted effects commits only
             // after it, and folds again if that one did not commit.
-            let mut base_committed = true;
-            for t in &builds_on {
-                base_committed &= committed(t).await;
-            }
-            if !base_committed {
+            if !all_committed(&builds_on).await {
                 self.owned().settle(spec, &done, false);
                 attempt += 1;
-                if attempt > RETRIES {
-                    return Err(StoreError::Conflict(format!(
-                        "the batch on {}/{} kept building on commits that failed",
-                        cp.stream, cp.shard
-                    ))
-                    .into());
-                }
-                metrics::counter!("shopstream_pipeline_retries_total", "stream" => cp.stream.clone()).increment(1);
+                self.retrying(cp, attempt)?;
                 continue;
             }
             let started = Instant::now();
@@ -541,28 +752,21 @@ impl Pipeline {
             self.owned().settle(spec, &done, result.is_ok());
             match result {
                 Ok(()) => {
-                    metrics::histogram!("shopstream_pipeline_commit_seconds", "stream" => cp.stream.clone())
-                        .record(started.elapsed().as_secs_f64());
-                    metrics::histogram!("shopstream_pipeline_batch_records", "stream" => cp.stream.clone())
-                        .record(n as f64);
-                    metrics::counter!("shopstream_pipeline_store_writes_total", "stream" => cp.stream.clone())
-                        .increment(fence as u64 + 1);
-                    metrics::counter!("shopstream_pipeline_write_units_total", "stream" => cp.stream.clone())
-                        .increment(units);
+                    let done = Committed {
+                        writes: fence as u64 + 1,
+                        units,
+                        transactions: 1,
+                    };
+                    record_commit(cp, started, n, &done);
                     let next = match smallest_refused {
                         Some(m) if m > n => Some(m - n),
                         _ if cut_to_fit => Some(n),
                         _ => None,
                     };
-                    return Ok((n, folded, next));
+                    return Ok((n, folded, next, done));
                 }
                 Err(StoreError::TransactionCanceled { failed }) if failed.contains(&fence) => {
-                    *self.owned() = Owned::default();
-                    metrics::counter!("shopstream_pipeline_fenced_total", "stream" => cp.stream.clone()).increment(1);
-                    return Err(CommitError::Fenced {
-                        stream: cp.stream.clone(),
-                        shard: cp.shard.clone(),
-                    });
+                    return Err(self.fenced(cp));
                 }
                 Err(e) if e.is_permanent() && refused.is_none() => {
                     metrics::counter!("shopstream_pipeline_refused_total", "stream" => cp.stream.clone()).increment(1);
@@ -585,6 +789,278 @@ impl Pipeline {
                         .await;
                 }
                 Err(e) => return Err(e.into()),
+            }
+        }
+    }
+
+    /// Forgets what this worker kept (the lease moved) and says so.
+    fn fenced(&self, cp: &Checkpoint) -> CommitError {
+        *self.owned() = Owned::default();
+        metrics::counter!("shopstream_pipeline_fenced_total", "stream" => cp.stream.clone())
+            .increment(1);
+        CommitError::Fenced {
+            stream: cp.stream.clone(),
+            shard: cp.shard.clone(),
+        }
+    }
+
+    /// Counts a retry, or gives up after [`RETRIES`].
+    fn retrying(&self, cp: &Checkpoint, attempt: u32) -> Result<(), CommitError> {
+        if attempt > RETRIES {
+            return Err(StoreError::Conflict(format!(
+                "the batch on {}/{} kept losing races with other writers",
+                cp.stream, cp.shard
+            ))
+            .into());
+        }
+        metrics::counter!("shopstream_pipeline_retries_total", "stream" => cp.stream.clone())
+            .increment(1);
+        Ok(())
+    }
+
+    /// Commits a batch's operations in as many transactions as the store
+    /// needs (see [`crate::parts`]): each marked and fenced on the note, the
+    /// first writing the note when `fresh`, the last moving the checkpoint
+    /// to the note's end and removing it. Returns the writes and write
+    /// units. An operation refused only because its item carries the
+    /// batch's mark is applied already and dropped; one the store refuses
+    /// for good once parts have landed is dead-lettered, so the shard moves on.
+    async fn commit_parts(
+        &self,
+        cp: &Checkpoint,
+        mut ops: Vec<TxOp>,
+        note: &Note,
+        fresh: bool,
+    ) -> Result<Committed, PartsError> {
+        let attr = parts::marker_attr(&cp.stream, &cp.shard);
+        let blind = parts::mark(&mut ops, &attr, &note.end);
+        let room = FENCE_BYTES + note.size();
+        let all = parts::split(
+            ops,
+            blind,
+            self.store.max_transaction_ops().saturating_sub(1).max(1),
+            self.store.max_transaction_bytes().saturating_sub(room),
+        );
+        let last = all.len() - 1;
+        let mut landed = !fresh;
+        let lost = |landed: bool, e: StoreError| {
+            if landed {
+                PartsError::Midway(e)
+            } else {
+                PartsError::NoneCommitted(e)
+            }
+        };
+        let (mut writes, mut units, mut transactions) = (0, 0, 0);
+        for (i, (mut part, mut blind)) in all.into_iter().enumerate() {
+            let fence = if i == last {
+                cp.finish_parts(note)
+            } else if i == 0 && fresh {
+                cp.begin_parts(note)
+            } else {
+                cp.check_parts(note)
+            };
+            loop {
+                if part.is_empty() && i != last {
+                    break;
+                }
+                part.push(fence.clone());
+                let tx_units = storage::expr::transaction_write_units(&part);
+                let result = self.store.transact(part.clone()).await;
+                part.pop();
+                match result {
+                    Ok(()) => {
+                        writes +=
+                            part.len() as u64 + u64::from(!matches!(fence, TxOp::Check { .. }));
+                        units += tx_units;
+                        transactions += 1;
+                        landed = true;
+                        break;
+                    }
+                    Err(StoreError::TransactionCanceled { failed })
+                        if failed.contains(&part.len()) =>
+                    {
+                        return Err(PartsError::Fenced);
+                    }
+                    Err(StoreError::TransactionCanceled { failed })
+                        if !failed.is_empty()
+                            && failed.iter().all(|j| blind.get(*j) == Some(&true)) =>
+                    {
+                        metrics::counter!("shopstream_pipeline_replay_skipped_total", "stream" => cp.stream.clone())
+                            .increment(failed.len() as u64);
+                        let mut j = 0;
+                        let keep: Vec<bool> =
+                            (0..part.len()).map(|k| !failed.contains(&k)).collect();
+                        part.retain(|_| {
+                            j += 1;
+                            keep[j - 1]
+                        });
+                        let mut j = 0;
+                        blind.retain(|_| {
+                            j += 1;
+                            keep[j - 1]
+                        });
+                    }
+                    Err(e) if e.is_permanent() && landed => {
+                        tracing::warn!(stream = %cp.stream, shard = %cp.shard, error = %e,
+                            "the store refused part of a half-committed batch; committing its items one at a time");
+                        for (op, b) in std::mem::take(&mut part)
+                            .into_iter()
+                            .zip(std::mem::take(&mut blind))
+                        {
+                            writes += self.commit_alone(cp, note, op, b, &attr).await?;
+                        }
+                    }
+                    Err(e) => return Err(lost(landed, e)),
+                }
+            }
+        }
+        Ok(Committed {
+            writes,
+            units,
+            transactions,
+        })
+    }
+
+    /// Commits one operation of a half-committed batch alone; if the store
+    /// refuses it for good, a dead letter saying which item and why takes
+    /// its place. Returns the writes.
+    async fn commit_alone(
+        &self,
+        cp: &Checkpoint,
+        note: &Note,
+        op: TxOp,
+        blind: bool,
+        attr: &str,
+    ) -> Result<u64, PartsError> {
+        let target = parts::target(&op);
+        let e = match self.store.transact(vec![op, cp.check_parts(note)]).await {
+            Ok(()) => return Ok(1),
+            Err(StoreError::TransactionCanceled { failed }) if failed.contains(&1) => {
+                return Err(PartsError::Fenced);
+            }
+            Err(StoreError::TransactionCanceled { .. }) if blind => return Ok(0),
+            Err(e) if e.is_permanent() => e,
+            Err(e) => return Err(PartsError::Midway(e)),
+        };
+        let what = target.map_or_else(
+            || "an item without a key".to_owned(),
+            |(table, key)| format!("{table:?} item {}/{}", key.pk, key.sk),
+        );
+        tracing::warn!(stream = %cp.stream, shard = %cp.shard, item = %what, error = %e,
+            "the store refused a batch's effect on one item; dead-lettering it as unprocessable");
+        let position = format!("{}/{what}", note.end);
+        let letter = DeadLetter::new(
+            DeadLetterReason::Unprocessable.as_str(),
+            &format!(
+                "the store refused the effect of the batch ending at {} on {what}: {e}",
+                note.end
+            ),
+            (&cp.stream, &cp.shard, &position),
+            note.at,
+            &[],
+        );
+        let key = dead_letter_key(note.at, &cp.stream, &cp.shard, &position);
+        let mut ops = vec![TxOp::Put {
+            table: Table::DeadLetters,
+            item: to_item(&key, &letter).map_err(PartsError::Midway)?,
+            cond: None,
+        }];
+        parts::mark(&mut ops, attr, &note.end);
+        ops.push(cp.check_parts(note));
+        match self.store.transact(ops).await {
+            Ok(()) => {
+                metrics::counter!("shopstream_events_dead_lettered_total", "reason" => DeadLetterReason::Unprocessable.as_str(), "stream" => cp.stream.clone())
+                    .increment(1);
+                Ok(1)
+            }
+            Err(StoreError::TransactionCanceled { failed }) if failed.contains(&1) => {
+                Err(PartsError::Fenced)
+            }
+            // Written by an earlier try of this batch.
+            Err(StoreError::TransactionCanceled { .. }) => Ok(0),
+            Err(e) => Err(PartsError::Midway(e)),
+        }
+    }
+
+    /// Replays the half-committed batch `all[start..start + len]` that
+    /// `note` describes: folds it with the note's decisions and clock from
+    /// fresh reads, leaves out the items its mark says are written, and
+    /// commits the rest in parts, the last one moving the checkpoint. Holds
+    /// the turn throughout (a replay is rare, and what this worker kept may
+    /// predate the parts that landed).
+    async fn replay(
+        &self,
+        cp: &Checkpoint,
+        all: &Arc<[Decoded]>,
+        start: usize,
+        len: usize,
+        note: &Note,
+    ) -> Result<(Folded, Committed), CommitError> {
+        metrics::counter!("shopstream_pipeline_replays_total", "stream" => cp.stream.clone())
+            .increment(1);
+        tracing::info!(stream = %cp.stream, shard = %cp.shard, end = %note.end, records = len,
+            "replaying a half-committed batch");
+        let _turn = self.turn.clone().lock_owned().await;
+        let attr = parts::marker_attr(&cp.stream, &cp.shard);
+        let mut attempt = 0;
+        loop {
+            *self.owned() = Owned::default();
+            let (read, done) = self
+                .read(needs(&all[start..start + len]), Some((&attr, &note.end)))
+                .await?;
+            let (records, stream, shard) = (all.clone(), cp.stream.clone(), cp.shard.clone());
+            let (firsts, now_ms) = (note.firsts.clone(), note.at);
+            let (mut folded, read) = tokio::task::spawn_blocking(move || {
+                let origin = Origin {
+                    stream: &stream,
+                    shard: &shard,
+                    now_ms,
+                };
+                let records = &records[start..start + len];
+                (fold_decided(records, &read, &origin, Some(&firsts)), read)
+            })
+            .await
+            .map_err(|e| StoreError::Unavailable(e.to_string()))?;
+            // The items written already are as they were read.
+            folded
+                .ops
+                .retain(|op| parts::target(op).is_none_or(|t| !done.contains(&t)));
+            let is_done = |table: Table, key: Key| done.contains(&(table, key));
+            for (id, v) in read.stock {
+                if is_done(Table::Inventory, stock_key(&id)) {
+                    folded.after.stock.insert(id, v);
+                }
+            }
+            for (s, v) in read.profiles {
+                if is_done(Table::Behaviour, profile_key(&s)) {
+                    folded.after.profiles.insert(s, v);
+                }
+            }
+            for (k, v) in read.marks {
+                if is_done(Table::Behaviour, mark_key(&k)) {
+                    folded.after.marks.insert(k, v);
+                }
+            }
+            let started = Instant::now();
+            let ops = std::mem::take(&mut folded.ops);
+            match self.commit_parts(cp, ops, note, false).await {
+                Ok(done) => {
+                    record_commit(cp, started, len, &done);
+                    self.owned().keep(Snapshot {
+                        stock: folded.after.stock.clone(),
+                        profiles: std::mem::take(&mut folded.after.profiles),
+                        marks: std::mem::take(&mut folded.after.marks),
+                    });
+                    return Ok((folded, done));
+                }
+                Err(PartsError::Fenced) => return Err(self.fenced(cp)),
+                Err(PartsError::Midway(e) | PartsError::NoneCommitted(e)) if e.is_contention() => {
+                    attempt += 1;
+                    self.retrying(cp, attempt)?;
+                    tokio::time::sleep(std::time::Duration::from_millis(u64::from(attempt) * 5))
+                        .await;
+                }
+                Err(PartsError::Midway(e) | PartsError::NoneCommitted(e)) => return Err(e.into()),
             }
         }
     }
@@ -830,11 +1306,8 @@ pub async fn merge_profiles(
             return Ok(false);
         };
         let from = Profile::from_item(from_item_)?;
-        let into: Option<Profile> = store
-            .get(Table::Behaviour, &into_key)
-            .await?
-            .map(Profile::from_item)
-            .transpose()?;
+        let into_raw = store.get(Table::Behaviour, &into_key).await?;
+        let into: Option<Profile> = into_raw.clone().map(Profile::from_item).transpose()?;
         let base = into.clone().unwrap_or_default();
         let next = Profile {
             recent_views: merged(&base.recent_views, &from.recent_views, RECENT),
@@ -852,10 +1325,15 @@ pub async fn merge_profiles(
             Some(p) => Cond::eq("version", p.version),
             None => Cond::NotExists,
         };
+        let mut item = next.to_item(&into_key)?;
+        // The user's shard's replay must still see what its batch wrote.
+        if let Some(raw) = &into_raw {
+            parts::copy_markers(raw, &mut item);
+        }
         let ops = vec![
             TxOp::Put {
                 table: Table::Behaviour,
-                item: next.to_item(&into_key)?,
+                item,
                 cond: Some(into_cond),
             },
             TxOp::Delete {

@@ -16,6 +16,10 @@ pub type Rule = dyn Fn(&[TxOp]) -> Option<StoreError> + Send + Sync;
 pub struct Faulty {
     inner: Arc<dyn Store>,
     rule: Box<Rule>,
+    /// The most operations a transaction holds, if fewer than the inner
+    /// store's (so that a test on the embedded store sees batches
+    /// committed in parts, as on DynamoDB).
+    max_ops: Option<usize>,
 }
 
 impl std::fmt::Debug for Faulty {
@@ -34,7 +38,14 @@ impl Faulty {
         Self {
             inner,
             rule: Box::new(rule),
+            max_ops: None,
         }
+    }
+
+    /// Transactions hold at most `n` operations (enforced, not only said).
+    pub fn with_max_ops(mut self, n: usize) -> Self {
+        self.max_ops = Some(n);
+        self
     }
 }
 
@@ -84,13 +95,21 @@ impl Store for Faulty {
         self.inner.query(table, pk, query).await
     }
     async fn transact(&self, ops: Vec<TxOp>) -> StoreResult<()> {
+        if ops.len() > self.max_transaction_ops() {
+            return Err(StoreError::Invalid(format!(
+                "a transaction takes at most {} operations, not {}",
+                self.max_transaction_ops(),
+                ops.len()
+            )));
+        }
         if let Some(e) = (self.rule)(&ops) {
             return Err(e);
         }
         self.inner.transact(ops).await
     }
     fn max_transaction_ops(&self) -> usize {
-        self.inner.max_transaction_ops()
+        let inner = self.inner.max_transaction_ops();
+        self.max_ops.map_or(inner, |n| n.min(inner))
     }
     fn max_transaction_bytes(&self) -> usize {
         self.inner.max_transaction_bytes()

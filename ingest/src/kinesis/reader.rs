@@ -31,6 +31,9 @@ pub struct ShardReader {
     attempt: u32,
     /// When the last `GetRecords` call was made.
     last_read: Option<Instant>,
+    /// Where a half-committed batch of this shard ends: records are read
+    /// on until they reach it before the next commit.
+    until: Option<Position>,
 }
 
 /// What one step of a reader came to.
@@ -57,6 +60,7 @@ impl ShardReader {
             renewed: Instant::now(),
             attempt: 0,
             last_read: None,
+            until: None,
         }
     }
 
@@ -125,7 +129,14 @@ impl ShardReader {
                 Err(e) => return self.failing("cannot renew lease", &e.to_string()),
             }
         }
-        if !self.pending.is_empty() {
+        let reached = match (&self.until, self.pending.last()) {
+            (None, _) => true,
+            (Some(until), Some(last)) => {
+                Position::parse(&last.position).is_some_and(|p| &p >= until)
+            }
+            (Some(_), None) => false,
+        };
+        if !self.pending.is_empty() && (reached || self.at_end) {
             let batch = std::mem::take(&mut self.pending);
             return match self
                 .consumer
@@ -136,6 +147,17 @@ impl ShardReader {
                 Ok(applied) => {
                     self.held.lease.checkpoint = applied.checkpoint;
                     self.attempt = 0;
+                    self.until = None;
+                    Step::More
+                }
+                Err(CommitError::Incomplete { until, .. }) => {
+                    tracing::info!(stream = %self.held.stream, shard = self.shard(), %until,
+                        "reading on to the end of a half-committed batch");
+                    self.pending = batch;
+                    self.until = Position::parse(&until);
+                    if self.until.is_none() {
+                        return self.failing("unreadable end of a half-committed batch", &until);
+                    }
                     Step::More
                 }
                 Err(CommitError::Fenced { .. }) => {
