@@ -15,7 +15,6 @@ use std::{
 };
 
 use domain::{DeadLetterReason, Event, Rejection};
-use futures::future::join_all;
 use storage::{Cond, Key, Store, StoreError, Table, TxOp, Update, Value, from_item, to_item};
 
 use crate::{
@@ -529,46 +528,75 @@ impl Pipeline {
         let reads = (needs.products.len() + needs.subjects.len() + needs.marks.len()) as u64;
         metrics::counter!("shopstream_pipeline_state_reads_total").increment(reads);
         let store = self.store.as_ref();
-        // Reads one item, noting whether it is marked.
-        let get = |table: Table, key: Key| async move {
-            let item = store.get(table, &key).await?;
-            let done = match (&item, mark) {
-                (Some(item), Some((attr, end))) => parts::marked(item, attr, end),
-                _ => false,
-            };
-            Ok::<_, StoreError>((item, done.then_some((table, key))))
+        let ids: Vec<String> = needs.products.into_iter().collect();
+        let subjects: Vec<String> = needs.subjects.into_iter().collect();
+        let seen: Vec<String> = needs.marks.into_iter().collect();
+        let keys = |names: &[String], key: fn(&str) -> Key| {
+            names.iter().map(|n| key(n)).collect::<Vec<_>>()
         };
-        let stock = join_all(needs.products.into_iter().map(|id| async move {
-            let (got, done) = get(Table::Inventory, stock_key(&id)).await?;
-            Ok::<_, StoreError>(((id, got.map(from_item::<Stock>).transpose()?), done))
-        }));
-        let profiles = join_all(needs.subjects.into_iter().map(|s| async move {
-            let (got, done) = get(Table::Behaviour, profile_key(&s)).await?;
-            Ok::<_, StoreError>(((s, got.map(Profile::from_item).transpose()?), done))
-        }));
-        let marks = join_all(needs.marks.into_iter().map(|k| async move {
-            let (got, done) = get(Table::Behaviour, mark_key(&k)).await?;
-            Ok::<_, StoreError>(((k, got.map(from_item::<Mark>).transpose()?), done))
-        }));
-        let (stock, profiles, marks) = tokio::join!(stock, profiles, marks);
-        type Got<T> = Result<((String, Option<T>), Option<(Table, Key)>), StoreError>;
+        let (stock_keys, profile_keys, mark_keys) = (
+            keys(&ids, stock_key),
+            keys(&subjects, profile_key),
+            keys(&seen, mark_key),
+        );
+        let (stock, profiles, marks) = tokio::try_join!(
+            store.get_many(Table::Inventory, &stock_keys),
+            store.get_many(Table::Behaviour, &profile_keys),
+            store.get_many(Table::Behaviour, &mark_keys),
+        )?;
+        let mut done = HashSet::new();
+        /// Decodes what was read, noting the items that carry the mark.
         fn collect<T>(
-            all: Vec<Got<T>>,
+            names: Vec<String>,
+            keys: Vec<Key>,
+            items: Vec<Option<storage::Item>>,
+            table: Table,
+            decode: impl Fn(storage::Item) -> Result<T, StoreError>,
+            mark: Option<(&str, &str)>,
             done: &mut HashSet<(Table, Key)>,
         ) -> Result<HashMap<String, Option<T>>, StoreError> {
-            all.into_iter()
-                .map(|r| {
-                    let (kv, d) = r?;
-                    done.extend(d);
-                    Ok(kv)
+            names
+                .into_iter()
+                .zip(keys)
+                .zip(items)
+                .map(|((name, key), item)| {
+                    if let (Some(item), Some((attr, end))) = (&item, mark)
+                        && parts::marked(item, attr, end)
+                    {
+                        done.insert((table, key));
+                    }
+                    Ok((name, item.map(&decode).transpose()?))
                 })
                 .collect()
         }
-        let mut done = HashSet::new();
         let read = Snapshot {
-            stock: collect(stock, &mut done)?,
-            profiles: collect(profiles, &mut done)?,
-            marks: collect(marks, &mut done)?,
+            stock: collect(
+                ids,
+                stock_keys,
+                stock,
+                Table::Inventory,
+                from_item::<Stock>,
+                mark,
+                &mut done,
+            )?,
+            profiles: collect(
+                subjects,
+                profile_keys,
+                profiles,
+                Table::Behaviour,
+                Profile::from_item,
+                mark,
+                &mut done,
+            )?,
+            marks: collect(
+                seen,
+                mark_keys,
+                marks,
+                Table::Behaviour,
+                from_item::<Mark>,
+                mark,
+                &mut done,
+            )?,
         };
         Ok((read, done))
     }
@@ -887,18 +915,13 @@ impl Pipeline {
                     {
                         metrics::counter!("shopstream_pipeline_replay_skipped_total", "stream" => cp.stream.clone())
                             .increment(failed.len() as u64);
-                        let mut j = 0;
-                        let keep: Vec<bool> =
-                            (0..part.len()).map(|k| !failed.contains(&k)).collect();
-                        part.retain(|_| {
-                            j += 1;
-                            keep[j - 1]
-                        });
-                        let mut j = 0;
-                        blind.retain(|_| {
-                            j += 1;
-                            keep[j - 1]
-                        });
+                        (part, blind) = part
+                            .into_iter()
+                            .zip(blind)
+                            .enumerate()
+                            .filter(|(k, _)| !failed.contains(k))
+                            .map(|(_, kept)| kept)
+                            .unzip();
                     }
                     Err(e) if e.is_permanent() && landed => {
                         tracing::warn!(stream = %cp.stream, shard = %cp.shard, error = %e,

@@ -15,8 +15,8 @@ use aws_sdk_dynamodb::{
     operation::transact_write_items::TransactWriteItemsError,
     types::{
         AttributeDefinition, AttributeValue as Av, BillingMode, ConditionCheck, Delete,
-        KeySchemaElement, KeyType, Put, ReturnValue, ScalarAttributeType, TableStatus,
-        TransactWriteItem, Update as DdbUpdate,
+        KeySchemaElement, KeyType, KeysAndAttributes, Put, ReturnValue, ScalarAttributeType,
+        TableStatus, TransactWriteItem, Update as DdbUpdate,
     },
 };
 
@@ -41,6 +41,51 @@ pub struct Dynamo {
 }
 
 impl Dynamo {
+    /// One `BatchGetItem` of at most 100 distinct keys, strongly
+    /// consistent, asking again for the keys DynamoDB left unprocessed
+    /// (throttling, or its 16 MB response limit) with backoff.
+    async fn batch_get(&self, table: &str, keys: &[&Key]) -> StoreResult<Vec<Item>> {
+        let mut pending: Vec<HashMap<String, Av>> = keys.iter().map(|k| key_av(k)).collect();
+        let mut out = Vec::with_capacity(keys.len());
+        let mut attempt = 0u32;
+        while !pending.is_empty() {
+            let request = KeysAndAttributes::builder()
+                .set_keys(Some(pending))
+                .consistent_read(true)
+                .build()
+                .map_err(|e| StoreError::Invalid(e.to_string()))?;
+            let got = self
+                .client
+                .batch_get_item()
+                .request_items(table, request)
+                .send()
+                .await
+                .map_err(map_err)?;
+            out.extend(
+                got.responses
+                    .and_then(|mut r| r.remove(table))
+                    .unwrap_or_default()
+                    .into_iter()
+                    .map(from_av),
+            );
+            pending = got
+                .unprocessed_keys
+                .and_then(|mut u| u.remove(table))
+                .map(|k| k.keys)
+                .unwrap_or_default();
+            if !pending.is_empty() {
+                attempt += 1;
+                if attempt > 10 {
+                    return Err(StoreError::Unavailable(format!(
+                        "{} keys of {table} stayed unprocessed after {attempt} tries",
+                        pending.len()
+                    )));
+                }
+                tokio::time::sleep(Duration::from_millis(25 << attempt.min(6))).await;
+            }
+        }
+        Ok(out)
+    }
     /// Uses the SDK's default configuration chain.
     pub async fn from_env(table_prefix: &str) -> Self {
         let config = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
@@ -81,6 +126,11 @@ impl Dynamo {
 fn to_av(item: Item) -> HashMap<String, Av> {
     item.into_iter().map(|(k, v)| (k, Av::from(v))).collect()
 }
+
+/// The most keys one `BatchGetItem` takes.
+const BATCH_GET_KEYS: usize = 100;
+/// How many `BatchGetItem` requests [`Dynamo::get_many`] keeps in flight.
+const BATCH_GETS_AT_ONCE: usize = 4;
 
 fn from_av(item: HashMap<String, Av>) -> Item {
     item.into_iter().map(|(k, v)| (k, Value::from(v))).collect()
@@ -322,6 +372,31 @@ impl Store for Dynamo {
             .await
             .map_err(map_err)?;
         Ok(out.item.map(from_av))
+    }
+
+    #[tracing::instrument(name = "store.get_many", skip_all, fields(backend = "dynamodb", keys = keys.len()), err(level = "debug"))]
+    async fn get_many(&self, table: Table, keys: &[Key]) -> StoreResult<Vec<Option<Item>>> {
+        use futures::{StreamExt, TryStreamExt};
+        let mut unique: Vec<&Key> = keys.iter().collect();
+        unique.sort();
+        unique.dedup();
+        for k in &unique {
+            check_key(k)?;
+        }
+        let name = self.table(table);
+        let reads: Vec<_> = unique
+            .chunks(BATCH_GET_KEYS)
+            .map(|chunk| Box::pin(self.batch_get(&name, chunk)))
+            .collect();
+        let found: Vec<Vec<Item>> = futures::stream::iter(reads)
+            .buffered(BATCH_GETS_AT_ONCE)
+            .try_collect()
+            .await?;
+        let mut by_key: HashMap<Key, Item> = HashMap::with_capacity(unique.len());
+        for item in found.into_iter().flatten() {
+            by_key.insert(Key::of(&item)?, item);
+        }
+        Ok(keys.iter().map(|k| by_key.get(k).cloned()).collect())
     }
 
     async fn put(&self, table: Table, item: Item, cond: Option<Cond>) -> StoreResult<()> {

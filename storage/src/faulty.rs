@@ -71,6 +71,9 @@ impl Store for Faulty {
     async fn get(&self, table: Table, key: &Key) -> StoreResult<Option<Item>> {
         self.inner.get(table, key).await
     }
+    async fn get_many(&self, table: Table, keys: &[Key]) -> StoreResult<Vec<Option<Item>>> {
+        self.inner.get_many(table, keys).await
+    }
     async fn put(&self, table: Table, item: Item, cond: Option<Cond>) -> StoreResult<()> {
         self.inner.put(table, item, cond).await
     }

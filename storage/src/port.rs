@@ -279,6 +279,9 @@ impl TxOp {
     }
 }
 
+/// How many reads [`Store::get_many`]'s default keeps in flight.
+pub const GET_MANY_AT_ONCE: usize = 32;
+
 /// The storage port. See the module documentation for the contract.
 #[async_trait]
 pub trait Store: Send + Sync + std::fmt::Debug + 'static {
@@ -292,6 +295,21 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     async fn ping(&self) -> StoreResult<()>;
 
     async fn get(&self, table: Table, key: &Key) -> StoreResult<Option<Item>>;
+
+    /// Reads many items of one table, strongly consistent like
+    /// [`Store::get`]: one entry per key, in the order of `keys`, `None`
+    /// where the item does not exist. The default reads [`GET_MANY_AT_ONCE`]
+    /// items at a time; DynamoDB reads 100 per request (`BatchGetItem`), so
+    /// a batch's thousands of reads neither flood the connection pool nor
+    /// cost a round trip each.
+    async fn get_many(&self, table: Table, keys: &[Key]) -> StoreResult<Vec<Option<Item>>> {
+        use futures::{StreamExt, TryStreamExt};
+        let reads: Vec<_> = keys.iter().map(|k| self.get(table, k)).collect();
+        futures::stream::iter(reads)
+            .buffered(GET_MANY_AT_ONCE)
+            .try_collect()
+            .await
+    }
 
     async fn put(&self, table: Table, item: Item, cond: Option<Cond>) -> StoreResult<()>;
 

@@ -611,6 +611,57 @@ async fn long_keys_and_large_transactions_are_refused_as_permanent(f: Fixture) {
     assert!(!StoreError::Unavailable("x".into()).is_permanent());
 }
 
+/// Many reads at once: every key answered in the order asked, missing items
+/// as `None`, a key asked twice answered twice, more keys than one DynamoDB
+/// `BatchGetItem` takes (100), and what a write just did is seen.
+async fn many_reads_answer_every_key_in_order(f: Fixture) {
+    let st = &f.store;
+    for i in (0..250).step_by(2) {
+        st.put(
+            Table::Inventory,
+            item("inv", &format!("{i:04}"), &[("n", n(i))]),
+            None,
+        )
+        .await
+        .unwrap();
+    }
+    let mut keys: Vec<Key> = (0..250)
+        .rev()
+        .map(|i| Key::new("inv", format!("{i:04}")))
+        .collect();
+    keys.push(Key::new("inv", "0010"));
+    let got = st.get_many(Table::Inventory, &keys).await.unwrap();
+    assert_eq!(got.len(), keys.len());
+    for (k, g) in keys.iter().zip(&got) {
+        let i: i64 = k.sk.parse().unwrap();
+        match g {
+            Some(it) => {
+                assert_eq!(i % 2, 0, "{k:?} was never written");
+                assert_eq!(it.get("n"), Some(&n(i)));
+                assert_eq!(Key::of(it).unwrap(), *k);
+            }
+            None => assert_eq!(i % 2, 1, "{k:?} was written"),
+        }
+    }
+    st.update(
+        Table::Inventory,
+        &Key::new("inv", "0001"),
+        vec![Update::add("n", 5)],
+        None,
+    )
+    .await
+    .unwrap();
+    let again = st
+        .get_many(Table::Inventory, &[Key::new("inv", "0001")])
+        .await
+        .unwrap();
+    assert_eq!(again[0].as_ref().and_then(|i| i.get("n")), Some(&n(5)));
+    assert!(st.get_many(Table::Inventory, &[]).await.unwrap().is_empty());
+    // Tables are separate namespaces.
+    let other = st.get_many(Table::Products, &keys[..3]).await.unwrap();
+    assert!(other.iter().all(Option::is_none));
+}
+
 async fn create_tables_is_idempotent(f: Fixture) {
     f.store.create_tables().await.unwrap();
     f.store.create_tables().await.unwrap();
@@ -647,6 +698,7 @@ conformance!(
     paging_returns_every_item_once,
     oversized_item_is_refused_clearly,
     long_keys_and_large_transactions_are_refused_as_permanent,
+    many_reads_answer_every_key_in_order,
     create_tables_is_idempotent,
 );
 
