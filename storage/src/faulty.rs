@@ -20,6 +20,8 @@ pub struct Faulty {
     /// store's (so that a test on the embedded store sees batches
     /// committed in parts, as on DynamoDB).
     max_ops: Option<usize>,
+    /// The most bytes a transaction holds, likewise.
+    max_bytes: Option<usize>,
 }
 
 impl std::fmt::Debug for Faulty {
@@ -39,12 +41,19 @@ impl Faulty {
             inner,
             rule: Box::new(rule),
             max_ops: None,
+            max_bytes: None,
         }
     }
 
     /// Transactions hold at most `n` operations (enforced, not only said).
     pub fn with_max_ops(mut self, n: usize) -> Self {
         self.max_ops = Some(n);
+        self
+    }
+
+    /// Transactions hold at most `n` bytes (enforced, not only said).
+    pub fn with_max_bytes(mut self, n: usize) -> Self {
+        self.max_bytes = Some(n);
         self
     }
 }
@@ -105,6 +114,7 @@ impl Store for Faulty {
                 ops.len()
             )));
         }
+        crate::expr::check_transaction_size(&ops, self.max_transaction_bytes())?;
         if let Some(e) = (self.rule)(&ops) {
             return Err(e);
         }
@@ -115,6 +125,7 @@ impl Store for Faulty {
         self.max_ops.map_or(inner, |n| n.min(inner))
     }
     fn max_transaction_bytes(&self) -> usize {
-        self.inner.max_transaction_bytes()
+        let inner = self.inner.max_transaction_bytes();
+        self.max_bytes.map_or(inner, |n| n.min(inner))
     }
 }
