@@ -49,6 +49,10 @@ impl Inner {
     }
 }
 
+/// How many reads [`Store::get_many`] does on the calling task; more go to
+/// the blocking pool.
+const INLINE_READS: usize = 256;
+
 /// The embedded store. Cheap to clone; the file is closed when the last clone
 /// is dropped.
 #[derive(Clone, Debug)]
@@ -472,6 +476,37 @@ impl Store for Embedded {
             .get((key.pk.as_str(), key.sk.as_str()))
             .map_err(unavailable)?;
         got.map(|v| decode(v.value())).transpose()
+    }
+
+    async fn get_many(&self, table: Table, keys: &[Key]) -> StoreResult<Vec<Option<Item>>> {
+        for k in keys {
+            check_key(k)?;
+        }
+        // One snapshot for all: a batch's thousands of reads are
+        // milliseconds, so a large set is read off the async workers.
+        let read = move |inner: &Inner, keys: &[Key]| -> StoreResult<Vec<Option<Item>>> {
+            let txn = inner.db.begin_read().map_err(unavailable)?;
+            let t = match txn.open_table(inner.def(table)) {
+                Ok(t) => t,
+                Err(TableError::TableDoesNotExist(_)) => return Ok(vec![None; keys.len()]),
+                Err(e) => return Err(unavailable(e)),
+            };
+            keys.iter()
+                .map(|k| {
+                    t.get((k.pk.as_str(), k.sk.as_str()))
+                        .map_err(unavailable)?
+                        .map(|v| decode(v.value()))
+                        .transpose()
+                })
+                .collect()
+        };
+        if keys.len() <= INLINE_READS {
+            return read(&self.inner, keys);
+        }
+        let (inner, keys) = (self.inner.clone(), keys.to_vec());
+        tokio::task::spawn_blocking(move || read(&inner, &keys))
+            .await
+            .map_err(|e| StoreError::Unavailable(e.to_string()))?
     }
 
     async fn put(&self, table: Table, item: Item, cond: Option<Cond>) -> StoreResult<()> {

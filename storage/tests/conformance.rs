@@ -613,10 +613,11 @@ async fn long_keys_and_large_transactions_are_refused_as_permanent(f: Fixture) {
 
 /// Many reads at once: every key answered in the order asked, missing items
 /// as `None`, a key asked twice answered twice, more keys than one DynamoDB
-/// `BatchGetItem` takes (100), and what a write just did is seen.
+/// `BatchGetItem` takes (100) and than the embedded store reads inline
+/// (256), and what a write just did is seen.
 async fn many_reads_answer_every_key_in_order(f: Fixture) {
     let st = &f.store;
-    for i in (0..250).step_by(2) {
+    for i in (0..300).step_by(2) {
         st.put(
             Table::Inventory,
             item("inv", &format!("{i:04}"), &[("n", n(i))]),
@@ -625,7 +626,7 @@ async fn many_reads_answer_every_key_in_order(f: Fixture) {
         .await
         .unwrap();
     }
-    let mut keys: Vec<Key> = (0..250)
+    let mut keys: Vec<Key> = (0..300)
         .rev()
         .map(|i| Key::new("inv", format!("{i:04}")))
         .collect();
