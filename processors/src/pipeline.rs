@@ -693,15 +693,12 @@ impl Pipeline {
                     at: origin.now_ms,
                     firsts: std::mem::take(&mut folded.firsts),
                 };
-                let (done, ticket) = tokio::sync::watch::channel(None);
-                let spec = self.owned().speculate(&mut folded.after, &ticket);
-                drop(turn);
-                if !all_committed(&builds_on).await {
-                    self.owned().settle(spec, &done, false);
+                let Some((done, spec)) = self.hold(&mut folded.after, turn, &builds_on).await
+                else {
                     attempt += 1;
                     self.retrying(cp, attempt)?;
                     continue;
-                }
+                };
                 let started = Instant::now();
                 let ops = std::mem::take(&mut folded.ops);
                 let result = self.commit_parts(cp, ops, &note, true).await;
@@ -764,17 +761,11 @@ impl Pipeline {
             let mut ops = std::mem::take(&mut folded.ops);
             ops.push(cp.op(&to));
             let units = units + storage::expr::transaction_write_units(&ops[fence..]);
-            let (done, ticket) = tokio::sync::watch::channel(None);
-            let spec = self.owned().speculate(&mut folded.after, &ticket);
-            drop(turn);
-            // A fold that took another's uncommitted effects commits only
-            // after it, and folds again if that one did not commit.
-            if !all_committed(&builds_on).await {
-                self.owned().settle(spec, &done, false);
+            let Some((done, spec)) = self.hold(&mut folded.after, turn, &builds_on).await else {
                 attempt += 1;
                 self.retrying(cp, attempt)?;
                 continue;
-            }
+            };
             let started = Instant::now();
             let result = self.store.transact(ops).await;
             self.owned().settle(spec, &done, result.is_ok());
@@ -818,6 +809,27 @@ impl Pipeline {
                 }
                 Err(e) => return Err(e.into()),
             }
+        }
+    }
+
+    /// Keeps a fold's effects in [`Owned`] under a new ticket, gives up the
+    /// turn, and waits for the folds whose uncommitted effects it took: a
+    /// fold commits only after them. `None` (its effects forgotten again) if
+    /// one of them did not commit: the fold must be done again.
+    async fn hold(
+        &self,
+        after: &mut Snapshot,
+        turn: Option<tokio::sync::OwnedMutexGuard<()>>,
+        builds_on: &[Ticket],
+    ) -> Option<(tokio::sync::watch::Sender<Option<bool>>, Speculated)> {
+        let (done, ticket) = tokio::sync::watch::channel(None);
+        let spec = self.owned().speculate(after, &ticket);
+        drop(turn);
+        if all_committed(builds_on).await {
+            Some((done, spec))
+        } else {
+            self.owned().settle(spec, &done, false);
+            None
         }
     }
 
