@@ -443,13 +443,8 @@ impl Pipeline {
                 .into());
             }
             let (mut folded, done) = self.replay(&cp, &decoded, 0, end + 1, &note).await?;
-            applied.events += folded.applied.values().sum::<u64>();
-            applied.dead_letters += folded.dead.values().sum::<u64>();
-            applied.duplicates += folded.duplicates.values().sum::<u64>();
-            applied.commits += done.transactions;
-            self.after_commit(&cp, &mut folded).await;
-            cp.from = Some(note.end.clone());
-            applied.checkpoint = Some(note.end);
+            self.committed(&mut cp, &mut applied, &mut folded, done, note.end)
+                .await;
             start = end + 1;
         }
         let mut bound = decoded.len();
@@ -458,13 +453,8 @@ impl Pipeline {
             let (n, mut folded, next, done) = self.commit_prefix(&cp, &decoded, start, len).await?;
             bound = next.unwrap_or(usize::MAX);
             let to = decoded[start + n - 1].position.clone();
-            applied.events += folded.applied.values().sum::<u64>();
-            applied.dead_letters += folded.dead.values().sum::<u64>();
-            applied.duplicates += folded.duplicates.values().sum::<u64>();
-            applied.commits += done.transactions;
-            self.after_commit(&cp, &mut folded).await;
-            cp.from = Some(to.clone());
-            applied.checkpoint = Some(to);
+            self.committed(&mut cp, &mut applied, &mut folded, done, to)
+                .await;
             start += n;
         }
         Ok(applied)
@@ -831,6 +821,25 @@ impl Pipeline {
             self.owned().settle(spec, &done, false);
             None
         }
+    }
+
+    /// After records up to `to` committed: counts what they did into
+    /// `applied`, runs [`Self::after_commit`], and moves the checkpoint.
+    async fn committed(
+        &self,
+        cp: &mut Checkpoint,
+        applied: &mut Applied,
+        folded: &mut Folded,
+        done: Committed,
+        to: String,
+    ) {
+        applied.events += folded.applied.values().sum::<u64>();
+        applied.dead_letters += folded.dead.values().sum::<u64>();
+        applied.duplicates += folded.duplicates.values().sum::<u64>();
+        applied.commits += done.transactions;
+        self.after_commit(cp, folded).await;
+        cp.from = Some(to.clone());
+        applied.checkpoint = Some(to);
     }
 
     /// Forgets what this worker kept (the lease moved) and says so.
