@@ -28,7 +28,7 @@
 use std::{
     collections::{HashMap, HashSet},
     sync::Arc,
-    time::Duration,
+    time::{Duration, Instant},
 };
 
 use anyhow::Context;
@@ -177,6 +177,22 @@ impl Application {
             stop.wait().await;
             tracing::info!("finishing requests in flight");
         });
+        // The whole stop fits in `shutdown_grace_secs`: requests in flight get
+        // half of it, the workers (checkpoints, lease releases) the rest.
+        let grace = Duration::from_secs(self.settings.shutdown_grace_secs);
+        let stop = self.stop.clone();
+        let serving = async move {
+            tokio::select! {
+                served = serving => served,
+                () = async {
+                    stop.wait().await;
+                    tokio::time::sleep(grace / 2).await;
+                } => {
+                    tracing::warn!(after = ?grace / 2, "requests still in flight at the stop; abandoned");
+                    Ok(())
+                }
+            }
+        };
         tokio::pin!(serving);
         let (served, failed) = tokio::select! {
             served = &mut serving => (served, None),
@@ -194,7 +210,10 @@ impl Application {
                 Ok(Ok(())) => {}
             }
         }
-        workers.stop_in_reverse().await;
+        let stopping = self.stop.requested_at().unwrap_or_else(Instant::now);
+        workers
+            .stop_in_reverse(stopping + grace.saturating_sub(Duration::from_millis(500)))
+            .await;
         tracing::info!("shopstream stopped");
         served?;
         match failed {
@@ -270,6 +289,10 @@ impl Application {
             events: self.events.clone(),
             notifier: wiring::notifier(settings).await?,
             payments: self.shop.payments().clone(),
+            alerts: wiring::supplier_notifier(settings).await?,
+            suppliers: commerce::suppliers::Suppliers {
+                store: self.store.clone(),
+            },
             wake: self.shop.outbox_wake.clone(),
         };
         workers.start("outbox relay", |mut stopped| {
@@ -423,13 +446,14 @@ impl Workers {
     }
 
     /// Stops each worker in turn, newest first, and waits for it (up to
-    /// [`WORKER_STOP`], then abandons it).
-    async fn stop_in_reverse(mut self) {
+    /// [`WORKER_STOP`], and never past `deadline`; then abandons it).
+    async fn stop_in_reverse(mut self, deadline: Instant) {
         while let Some((name, stop, id)) = self.started.pop() {
             let _ = stop.send(true);
             let finished = &mut self.finished;
             let set = &mut self.set;
-            let finished = tokio::time::timeout(WORKER_STOP, async {
+            let wait = WORKER_STOP.min(deadline.saturating_duration_since(Instant::now()));
+            let finished = tokio::time::timeout(wait, async {
                 while !finished.contains(&id) {
                     match set.join_next_with_id().await {
                         Some(Ok((done, ()))) => finished.insert(done),

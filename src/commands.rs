@@ -75,6 +75,31 @@ pub(crate) async fn dead_letters(
     Ok(())
 }
 
+/// What [`init`] creates, as JSON on stdout: the deployment's Terraform is
+/// checked against it (`deploy/terraform/test_terraform.py`).
+pub(crate) fn init_plan(settings: &Settings) -> anyhow::Result<()> {
+    let tables: Vec<_> = storage::Table::ALL
+        .iter()
+        .map(|t| {
+            serde_json::json!({
+                "name": format!("{}{}", settings.table_prefix, t.name()),
+                "hash_key": storage::PK,
+                "range_key": storage::SK,
+                "attribute_type": "S",
+                "billing_mode": "PAY_PER_REQUEST",
+                "ttl_attribute": t.ttl_attribute(),
+            })
+        })
+        .collect();
+    let plan = serde_json::json!({
+        "tables": tables,
+        "kinesis_stream": (settings.stream == StreamKind::Kinesis).then(|| settings.kinesis_stream.clone()),
+        "images_bucket": settings.images_bucket,
+    });
+    println!("{}", serde_json::to_string_pretty(&plan)?);
+    Ok(())
+}
+
 /// Creates the tables, and the stream, topic or bucket the settings name.
 /// Safe to run again.
 pub(crate) async fn init(settings: &Settings) -> anyhow::Result<()> {

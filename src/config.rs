@@ -144,6 +144,31 @@ pub struct Settings {
     pub ses_from: Option<String>,
     /// The topic notifications are published to with `notifier = "sns"`.
     pub sns_topic_arn: Option<String>,
+    /// How low-stock alerts reach suppliers: `file` (a file per alert in
+    /// `data_dir/notifications`), `ses` (e-mail to the supplier's contact
+    /// address, from `ses_from`), `sns` (a message on
+    /// `supplier_sns_topic_arn` with the attribute `supplier_id`) or
+    /// `webhook` (an HMAC-signed POST to the supplier's webhook URL).
+    pub supplier_notifier: SupplierNotifierKind,
+    /// The topic supplier alerts are published to with
+    /// `supplier_notifier = "sns"`.
+    pub supplier_sns_topic_arn: Option<String>,
+    /// Accept `http://` supplier webhook URLs (only for tests and private
+    /// networks; otherwise `https://` only).
+    pub webhook_allow_http: bool,
+    /// How long a supplier's webhook may take to answer.
+    pub webhook_timeout_ms: u64,
+    /// Export traces by OTLP/gRPC to this collector (e.g.
+    /// `http://127.0.0.1:4317`, the ADOT sidecar on ECS); unset: off.
+    pub otel_endpoint: Option<String>,
+    /// The share of new traces kept (0 to 1); a request that carries a
+    /// sampled `traceparent` is always kept.
+    pub otel_sampling_ratio: f64,
+    /// On SIGTERM, how long the server may take to finish requests, close
+    /// websockets (1001), checkpoint and release its leases before it gives
+    /// up on what is left. Keep it below the orchestrator's stop timeout
+    /// (ECS: `stopTimeout`, default 30 s).
+    pub shutdown_grace_secs: u64,
     /// Retrain the recommender this often, in seconds (0: only on
     /// `POST /api/admin/model/train` or `shopstream train`).
     pub recommender_train_secs: u64,
@@ -160,6 +185,15 @@ pub struct Settings {
     /// Categories whose bought items may be recommended again,
     /// comma-separated (e.g. `groceries,pet food`).
     pub recommend_repeat_categories: String,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SupplierNotifierKind {
+    File,
+    Ses,
+    Sns,
+    Webhook,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -237,6 +271,13 @@ impl Default for Settings {
             notifier: NotifierKind::File,
             ses_from: None,
             sns_topic_arn: None,
+            supplier_notifier: SupplierNotifierKind::File,
+            supplier_sns_topic_arn: None,
+            webhook_allow_http: false,
+            webhook_timeout_ms: 10_000,
+            otel_endpoint: None,
+            otel_sampling_ratio: 1.0,
+            shutdown_grace_secs: 25,
             recommender_train_secs: 600,
             recommender_retrain_events: 10_000,
             recommender_retrain_min_secs: 60,
@@ -332,6 +373,7 @@ impl Settings {
             },
             recommend_per_category: self.recommend_per_category,
             recommend_repeat_categories: list(&self.recommend_repeat_categories),
+            webhook_allow_http: self.webhook_allow_http,
             ws: api::ws::WsConfig {
                 allowed_origins: list(&self.ws_allowed_origins),
                 max_connections_per_user: self.ws_max_connections_per_user,
@@ -489,6 +531,27 @@ impl Settings {
         }
         if !(1..=64).contains(&self.log_partitions) {
             bail!("invalid configuration: log_partitions must be from 1 to 64");
+        }
+        if !(0.0..=1.0).contains(&self.otel_sampling_ratio) {
+            bail!("invalid configuration: otel_sampling_ratio must be from 0 to 1");
+        }
+        if !(1..=3600).contains(&self.shutdown_grace_secs) {
+            bail!("invalid configuration: shutdown_grace_secs must be from 1 to 3600");
+        }
+        if !(100..=60_000).contains(&self.webhook_timeout_ms) {
+            bail!("invalid configuration: webhook_timeout_ms must be from 100 to 60000");
+        }
+        if self.supplier_notifier == SupplierNotifierKind::Sns
+            && self.supplier_sns_topic_arn.is_none()
+        {
+            bail!(
+                "invalid configuration: supplier_notifier = \"sns\" needs supplier_sns_topic_arn"
+            );
+        }
+        if self.supplier_notifier == SupplierNotifierKind::Ses && self.ses_from.is_none() {
+            bail!(
+                "invalid configuration: supplier_notifier = \"ses\" needs ses_from, the sender address"
+            );
         }
         if self.recommender_history_hours < 1 {
             bail!("invalid configuration: recommender_history_hours must be at least 1");

@@ -44,7 +44,12 @@ enum Command {
     Serve,
     /// Create the tables on the configured backend, and the Kinesis stream
     /// if `stream = "kinesis"`. Safe to run again.
-    Init,
+    Init {
+        /// Print what would be created (tables with their keys and TTL
+        /// attribute, stream, bucket) as JSON, and create nothing.
+        #[arg(long)]
+        plan: bool,
+    },
     /// Publish events from a JSON-lines file (one envelope per line) to the
     /// configured stream. If a server holds the embedded store, they go
     /// through its `POST /api/events` (with `--token`).
@@ -234,7 +239,8 @@ async fn run(cli: Cli) -> std::process::ExitCode {
             Some(stop) => serve(settings, stop).await,
             None => Err(anyhow::anyhow!("signal handlers were not registered")),
         },
-        Command::Init => commands::init(&settings).await,
+        Command::Init { plan: true } => commands::init_plan(&settings),
+        Command::Init { plan: false } => commands::init(&settings).await,
         Command::User { command } => commands::create_user(&settings, command).await,
         Command::Train { url, token } => train::run(&settings, url, token).await,
         Command::Evaluate {

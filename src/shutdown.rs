@@ -14,13 +14,21 @@ use tokio::sync::watch;
 #[derive(Clone, Debug)]
 pub struct Shutdown {
     requested: Arc<watch::Sender<bool>>,
+    /// When the first stop request came.
+    at: Arc<std::sync::OnceLock<std::time::Instant>>,
+}
+
+fn fire(requested: &watch::Sender<bool>, at: &std::sync::OnceLock<std::time::Instant>) {
+    at.get_or_init(std::time::Instant::now);
+    requested.send_replace(true);
 }
 
 impl Shutdown {
     /// Catches SIGINT and SIGTERM from now on. Must run inside the runtime.
     pub fn on_signals() -> std::io::Result<Self> {
         let requested = Arc::new(watch::Sender::new(false));
-        let tx = requested.clone();
+        let at = Arc::new(std::sync::OnceLock::new());
+        let (tx, fired_at) = (requested.clone(), at.clone());
         #[cfg(unix)]
         {
             use tokio::signal::unix::{SignalKind, signal};
@@ -33,17 +41,17 @@ impl Shutdown {
                     _ = int.recv() => "SIGINT",
                 };
                 tracing::info!(signal = name, "shutting down");
-                tx.send_replace(true);
+                fire(&tx, &fired_at);
             });
         }
         #[cfg(not(unix))]
         tokio::spawn(async move {
             if tokio::signal::ctrl_c().await.is_ok() {
                 tracing::info!("shutting down");
-                tx.send_replace(true);
+                fire(&tx, &fired_at);
             }
         });
-        Ok(Self { requested })
+        Ok(Self { requested, at })
     }
 
     /// A stop that only [`Shutdown::request`] sets off (for tests).
@@ -51,12 +59,18 @@ impl Shutdown {
     fn manual() -> Self {
         Self {
             requested: Arc::new(watch::Sender::new(false)),
+            at: Arc::default(),
         }
     }
 
     /// Asks for a stop, as a signal does.
     pub fn request(&self) {
-        self.requested.send_replace(true);
+        fire(&self.requested, &self.at);
+    }
+
+    /// When the stop was first requested, if it was.
+    pub fn requested_at(&self) -> Option<std::time::Instant> {
+        self.at.get().copied()
     }
 
     /// Whether a stop was requested.

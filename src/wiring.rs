@@ -183,6 +183,35 @@ pub(crate) async fn notifier(
     })
 }
 
+/// Where low-stock alerts reach suppliers (`supplier_notifier`).
+pub(crate) async fn supplier_notifier(
+    settings: &Settings,
+) -> anyhow::Result<Arc<dyn commerce::alerts::SupplierNotifier>> {
+    use crate::config::SupplierNotifierKind as Kind;
+    Ok(match settings.supplier_notifier {
+        Kind::File => Arc::new(commerce::alerts::FileAlerts {
+            dir: settings.data_dir.join("notifications"),
+        }),
+        Kind::Ses => {
+            let from = settings
+                .ses_from
+                .clone()
+                .context("supplier_notifier = \"ses\" needs `ses_from`, the sender address")?;
+            Arc::new(commerce::outbox::SesNotifier::from_env(from).await)
+        }
+        Kind::Sns => {
+            let topic = settings.supplier_sns_topic_arn.clone().context(
+                "supplier_notifier = \"sns\" needs `supplier_sns_topic_arn`, the topic to publish to",
+            )?;
+            Arc::new(commerce::outbox::SnsNotifier::from_env(topic).await)
+        }
+        Kind::Webhook => Arc::new(commerce::alerts::WebhookAlerts::new(
+            Duration::from_millis(settings.webhook_timeout_ms),
+            settings.webhook_allow_http,
+        )),
+    })
+}
+
 pub(crate) fn shop(settings: &Settings, store: &Arc<dyn Store>, bus: &Bus) -> commerce::Shop {
     let payments = Arc::new(commerce::payment::SimulatedProcessor::new(
         store.clone(),

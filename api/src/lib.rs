@@ -71,6 +71,8 @@ pub struct ApiConfig {
     pub recommend_per_category: usize,
     /// Categories whose bought items may be recommended again (groceries).
     pub recommend_repeat_categories: Vec<String>,
+    /// Whether a supplier's webhook URL may be `http://`.
+    pub webhook_allow_http: bool,
 }
 
 const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
@@ -99,6 +101,7 @@ pub fn router(state: AppState) -> Router {
         .merge(routes::basket::router())
         .merge(routes::orders::router())
         .merge(routes::supplier::router())
+        .merge(routes::suppliers::router())
         .merge(routes::recs::router())
         .merge(routes::model::router())
         .merge(ws::router())
@@ -127,17 +130,34 @@ pub async fn serve_metrics(
         .await
 }
 
+/// How long open websockets get to take their 1001 close at shutdown.
+const WS_CLOSE_WAIT: Duration = Duration::from_secs(3);
+
 /// Serves the API on `listener` until `shutdown` completes, then finishes the
-/// requests in flight.
+/// requests in flight and, meanwhile, closes every websocket with 1001
+/// (going away) so that clients reconnect to another instance at once.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     state: AppState,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(
+    let (fired, mut fired_rx) = tokio::sync::watch::channel(false);
+    let hub = state.hub.clone();
+    // Upgraded connections are not the server's any more: it would not wait
+    // for them, nor close them.
+    let closer = tokio::spawn(async move {
+        let _ = fired_rx.wait_for(|f| *f).await;
+        hub.close_all(WS_CLOSE_WAIT).await
+    });
+    let served = axum::serve(
         listener,
         router(state).into_make_service_with_connect_info::<std::net::SocketAddr>(),
     )
-    .with_graceful_shutdown(shutdown)
-    .await
+    .with_graceful_shutdown(async move {
+        shutdown.await;
+        let _ = fired.send(true);
+    })
+    .await;
+    let _ = closer.await;
+    served
 }

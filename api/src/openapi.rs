@@ -8,7 +8,7 @@ use utoipa::{
 use crate::routes::params::{MAX_CURSOR_LEN, NAME_PARAM_LEN};
 use crate::routes::{
     analytics, auth, basket, events, images, inventory, me, model, ops, orders, products, recs,
-    search, supplier,
+    search, supplier, suppliers,
 };
 
 #[derive(OpenApi)]
@@ -28,6 +28,8 @@ use crate::routes::{
         basket::get_basket, basket::add_item, basket::set_item, basket::remove_item, basket::clear_basket,
         orders::checkout, orders::list_orders, orders::get_order, orders::cancel_order, orders::set_status, orders::admin_orders,
         supplier::list_alerts, supplier::ack_alert, supplier::list_products,
+        suppliers::list_suppliers, suppliers::create_supplier, suppliers::get_supplier, suppliers::replace_supplier,
+        suppliers::delete_supplier, suppliers::rotate_webhook_secret, suppliers::my_supplier,
         recs::recommendations, recs::similar, recs::bought_together, recs::basket_suggestions, recs::trending, model::model_info, model::train, model::attribution,
         ops::healthz, ops::readyz, ops::metrics, ops::openapi,
     ),

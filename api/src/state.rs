@@ -18,6 +18,8 @@ pub struct AppState {
     store: Arc<dyn Store>,
     /// The pipeline's tables, typed.
     pub tables: processors::Tables,
+    /// Supplier records (contact e-mail, webhook URL).
+    pub suppliers: commerce::suppliers::Suppliers,
     /// The stream's leases, to show them.
     pub leases: ingest::Leases,
     pub users: Users,
@@ -83,6 +85,9 @@ impl AppState {
             tables: processors::Tables::new(store.clone(), recs.trending().clone()),
             leases: ingest::Leases::new(store.clone(), "api", std::time::Duration::ZERO),
             users: Users::new(store.clone()),
+            suppliers: commerce::suppliers::Suppliers {
+                store: store.clone(),
+            },
             products,
             store,
             events,

@@ -111,6 +111,19 @@ impl Default for WsConfig {
 pub struct Hub {
     per_user: Mutex<HashMap<String, usize>>,
     fanout: Arc<Fanout>,
+    /// Turns true when the server stops: every connection closes with 1001.
+    closing: tokio::sync::watch::Sender<bool>,
+    /// How many connections are open (each holds an [`Open`]).
+    open: tokio::sync::watch::Sender<usize>,
+}
+
+/// Counts one open connection until dropped.
+struct Open(Arc<Hub>);
+
+impl Drop for Open {
+    fn drop(&mut self) {
+        self.0.open.send_modify(|n| *n -= 1);
+    }
 }
 
 /// Holds one of a user's connection slots until dropped.
@@ -138,7 +151,28 @@ impl Hub {
         Self {
             per_user: Mutex::default(),
             fanout: Arc::new(Fanout::new(tick)),
+            closing: tokio::sync::watch::Sender::new(false),
+            open: tokio::sync::watch::Sender::new(0),
         }
+    }
+
+    /// Closes every websocket with 1001 (going away) and refuses new ones;
+    /// returns when all are closed, or after `within`. Returns how many
+    /// were still open then.
+    pub async fn close_all(&self, within: Duration) -> usize {
+        self.closing.send_replace(true);
+        let mut open = self.open.subscribe();
+        let _ = tokio::time::timeout(within, open.wait_for(|n| *n == 0)).await;
+        let left = *self.open.borrow();
+        if left > 0 {
+            tracing::warn!(left, "websockets still open after the close; dropped");
+        }
+        left
+    }
+
+    fn opened(self: &Arc<Self>) -> Open {
+        self.open.send_modify(|n| *n += 1);
+        Open(self.clone())
     }
 
     fn admit(self: &Arc<Self>, user: &str, max: usize) -> Option<Slot> {
@@ -182,6 +216,11 @@ pub async fn upgrade(
     ws: WebSocketUpgrade,
 ) -> Result<Response, ApiError> {
     let config = state.config.ws.clone();
+    if *state.hub.closing.borrow() {
+        return Err(ApiError::Unavailable(
+            "the server is shutting down; connect again".into(),
+        ));
+    }
     if !origin_allowed(&headers, &config.allowed_origins) {
         metrics::counter!("shopstream_ws_refused_total", "why" => "origin").increment(1);
         return Err(ApiError::Forbidden("same-origin"));
@@ -252,7 +291,7 @@ impl Topic {
 
 /// Close code 1013: try again later (the client could not keep up).
 const CLOSE_TOO_SLOW: u16 = 1013;
-/// Close code 1001: going away (no pong).
+/// Close code 1001: going away (no pong, or the server stops).
 const CLOSE_GONE: u16 = 1001;
 
 struct Connection {
@@ -288,6 +327,8 @@ impl Connection {
     }
 
     async fn run(mut self, socket: WebSocket) {
+        let _open = self.state.hub.opened();
+        let mut closing = self.state.hub.closing.subscribe();
         let config = self.state.config.ws.clone();
         let (mut sink, mut stream) = socket.split();
         let (close_tx, mut close_rx) = oneshot::channel::<(u16, String)>();
@@ -348,6 +389,7 @@ impl Connection {
                     Err(RecvError::Lagged(n)) => Outcome::Close(CLOSE_TOO_SLOW, format!("too slow: missed {n} changes; reconnect and resubscribe")),
                     Err(RecvError::Closed) => break None,
                 },
+                () = async { let _ = closing.wait_for(|c| *c).await; } => Outcome::Close(CLOSE_GONE, "the server is shutting down; connect again".into()),
                 _ = ping.tick() => {
                     if last_seen.elapsed() > config.ping_interval * 3 {
                         Outcome::Close(CLOSE_GONE, "no answer to pings".into())

@@ -27,7 +27,11 @@
 //! - `error`, `views`: what callers get back: refusals and API views.
 //! - [`payment`]: the payment port and the simulated card processor.
 //! - [`outbox`]: the outbox, the notifiers and the relay.
+//! - [`suppliers`]: supplier records (contact e-mail, webhook URL).
+//! - [`alerts`]: low-stock alerts delivered to suppliers by the relay
+//!   (file, SES, SNS, signed webhook).
 
+pub mod alerts;
 pub mod basket;
 mod checkout;
 mod error;
@@ -37,6 +41,7 @@ pub mod order;
 mod orders;
 pub mod outbox;
 pub mod payment;
+pub mod suppliers;
 mod views;
 
 pub use error::{BasketError, ChangeError, CheckoutError, Shortage};

@@ -10,66 +10,13 @@ use domain::clock::now_ms;
 use std::{path::PathBuf, sync::Arc, time::Duration};
 
 use async_trait::async_trait;
-use domain::Event;
 use ingest::EventSink;
-use serde::{Deserialize, Serialize};
-use storage::{Cond, Key, Query, Store, StoreError, Table, TxOp, Update, from_item, to_item};
+use storage::{Cond, Key, Query, Store, StoreError, Table, Update, from_item};
 use tokio::sync::Notify;
 
 use crate::payment::PaymentProvider;
 
-/// A message to a customer.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Notification {
-    pub id: String,
-    /// `order_confirmation` or `order_status`.
-    pub kind: String,
-    pub order_id: String,
-    pub user_id: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub to: Option<String>,
-    pub subject: String,
-    pub body: String,
-}
-
-/// One piece of work.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "work", rename_all = "snake_case")]
-pub enum Work {
-    Publish { event: Box<Event> },
-    Notify { notification: Notification },
-    Refund { order_id: String },
-}
-
-#[derive(Debug, Serialize, Deserialize)]
-struct Entry {
-    #[serde(flatten)]
-    work: Work,
-    #[serde(default)]
-    attempts: u32,
-    /// Milliseconds since the epoch before which no relay picks it up.
-    #[serde(default)]
-    not_before: i64,
-}
-
-const PK: &str = "outbox";
-
-/// The transaction operation that puts `work` in the outbox.
-pub fn put(work: Work) -> Result<TxOp, StoreError> {
-    let key = Key::new(PK, format!("{:013}#{}", now_ms(), uuid::Uuid::now_v7()));
-    Ok(TxOp::Put {
-        table: Table::Outbox,
-        item: to_item(
-            &key,
-            &Entry {
-                work,
-                attempts: 0,
-                not_before: 0,
-            },
-        )?,
-        cond: Some(Cond::NotExists),
-    })
-}
+pub use processors::outbox::{Entry, Notification, PK, Work, put};
 
 /// Why a notification was not delivered (the relay retries it).
 #[derive(Debug, thiserror::Error)]
@@ -159,6 +106,9 @@ pub struct Relay {
     pub events: Arc<dyn EventSink>,
     pub notifier: Arc<dyn Notifier>,
     pub payments: Arc<dyn PaymentProvider>,
+    /// Where supplier alerts go, and whom to.
+    pub alerts: Arc<dyn crate::alerts::SupplierNotifier>,
+    pub suppliers: crate::suppliers::Suppliers,
     /// Woken after a commit that wrote to the outbox.
     pub wake: Arc<Notify>,
 }
@@ -271,6 +221,15 @@ impl Relay {
             Work::Publish { event } => self.events.publish(std::slice::from_ref(event)).await?,
             Work::Notify { notification } => self.notifier.deliver(notification).await?,
             Work::Refund { order_id } => self.payments.refund(order_id).await?,
+            Work::SupplierAlert { alert } => {
+                let supplier = self.suppliers.get(&alert.supplier_id).await.map_err(|e| {
+                    NotifyError::Service {
+                        service: "store",
+                        detail: e.to_string(),
+                    }
+                })?;
+                self.alerts.deliver(alert, supplier.as_ref()).await?
+            }
         }
         Ok(())
     }
@@ -281,6 +240,7 @@ fn work_name(w: &Work) -> &'static str {
         Work::Publish { .. } => "publish",
         Work::Notify { .. } => "notify",
         Work::Refund { .. } => "refund",
+        Work::SupplierAlert { .. } => "supplier_alert",
     }
 }
 
@@ -311,11 +271,20 @@ impl Notifier for SesNotifier {
 
     #[tracing::instrument(name = "notify.deliver", skip_all, fields(notifier = self.name(), order_id = %n.order_id, kind = %n.kind), err(level = "debug"))]
     async fn deliver(&self, n: &Notification) -> Result<(), NotifyError> {
-        use aws_sdk_sesv2::types::{Body, Content, Destination, EmailContent, Message};
         let Some(to) = &n.to else {
             tracing::info!(order_id = %n.order_id, kind = %n.kind, "notification without an address; not e-mailed");
             return Ok(());
         };
+        self.send(to, &n.subject, &n.body).await?;
+        tracing::info!(order_id = %n.order_id, kind = %n.kind, %to, "notification e-mailed");
+        Ok(())
+    }
+}
+
+impl SesNotifier {
+    /// Sends one plain-text e-mail from `from`.
+    pub async fn send(&self, to: &str, subject: &str, body: &str) -> Result<(), NotifyError> {
+        use aws_sdk_sesv2::types::{Body, Content, Destination, EmailContent, Message};
         let content = |s: &str| {
             Content::builder()
                 .data(s)
@@ -324,8 +293,8 @@ impl Notifier for SesNotifier {
                 .map_err(|e| NotifyError::service("ses")(e.to_string()))
         };
         let message = Message::builder()
-            .subject(content(&n.subject)?)
-            .body(Body::builder().text(content(&n.body)?).build())
+            .subject(content(subject)?)
+            .body(Body::builder().text(content(body)?).build())
             .build();
         self.client
             .send_email()
@@ -339,7 +308,6 @@ impl Notifier for SesNotifier {
                     aws_sdk_sesv2::error::DisplayErrorContext(e).to_string(),
                 )
             })?;
-        tracing::info!(order_id = %n.order_id, kind = %n.kind, %to, "notification e-mailed");
         Ok(())
     }
 }
@@ -392,34 +360,55 @@ impl Notifier for SnsNotifier {
 
     #[tracing::instrument(name = "notify.deliver", skip_all, fields(notifier = self.name(), order_id = %n.order_id, kind = %n.kind), err(level = "debug"))]
     async fn deliver(&self, n: &Notification) -> Result<(), NotifyError> {
+        self.publish(
+            &serde_json::to_string(n)?,
+            &n.subject,
+            &[("kind", &n.kind), ("order_id", &n.order_id)],
+            (&n.order_id, &n.id),
+        )
+        .await?;
+        tracing::info!(order_id = %n.order_id, kind = %n.kind, topic = %self.topic_arn, "notification published to SNS");
+        Ok(())
+    }
+}
+
+impl SnsNotifier {
+    /// Publishes `message` with `subject` (made to fit SNS) and string
+    /// message attributes; on a FIFO topic `fifo` is (message group,
+    /// deduplication id).
+    pub async fn publish(
+        &self,
+        message: &str,
+        subject: &str,
+        attributes: &[(&str, &str)],
+        fifo: (&str, &str),
+    ) -> Result<(), NotifyError> {
         use aws_sdk_sns::types::MessageAttributeValue;
-        let attr = |v: &str| {
-            MessageAttributeValue::builder()
-                .data_type("String")
-                .string_value(v)
-                .build()
-                .map_err(|e| NotifyError::service("sns")(e.to_string()))
-        };
         let mut publish = self
             .client
             .publish()
             .topic_arn(&self.topic_arn)
-            .message(serde_json::to_string(n)?)
-            .message_attributes("kind", attr(&n.kind)?)
-            .message_attributes("order_id", attr(&n.order_id)?);
-        let subject = sns_subject(&n.subject);
+            .message(message);
+        for (name, value) in attributes {
+            let value = MessageAttributeValue::builder()
+                .data_type("String")
+                .string_value(*value)
+                .build()
+                .map_err(|e| NotifyError::service("sns")(e.to_string()))?;
+            publish = publish.message_attributes(*name, value);
+        }
+        let subject = sns_subject(subject);
         if !subject.is_empty() {
             publish = publish.subject(subject);
         }
         if self.topic_arn.ends_with(".fifo") {
             publish = publish
-                .message_group_id(&n.order_id)
-                .message_deduplication_id(&n.id);
+                .message_group_id(fifo.0)
+                .message_deduplication_id(fifo.1);
         }
         publish.send().await.map_err(|e| {
             NotifyError::service("sns")(aws_sdk_sns::error::DisplayErrorContext(e).to_string())
         })?;
-        tracing::info!(order_id = %n.order_id, kind = %n.kind, topic = %self.topic_arn, "notification published to SNS");
         Ok(())
     }
 }

@@ -398,7 +398,11 @@ impl LogConsumer {
                         held = Some(h);
                         renewed = Instant::now();
                     }
-                    Ok(None) => wait(&mut shutdown, self.leases.failover() / 4).await,
+                    // Within a second of a release by a stopping instance.
+                    Ok(None) => {
+                        let scan = (self.leases.failover() / 4).min(Duration::from_secs(1));
+                        wait(&mut shutdown, scan).await
+                    }
                     Err(e) => {
                         tracing::warn!(error = %e, shard, "cannot take lease");
                         wait(&mut shutdown, backoff).await;

@@ -18,12 +18,15 @@
 //!   caller builds a key or parses a raw item.
 //! - [`changes`]: the in-process bus the websocket hub and the recommender
 //!   listen to.
+//! - [`outbox`]: the entries of the outbox (work that follows a commit,
+//!   written in its transaction), among them supplier alerts.
 //! - [`feed`]: the change feed in the store through which instances sharing
 //!   a store see each other's changes.
 
 pub mod changes;
 pub mod feed;
 pub mod fold;
+pub mod outbox;
 pub mod parts;
 pub mod pipeline;
 pub mod read;

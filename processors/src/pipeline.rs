@@ -1238,6 +1238,11 @@ pub async fn check_alert(
                 item: to_item(&alert_key(&supplier, &alert.id), &alert)?,
                 cond: None,
             },
+            // Delivered to the supplier by the outbox relay: written with
+            // the crossing, so exactly one delivery is owed per crossing.
+            crate::outbox::put(crate::outbox::Work::SupplierAlert {
+                alert: alert.clone(),
+            })?,
         ];
         match store.transact(ops).await {
             Ok(()) => {

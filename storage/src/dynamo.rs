@@ -318,17 +318,15 @@ impl Store for Dynamo {
             match created {
                 Ok(_) => {
                     tracing::info!(table = %name, "created table");
-                    if matches!(t, Table::Meta | Table::Baskets) {
+                    if let Some(ttl) = t.ttl_attribute() {
                         self.wait_active(&name).await?;
-                        // Baskets and the change feed expire by their `ttl`
-                        // attribute (seconds since the epoch).
                         if let Err(e) = self
                             .client
                             .update_time_to_live()
                             .table_name(&name)
                             .time_to_live_specification(
                                 aws_sdk_dynamodb::types::TimeToLiveSpecification::builder()
-                                    .attribute_name("ttl")
+                                    .attribute_name(ttl)
                                     .enabled(true)
                                     .build()
                                     .map_err(|e| StoreError::Invalid(e.to_string()))?,

@@ -30,7 +30,7 @@ pub mod users;
 
 pub use error::{Contention, StoreError, StoreResult};
 pub use port::{
-    Cond, Item, Key, MAX_PAGE, Page, Query, SortRange, Store, TxOp, Update, Value, from_item,
-    to_item,
+    Cond, Item, Key, MAX_PAGE, PK, Page, Query, SK, SortRange, Store, TxOp, Update, Value,
+    from_item, to_item,
 };
 pub use tables::Table;

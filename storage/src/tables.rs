@@ -81,6 +81,18 @@ impl Table {
     }
 }
 
+impl Table {
+    /// The attribute by which the table's items expire (seconds since the
+    /// epoch), for the tables that use one: baskets and the change feed in
+    /// `meta`. `shopstream init` and the Terraform both turn it on.
+    pub fn ttl_attribute(&self) -> Option<&'static str> {
+        match self {
+            Table::Meta | Table::Baskets => Some("ttl"),
+            _ => None,
+        }
+    }
+}
+
 impl fmt::Display for Table {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.name())

@@ -774,7 +774,7 @@ async fn product_images(backend: Backend) {
 
 /// Calls one of moto's query APIs (SES, SNS): moto needs no signature, only
 /// the service in the credential scope. Answers the response body.
-async fn moto_query(service: &str, body: &str) -> String {
+pub(crate) async fn moto_query(service: &str, body: &str) -> String {
     let r = reqwest::Client::new()
         .post(crate::helpers::dynamodb_endpoint())
         .header(
@@ -793,7 +793,7 @@ async fn moto_query(service: &str, body: &str) -> String {
 }
 
 /// Everything moto holds, per service and model (`/moto-api/data.json`).
-async fn moto_data() -> Value {
+pub(crate) async fn moto_data() -> Value {
     reqwest::get(format!(
         "{}/moto-api/data.json",
         crate::helpers::dynamodb_endpoint()

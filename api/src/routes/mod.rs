@@ -13,3 +13,4 @@ pub mod products;
 pub mod recs;
 pub mod search;
 pub mod supplier;
+pub mod suppliers;

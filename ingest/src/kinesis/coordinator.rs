@@ -15,6 +15,9 @@ use super::KinesisSettings;
 use super::{KinesisError, ShardReader, list_shards};
 use crate::{Lease, Leases};
 
+/// How often the coordinator looks for leases to take, at most.
+const LEASE_SCAN: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// Reads a stream's shards through the pipeline, sharing them with the other
 /// instances that use the same lease table.
 #[derive(Clone, Debug)]
@@ -34,7 +37,12 @@ impl KinesisConsumer {
         let mut readers: JoinSet<()> = JoinSet::new();
         let mut running: HashMap<String, tokio::task::AbortHandle> = HashMap::new();
         let mut synced: Option<Instant> = None;
-        let tick = (self.leases.failover() / 3).min(self.settings.shard_sync);
+        // Leases are looked at every second (one query of the lease
+        // table): a lease another instance released at its shutdown is taken
+        // within about a second, not after the failover time.
+        let tick = (self.leases.failover() / 3)
+            .min(self.settings.shard_sync)
+            .min(LEASE_SCAN);
         loop {
             if *shutdown.borrow() {
                 break;

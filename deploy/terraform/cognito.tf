@@ -1,0 +1,72 @@
+# Sign-in through Cognito: the service verifies Cognito's ID and access
+# tokens by the pool's JWKS (`jwks_url`, `jwks_issuer`, `jwks_audience`) and
+# takes roles from the `cognito:groups` claim (admin, supplier, service).
+
+resource "aws_cognito_user_pool" "users" {
+  name                     = var.name
+  username_attributes      = ["email"]
+  auto_verified_attributes = ["email"]
+  deletion_protection      = "ACTIVE"
+  mfa_configuration        = "OPTIONAL"
+
+  software_token_mfa_configuration {
+    enabled = true
+  }
+
+  password_policy {
+    minimum_length                   = 12
+    require_lowercase                = true
+    require_uppercase                = true
+    require_numbers                  = true
+    require_symbols                  = false
+    temporary_password_validity_days = 3
+  }
+
+  admin_create_user_config {
+    allow_admin_create_user_only = false
+  }
+
+  account_recovery_setting {
+    recovery_mechanism {
+      name     = "verified_email"
+      priority = 1
+    }
+  }
+
+  user_pool_add_ons {
+    advanced_security_mode = "ENFORCED"
+  }
+}
+
+resource "aws_cognito_user_pool_client" "storefront" {
+  name                                 = "${var.name}-storefront"
+  user_pool_id                         = aws_cognito_user_pool.users.id
+  generate_secret                      = false
+  explicit_auth_flows                  = ["ALLOW_USER_SRP_AUTH", "ALLOW_REFRESH_TOKEN_AUTH"]
+  prevent_user_existence_errors        = "ENABLED"
+  supported_identity_providers         = ["COGNITO"]
+  allowed_oauth_flows_user_pool_client = length(var.cognito_callback_urls) > 0
+  allowed_oauth_flows                  = length(var.cognito_callback_urls) > 0 ? ["code"] : []
+  allowed_oauth_scopes                 = length(var.cognito_callback_urls) > 0 ? ["openid", "email"] : []
+  callback_urls                        = var.cognito_callback_urls
+  access_token_validity                = 15
+  id_token_validity                    = 15
+  refresh_token_validity               = 30
+  token_validity_units {
+    access_token  = "minutes"
+    id_token      = "minutes"
+    refresh_token = "days"
+  }
+}
+
+resource "aws_cognito_user_group" "roles" {
+  for_each     = toset(["admin", "supplier", "service"])
+  name         = each.key
+  user_pool_id = aws_cognito_user_pool.users.id
+  description  = "shopstream role ${each.key}"
+}
+
+locals {
+  jwks_issuer = "https://cognito-idp.${var.region}.amazonaws.com/${aws_cognito_user_pool.users.id}"
+  jwks_url    = "${local.jwks_issuer}/.well-known/jwks.json"
+}
