@@ -8,13 +8,14 @@ mod evaluate;
 mod import;
 mod produce;
 mod shutdown;
+mod telemetry;
 mod train;
 mod wiring;
 
 use std::{path::PathBuf, time::Duration};
 
 use clap::{Parser, Subcommand};
-use config::{LogFormat, Settings};
+use config::Settings;
 use shutdown::Shutdown;
 
 /// mimalloc instead of the system allocator: the pipeline builds and drops
@@ -177,18 +178,6 @@ enum UserCommand {
     },
 }
 
-fn init_tracing(format: LogFormat) {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("SHOPSTREAM_LOG")
-        .unwrap_or_else(|_| "info,tower_http=info,aws_config=warn".into());
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    match format {
-        LogFormat::Json => builder.json().init(),
-        LogFormat::Text => builder.init(),
-    }
-}
-
 /// Builds the service and runs it until a stop.
 async fn serve(settings: Settings, stop: Shutdown) -> anyhow::Result<()> {
     match app::Application::build(settings, stop).await? {
@@ -234,6 +223,13 @@ async fn run(cli: Cli) -> std::process::ExitCode {
         Ok(settings) => settings,
         Err(code) => return code,
     };
+    let telemetry = match telemetry::init(&settings) {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("shopstream: {e:#}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
     let result = match command {
         Command::Serve => match stop {
             Some(stop) => serve(settings, stop).await,
@@ -273,16 +269,14 @@ async fn run(cli: Cli) -> std::process::ExitCode {
             send,
         } => produce::import(&settings, format, files, limit, send).await,
     };
+    telemetry.shutdown().await;
     exit_code(result)
 }
 
 /// The settings, or the exit code for settings that cannot be used.
 fn load_settings(file: Option<PathBuf>) -> Result<Settings, std::process::ExitCode> {
     match Settings::load(file) {
-        Ok(settings) => {
-            init_tracing(settings.log_format);
-            Ok(settings)
-        }
+        Ok(settings) => Ok(settings),
         Err(e) => {
             eprintln!("shopstream: {e:#}");
             Err(std::process::ExitCode::from(2))

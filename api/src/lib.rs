@@ -85,7 +85,18 @@ pub fn router(state: AppState) -> Router {
             .get(&REQUEST_ID)
             .and_then(|v| v.to_str().ok())
             .unwrap_or("-");
-        tracing::info_span!("request", method = %req.method(), uri = %req.uri(), request_id = %id)
+        let span = tracing::info_span!("request", method = %req.method(), uri = %req.uri(), request_id = %id,
+            otel.name = %format!("HTTP {}", req.method()), otel.kind = "server");
+        // A caller that traces (W3C Trace Context) makes this its child.
+        if let Some(tp) = req
+            .headers()
+            .get("traceparent")
+            .and_then(|v| v.to_str().ok())
+            .filter(|t| domain::event::is_traceparent(t))
+        {
+            processors::trace::follow(&span, tp);
+        }
+        span
     });
     let images = routes::images::router(state.config.image_max_bytes);
     Router::new()

@@ -48,8 +48,8 @@ locals {
     receivers:
       otlp:
         protocols:
-          grpc:
-            endpoint: 127.0.0.1:4317
+          http:
+            endpoint: 127.0.0.1:4318
       prometheus:
         config:
           scrape_configs:
@@ -96,7 +96,7 @@ locals {
     SHOPSTREAM_LOG_FORMAT              = "json"
     SHOPSTREAM_TRUSTED_PROXIES         = var.vpc_cidr
     SHOPSTREAM_SEED_DEMO_CATALOGUE     = "false"
-    SHOPSTREAM_OTEL_ENDPOINT           = "http://127.0.0.1:4317"
+    SHOPSTREAM_OTEL_ENDPOINT           = "http://127.0.0.1:4318"
     SHOPSTREAM_OTEL_SAMPLING_RATIO     = tostring(var.otel_sampling_ratio)
     SHOPSTREAM_SHUTDOWN_GRACE_SECS     = tostring(var.stop_timeout_secs - 5)
     AWS_REGION                         = var.region

@@ -42,6 +42,27 @@ pub struct Event {
     pub version: u32,
     #[serde(flatten)]
     pub payload: EventPayload,
+    /// The W3C trace context (`traceparent`) of the request that published
+    /// it, when that request was traced: the consumer's spans join the same
+    /// trace. A malformed one is dropped, never a reason to refuse the event.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub traceparent: Option<String>,
+}
+
+/// Whether `s` has the shape of a W3C `traceparent` (version 00):
+/// `00-{32 hex}-{16 hex}-{2 hex}`.
+pub fn is_traceparent(s: &str) -> bool {
+    let parts: Vec<&str> = s.split('-').collect();
+    let hex = |p: &str, n: usize| {
+        p.len() == n
+            && p.bytes()
+                .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase())
+    };
+    parts.len() == 4
+        && parts[0] == "00"
+        && hex(parts[1], 32)
+        && hex(parts[2], 16)
+        && hex(parts[3], 2)
 }
 
 fn schema_version() -> u32 {
@@ -366,6 +387,7 @@ impl Event {
             source: source.into(),
             version: SCHEMA_VERSION,
             payload,
+            traceparent: None,
         }
     }
 
@@ -434,6 +456,10 @@ impl Event {
             source: raw.source.to_owned(),
             version: SCHEMA_VERSION,
             payload,
+            traceparent: raw
+                .traceparent
+                .filter(|t| is_traceparent(t))
+                .map(str::to_owned),
         })
     }
 }
@@ -464,6 +490,8 @@ struct RawEnvelope<'a> {
     version: Option<u32>,
     #[serde(borrow)]
     data: Option<&'a RawValue>,
+    #[serde(default)]
+    traceparent: Option<&'a str>,
 }
 
 /// Why a record went to the dead-letter store.

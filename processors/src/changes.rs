@@ -22,6 +22,10 @@ pub enum Change {
         /// When the commit that made it was done (Unix milliseconds).
         #[serde(default)]
         committed_at: i64,
+        /// The trace of the request whose event made it, when traced: the
+        /// websocket push joins it.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        traceparent: Option<String>,
     },
     /// A product's available stock fell below its threshold.
     LowStockAlert(crate::state::Alert),
@@ -66,6 +70,7 @@ impl Change {
             version: s.version,
             committed_at: (time::OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000)
                 as i64,
+            traceparent: None,
         }
     }
 }

@@ -20,6 +20,8 @@
 //!   listen to.
 //! - [`outbox`]: the entries of the outbox (work that follows a commit,
 //!   written in its transaction), among them supplier alerts.
+//! - [`trace`]: the trace context an event carries from the request that
+//!   published it to the commit that applies it and the push that follows.
 //! - [`feed`]: the change feed in the store through which instances sharing
 //!   a store see each other's changes.
 
@@ -32,6 +34,7 @@ pub mod pipeline;
 pub mod read;
 pub mod state;
 pub mod tables;
+pub mod trace;
 
 pub use changes::{Bus, Change};
 pub use pipeline::{Checkpoint, CommitError, Pipeline, Record};

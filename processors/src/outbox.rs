@@ -58,7 +58,14 @@ pub struct Entry {
 pub const PK: &str = "outbox";
 
 /// The transaction operation that puts `work` in the outbox.
-pub fn put(work: Work) -> Result<TxOp, StoreError> {
+pub fn put(mut work: Work) -> Result<TxOp, StoreError> {
+    // An event published later by the relay still joins the trace of the
+    // request that made it.
+    if let Work::Publish { event } = &mut work
+        && event.traceparent.is_none()
+    {
+        event.traceparent = crate::trace::current();
+    }
     let key = Key::new(PK, format!("{:013}#{}", now_ms(), uuid::Uuid::now_v7()));
     Ok(TxOp::Put {
         table: Table::Outbox,

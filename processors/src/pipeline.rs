@@ -419,6 +419,7 @@ impl Pipeline {
             .await
             .map_err(|e| StoreError::Unavailable(e.to_string()))?
             .into();
+        let traces = crate::trace::BatchTraces::of(&decoded, &checkpoint.stream, &checkpoint.shard);
         let mut cp = checkpoint.clone();
         let mut start = 0;
         // A batch half committed (by a worker that crashed, or by this one
@@ -443,7 +444,7 @@ impl Pipeline {
                 .into());
             }
             let (mut folded, done) = self.replay(&cp, &decoded, 0, end + 1, &note).await?;
-            self.committed(&mut cp, &mut applied, &mut folded, done, note.end)
+            self.committed(&mut cp, &mut applied, &mut folded, done, note.end, &traces)
                 .await;
             start = end + 1;
         }
@@ -453,7 +454,7 @@ impl Pipeline {
             let (n, mut folded, next, done) = self.commit_prefix(&cp, &decoded, start, len).await?;
             bound = next.unwrap_or(usize::MAX);
             let to = decoded[start + n - 1].position.clone();
-            self.committed(&mut cp, &mut applied, &mut folded, done, to)
+            self.committed(&mut cp, &mut applied, &mut folded, done, to, &traces)
                 .await;
             start += n;
         }
@@ -832,12 +833,13 @@ impl Pipeline {
         folded: &mut Folded,
         done: Committed,
         to: String,
+        traces: &crate::trace::BatchTraces,
     ) {
         applied.events += folded.applied.values().sum::<u64>();
         applied.dead_letters += folded.dead.values().sum::<u64>();
         applied.duplicates += folded.duplicates.values().sum::<u64>();
         applied.commits += done.transactions;
-        self.after_commit(cp, folded).await;
+        self.after_commit(cp, folded, traces).await;
         cp.from = Some(to.clone());
         applied.checkpoint = Some(to);
     }
@@ -1110,7 +1112,12 @@ impl Pipeline {
     }
 
     /// Counts, publishes and checks what a commit did.
-    async fn after_commit(&self, cp: &Checkpoint, folded: &mut Folded) {
+    async fn after_commit(
+        &self,
+        cp: &Checkpoint,
+        folded: &mut Folded,
+        traces: &crate::trace::BatchTraces,
+    ) {
         for (kind, n) in &folded.applied {
             metrics::counter!("shopstream_events_applied_total", "type" => *kind, "stream" => cp.stream.clone())
                 .increment(*n);
@@ -1144,7 +1151,11 @@ impl Pipeline {
                     }
                 },
             };
-            self.bus.publish(Change::stock(id, &stock));
+            let mut change = Change::stock(id, &stock);
+            if let Change::StockLevel { traceparent, .. } = &mut change {
+                *traceparent = traces.for_product(id);
+            }
+            self.bus.publish(change);
             match check_alert(self.store.as_ref(), &self.bus, id, &stock).await {
                 Ok(false) => {}
                 Ok(true) => changed_since.push(id.clone()),

@@ -16,4 +16,5 @@ mod pipeline;
 mod products;
 mod recs;
 mod shutdown;
+mod traces;
 mod ws;

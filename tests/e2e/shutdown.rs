@@ -127,3 +127,128 @@ async fn sigterm_while_a_batch_is_applied_releases_the_leases() {
     assert_eq!(total, json!(1300), "every event applied exactly once");
     second.stop().await;
 }
+
+/// Each shard with an owner, and its owner.
+async fn leases(app: &App, admin: &str) -> Vec<(String, String)> {
+    let r = app
+        .call(Method::GET, "/api/admin/leases", Some(admin), None)
+        .await;
+    r.body
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+        .iter()
+        .filter_map(|l| {
+            Some((
+                l["shard"].as_str()?.to_owned(),
+                l["owner"].as_str()?.to_owned(),
+            ))
+        })
+        .collect()
+}
+
+/// Two instances share a Kinesis stream's shards under load; the first gets
+/// SIGTERM. Its websockets close with 1001, its leases are released, and the
+/// second takes every shard at once (the failover time is a minute: only a
+/// release explains a handover before it). Every event is applied once.
+#[tokio::test]
+async fn sigterm_under_load_hands_every_shard_over_at_once() {
+    use futures::StreamExt;
+    use tokio_tungstenite::tungstenite::Message;
+
+    const SHARDS: usize = 4;
+    let env = Env::new(Backend::Aws)
+        .kinesis(SHARDS as u32)
+        .set("SHOPSTREAM_LEASE_FAILOVER_SECS", "60");
+    let first = env.start().await;
+    let second = env.another().start().await;
+    let admin = second.admin_token().await;
+    eventually("the two instances share the shards", || async {
+        let held = leases(&second, &admin).await;
+        let owners: BTreeSet<&String> = held.iter().map(|(_, o)| o).collect();
+        (held.len() == SHARDS && owners.len() == 2)
+            .then_some(())
+            .ok_or(format!("{held:?}"))
+    })
+    .await;
+    let product = create_product(&second, &admin, "HANDOVER-1").await;
+    let mut ws = crate::ws::connect(&first, None).await;
+    crate::ws::send(
+        &mut ws,
+        json!({"op": "subscribe", "topic": format!("stock:{product}")}),
+    )
+    .await;
+    let snapshot = crate::ws::next(&mut ws).await;
+    assert_eq!(snapshot["type"], "snapshot", "{snapshot}");
+    let close = tokio::spawn(async move {
+        loop {
+            match ws.next().await {
+                Some(Ok(Message::Close(frame))) => return frame.map(|f| u16::from(f.code)),
+                Some(Ok(_)) => continue,
+                other => panic!("the socket ended without a close frame: {other:?}"),
+            }
+        }
+    });
+    // Load: 40 requests of 25 adjustments, through the second instance,
+    // while the first stops.
+    let load = {
+        let (http, base) = (second.http.clone(), second.base.clone());
+        let (admin, product) = (admin.clone(), product.clone());
+        tokio::spawn(async move {
+            for _ in 0..40 {
+                let events: Vec<Value> = (0..25).map(|_| adjust(&product, 1)).collect();
+                let r = http
+                    .post(format!("{base}/api/events"))
+                    .bearer_auth(&admin)
+                    .json(&events)
+                    .send()
+                    .await
+                    .unwrap();
+                assert_eq!(r.status(), reqwest::StatusCode::ACCEPTED);
+            }
+        })
+    };
+    eventually("some of the load is applied", || async {
+        let n = on_hand(&second, &product).await.as_i64().unwrap_or(0);
+        (n >= 100).then_some(()).ok_or(format!("on hand {n}"))
+    })
+    .await;
+    first.stop().await;
+    let stopped = std::time::Instant::now();
+    assert_eq!(
+        close.await.unwrap(),
+        Some(1001),
+        "websockets are closed with 1001 (going away)"
+    );
+    crate::helpers::eventually_within(
+        "the second instance owns every shard, long before the failover time",
+        std::time::Duration::from_secs(30),
+        || async {
+            let held = leases(&second, &admin).await;
+            let owners: BTreeSet<&String> = held.iter().map(|(_, o)| o).collect();
+            // A lease the first still held would show its owner for a
+            // minute; a released one that nobody took, no owner.
+            (held.len() == SHARDS && owners.len() == 1)
+                .then_some(())
+                .ok_or(format!("{held:?}"))
+        },
+    )
+    .await;
+    eprintln!(
+        "handover: every shard owned by the second instance {:?} after the first exited",
+        stopped.elapsed()
+    );
+    load.await.unwrap();
+    eventually("every adjustment applied", || async {
+        let n = on_hand(&second, &product).await.as_i64().unwrap_or(0);
+        (n >= 1000).then_some(()).ok_or(format!("on hand {n}"))
+    })
+    .await;
+    tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+    assert_eq!(
+        on_hand(&second, &product).await,
+        json!(1000),
+        "each event applied exactly once"
+    );
+    second.stop().await;
+}

@@ -19,11 +19,11 @@ use crate::{
     on_both_backends,
 };
 
-type Ws = WebSocketStream<MaybeTlsStream<tokio::net::TcpStream>>;
+pub(crate) type Ws = WebSocketStream<MaybeTlsStream<tokio::net::TcpStream>>;
 
 /// A connection, signed in with `token` by its first message (the token is
 /// never in the URL).
-async fn connect(app: &App, token: Option<&str>) -> Ws {
+pub(crate) async fn connect(app: &App, token: Option<&str>) -> Ws {
     let base = app.base.replace("http://", "ws://");
     let mut ws = connect_async(format!("{base}/ws"))
         .await
@@ -37,12 +37,12 @@ async fn connect(app: &App, token: Option<&str>) -> Ws {
     ws
 }
 
-async fn send(ws: &mut Ws, v: Value) {
+pub(crate) async fn send(ws: &mut Ws, v: Value) {
     ws.send(Message::Text(v.to_string().into())).await.unwrap();
 }
 
 /// The next JSON message, skipping pings; panics after 20 s.
-async fn next(ws: &mut Ws) -> Value {
+pub(crate) async fn next(ws: &mut Ws) -> Value {
     tokio::time::timeout(Duration::from_secs(20), async {
         loop {
             match ws.next().await {

@@ -11,6 +11,7 @@ use axum::{
 use domain::{Event, EventPayload, Role, Subject};
 use serde::Serialize;
 use serde_json::Value;
+use tracing::Instrument;
 
 use crate::{
     AppState,
@@ -247,9 +248,16 @@ pub async fn collect(
         }
         return Err(ApiError::Validation(errors));
     }
+    // The consumer's spans join this request's trace (when traced).
+    let span = tracing::info_span!("events.publish", events = events.len());
+    let traceparent = processors::trace::of(&span);
+    for e in &mut events {
+        e.traceparent.clone_from(&traceparent);
+    }
     state
         .events
         .publish(&events)
+        .instrument(span)
         .await
         .map_err(|e| ApiError::Unavailable(format!("the stream did not take the events: {e}")))?;
     for e in &events {

@@ -14,6 +14,7 @@ use domain::{
 };
 use serde::Serialize;
 use storage::products::{ProductError, ProductFilter};
+use tracing::Instrument;
 
 use crate::{
     AppState,
@@ -78,9 +79,16 @@ fn parse_id(id: &str) -> ApiResult<ProductId> {
 }
 
 async fn publish(state: &AppState, payload: EventPayload) {
-    let event = Event::new("api", payload);
+    let mut event = Event::new("api", payload);
     let kind = event.payload.type_name();
-    if let Err(e) = state.events.publish(std::slice::from_ref(&event)).await {
+    let span = tracing::info_span!("events.publish", events = 1);
+    event.traceparent = processors::trace::of(&span);
+    let published = state
+        .events
+        .publish(std::slice::from_ref(&event))
+        .instrument(span)
+        .await;
+    if let Err(e) = published {
         // The write itself succeeded; the event is logged so it can be replayed.
         metrics::counter!("shopstream_events_publish_failed_total", "type" => kind).increment(1);
         tracing::error!(error = %e, event = %serde_json::to_string(&event).unwrap_or_default(),

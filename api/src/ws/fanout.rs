@@ -90,10 +90,13 @@ impl Fanout {
         // one arriving later (from another instance's feed) is stale.
         let mut newest: HashMap<Arc<str>, u64> = HashMap::new();
         let mut gap = false;
+        // The `ws.push` spans of traced changes in this tick, ended when
+        // the frame is handed to the clients.
+        let mut traced: Vec<tracing::Span> = Vec::new();
         let mut last = Instant::now() - self.tick;
         loop {
             let first = bus.recv().await;
-            if !self.take(first, &mut pending, &mut newest, &mut gap) {
+            if !self.take(first, &mut pending, &mut newest, &mut gap, &mut traced) {
                 return;
             }
             let due = last + self.tick;
@@ -108,13 +111,16 @@ impl Fanout {
                         _ = tokio::time::sleep_until(due) => break,
                     },
                 };
-                if !self.take(more, &mut pending, &mut newest, &mut gap) {
+                if !self.take(more, &mut pending, &mut newest, &mut gap, &mut traced) {
                     return;
                 }
             }
             if !pending.is_empty() || gap {
-                self.flush(Arc::new(std::mem::take(&mut pending)), gap);
+                let clients = self.flush(Arc::new(std::mem::take(&mut pending)), gap);
                 gap = false;
+                for span in traced.drain(..) {
+                    span.record("clients", clients);
+                }
             }
             last = Instant::now();
         }
@@ -127,6 +133,7 @@ impl Fanout {
         pending: &mut HashMap<Arc<str>, Item>,
         newest: &mut HashMap<Arc<str>, u64>,
         gap: &mut bool,
+        traced: &mut Vec<tracing::Span>,
     ) -> bool {
         match received {
             Ok(Change::StockLevel {
@@ -137,7 +144,13 @@ impl Fanout {
                 backorder,
                 version,
                 committed_at,
+                traceparent,
             }) => {
+                if let Some(tp) = traceparent {
+                    let span = tracing::info_span!(parent: None, "ws.push", product_id = %product_id, version, clients = tracing::field::Empty);
+                    processors::trace::follow(&span, &tp);
+                    traced.push(span);
+                }
                 let id: Arc<str> = product_id.as_str().into();
                 let known = newest.entry(id.clone()).or_default();
                 if *known >= version && version > 0 {
@@ -165,7 +178,8 @@ impl Fanout {
         true
     }
 
-    fn flush(&self, batch: Batch, gap: bool) {
+    /// Hands the frame to every client; returns how many took it.
+    fn flush(&self, batch: Batch, gap: bool) -> usize {
         let mut clients = self.clients.lock().expect("fanout lock");
         clients.retain(|w| match w.upgrade() {
             Some(outbox) => {
@@ -174,6 +188,7 @@ impl Fanout {
             }
             None => false,
         });
+        clients.len()
     }
 }
 
