@@ -86,6 +86,7 @@ const CURSOR_PATTERN: &str =
 fn complete(doc: &mut serde_json::Value) {
     use serde_json::{Value, json};
     product_bodies(doc);
+    supplier_bodies(doc);
     body_rules(doc);
     // Request bodies take no fields but their own (the handlers refuse the
     // rest, naming each).
@@ -437,9 +438,63 @@ fn product_bodies(doc: &mut serde_json::Value) {
     }
 }
 
+/// A documented `https://` webhook URL: a host name (not an address), an
+/// optional port and path and query; what `commerce::suppliers` accepts by
+/// default (`webhook_allow_http` off).
+pub const WEBHOOK_URL_PATTERN: &str = concat!(
+    r"^https://[A-Za-z]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?(\.[A-Za-z]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*",
+    r"(:[1-9][0-9]{0,3})?(/[A-Za-z0-9._~!$&'()*+,;=:@/-]*)?(\?[A-Za-z0-9._~!$&'()*+,;=:@/?-]*)?$"
+);
+
+/// The bodies of supplier create and replace (`commerce::suppliers`).
+fn supplier_bodies(doc: &mut serde_json::Value) {
+    use domain::validate::text_pattern;
+    use serde_json::{Value, json};
+    let text = |max: usize| json!({"type": "string", "minLength": 1, "maxLength": max, "pattern": text_pattern()});
+    let email = json!({"type": ["string", "null"], "maxLength": 254,
+        "pattern": r"^[^@\s\u0000-\u001f\u007f-\u009f]{1,64}@[A-Za-z0-9-]+(\.[A-Za-z0-9-]+)+$"});
+    let url = json!({"type": ["string", "null"], "maxLength": 2048, "pattern": WEBHOOK_URL_PATTERN,
+        "description": "https:// (http:// too where the server allows it: webhook_allow_http)"});
+    let create = json!({"type": "object", "additionalProperties": false, "required": ["id", "name"],
+        "properties": {"id": text(64), "name": text(200), "contact_email": email, "webhook_url": url}});
+    let replace = json!({"type": "object", "additionalProperties": false, "required": ["name"],
+        "properties": {"name": text(200), "contact_email": email, "webhook_url": url}});
+    if let Some(schemas) = doc
+        .pointer_mut("/components/schemas")
+        .and_then(Value::as_object_mut)
+    {
+        schemas.insert("SupplierCreate".into(), create);
+        schemas.insert("SupplierReplace".into(), replace);
+    }
+    for (path, method, name) in [
+        ("/api/admin/suppliers", "post", "SupplierCreate"),
+        ("/api/admin/suppliers/{id}", "put", "SupplierReplace"),
+    ] {
+        if let Some(body) =
+            doc["paths"][path][method].pointer_mut("/requestBody/content/application~1json/schema")
+        {
+            *body = json!({"$ref": format!("#/components/schemas/{name}")});
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    mod webhook_urls {
+        use proptest::prelude::*;
+
+        proptest! {
+            /// Every URL the documented pattern allows, the parser accepts.
+            #[test]
+            fn the_documented_pattern_is_what_the_parser_accepts(
+                url in super::WEBHOOK_URL_PATTERN.trim_start_matches('^').trim_end_matches('$')
+            ) {
+                prop_assert!(url.len() > 2048 || commerce::suppliers::check_webhook_url(&url, false).is_ok(), "{url}");
+            }
+        }
+    }
 
     #[test]
     fn every_operation_documents_its_error_responses_as_problems() {

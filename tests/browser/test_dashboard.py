@@ -224,3 +224,43 @@ def test_analytics_and_pipeline_health(page, server):
     assert int(page.locator("#total-applied .v").inner_text()) > 0
     page.set_viewport_size(DESKTOP)
     shot(page, "pipeline-desktop")
+
+
+def test_an_admin_manages_suppliers_and_their_webhook_secret(page, server):
+    sign_in(page, ADMIN_EMAIL, ADMIN_PASSWORD)
+    page.click("#tabs a:has-text('Suppliers')")
+    form = page.locator("#supplier-form")
+    # Errors next to their fields: no name, a webhook that is not https.
+    form.locator("input[name=id]").fill("socks-ltd")
+    form.locator("input[name=webhook_url]").fill("http://hooks.example/stock")
+    form.locator("button[type=submit]").click()
+    for field in ["name", "webhook_url"]:
+        expect(form.locator(f"label:has(input[name={field}]) .field-error")).to_be_visible()
+    form.locator("input[name=name]").fill("Socks Ltd")
+    form.locator("input[name=contact_email]").fill("Stock@Socks.example")
+    form.locator("input[name=webhook_url]").fill("https://hooks.example/stock")
+    form.locator("button[type=submit]").click()
+    # The secret is shown once, and is the one the API signs with.
+    secret = page.locator("#webhook-secret")
+    expect(secret).to_have_text(re.compile(r"^[A-Za-z0-9_-]{43}$"))
+    row = page.locator("#supplier-list tr[data-supplier='socks-ltd']")
+    expect(row).to_contain_text("stock@socks.example")
+    status, body, _ = server.call("GET", "/api/admin/suppliers/socks-ltd", token=server.token())
+    assert status == 200 and body["name"] == "Socks Ltd" and "webhook_secret" not in body, body
+    first = secret.inner_text()
+
+    # A new secret replaces it.
+    page.on("dialog", lambda d: d.accept())
+    row.locator("button:has-text('New secret')").click()
+    expect(page.locator("#webhook-secret")).not_to_have_text(first)
+    page.click("#supplier-editor button:has-text('Done')")
+
+    # Edit, then delete.
+    row.locator("button:has-text('Edit')").click()
+    page.locator("#supplier-form input[name=name]").fill("Socks Limited")
+    page.locator("#supplier-form button[type=submit]").click()
+    expect(row).to_contain_text("Socks Limited")
+    row.locator("button:has-text('Delete')").click()
+    expect(page.locator("#supplier-list tr[data-supplier='socks-ltd']")).to_have_count(0)
+    status, _, _ = server.call("GET", "/api/admin/suppliers/socks-ltd", token=server.token())
+    assert status == 404

@@ -54,21 +54,21 @@ fn with_etag(status: StatusCode, view: SupplierView) -> Response {
     r
 }
 
-/// The version `If-Match` asks for: `None` without the header or with `*`.
-fn if_match(headers: &HeaderMap) -> ApiResult<Option<u64>> {
-    let Some(value) = headers.get(header::IF_MATCH) else {
-        return Ok(None);
-    };
+/// The version `If-Match` asks for: `None` without the header or with `*`;
+/// a tag that is no version of ours matches none (`u64::MAX`).
+fn if_match(headers: &HeaderMap) -> Option<u64> {
+    let value = headers.get(header::IF_MATCH)?;
     let value = value.to_str().unwrap_or_default().trim();
     if value == "*" {
-        return Ok(None);
+        return None;
     }
-    value
-        .trim_start_matches("W/")
-        .trim_matches('"')
-        .parse()
-        .map(Some)
-        .map_err(|_| ApiError::PreconditionFailed { current: 0 })
+    Some(
+        value
+            .trim_start_matches("W/")
+            .trim_matches('"')
+            .parse()
+            .unwrap_or(u64::MAX),
+    )
 }
 
 /// Every supplier, in id order (webhook secrets are never listed).
@@ -164,7 +164,7 @@ pub async fn replace_supplier(
         .map_err(ApiError::Validation)?;
     let s = state
         .suppliers
-        .replace(&id, draft, if_match(&headers)?)
+        .replace(&id, draft, if_match(&headers))
         .await
         .map_err(supplier_error)?;
     Ok(with_etag(StatusCode::OK, s.view(false)))

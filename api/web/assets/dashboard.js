@@ -1,5 +1,6 @@
 // The operations dashboard: live stock and alerts (admin: everything; a
-// supplier: its own products), analytics, pipeline health and product admin.
+// supplier: its own products), analytics, pipeline health, product admin and
+// supplier records (admin).
 import { api, auth, signIn, signOut, h, mount, money, when, showProblem, clearProblem, toast, Live, ApiError } from "./api.js";
 
 const main = document.getElementById("main");
@@ -464,6 +465,89 @@ async function productsPage() {
   await load();
 }
 
+// ---- suppliers (admin) -------------------------------------------------------------
+
+// Who gets each product's low-stock alerts, and how: the contact e-mail
+// (notifier ses) or a signed webhook (notifier webhook).
+async function suppliersPage() {
+  const list = h("tbody");
+  const editor = h("section", { class: "panel", id: "supplier-editor" });
+  mount(main, h("h1", {}, "Suppliers"), h("div", { class: "panels" }, editor,
+    h("section", { class: "panel" }, h("h2", {}, "All suppliers"), h("table", { id: "supplier-list" },
+      h("thead", {}, h("tr", {}, ["Supplier", "Contact e-mail", "Webhook", ""].map((c) => h("th", { scope: "col" }, c)))), list))));
+
+  // A webhook secret is shown once, when it is made.
+  const showSecret = (s) => mount(editor, h("h2", {}, `Webhook secret of ${s.name}`),
+    h("p", {}, "Give it to the supplier now: it signs every webhook (", h("code", {}, "Shopstream-Signature"), ") and is not shown again."),
+    h("p", { class: "mono", id: "webhook-secret" }, s.webhook_secret),
+    h("button", { type: "button", onclick: () => edit(null) }, "Done"));
+
+  const load = async () => {
+    const all = await api("GET", "/api/admin/suppliers");
+    mount(list, all.length ? all.map((s) => h("tr", { dataset: { supplier: s.id } },
+      h("th", { scope: "row" }, s.name, h("br"), h("small", { class: "mono muted" }, s.id)),
+      h("td", {}, s.contact_email || "–"), h("td", { class: "mono" }, s.webhook_url || "–"),
+      h("td", {}, h("div", { class: "actions" },
+        h("button", { type: "button", class: "secondary", onclick: () => edit(s) }, "Edit"),
+        h("button", { type: "button", class: "secondary", onclick: async () => {
+          if (!confirm(`Make a new webhook secret for ${s.name}? The old one stops working at once.`)) return;
+          try {
+            showSecret(await api("POST", `/api/admin/suppliers/${encodeURIComponent(s.id)}/webhook-secret`));
+            load();
+          } catch (e) {
+            toast(e.message, "error");
+          }
+        } }, "New secret"),
+        h("button", { type: "button", class: "danger", onclick: async () => {
+          if (!confirm(`Delete ${s.name}? Its alerts are then delivered to nobody.`)) return;
+          try {
+            await api("DELETE", `/api/admin/suppliers/${encodeURIComponent(s.id)}`);
+            toast(`Deleted ${s.name}`);
+            edit(null);
+            load();
+          } catch (e) {
+            toast(e.message, "error");
+          }
+        } }, "Delete"))))) : h("tr", {}, h("td", { colspan: "4", class: "muted" }, "No suppliers yet.")));
+  };
+
+  const edit = (s) => {
+    const input = (name, label, type) => h("label", { class: "field" }, `${label} `,
+      h("input", { name, type: type || "text", value: s ? String(s[name] ?? "") : "", readonly: s && name === "id" ? true : null }));
+    const form = h("form", { id: "supplier-form", novalidate: true },
+      h("h2", {}, s ? `Edit ${s.name}` : "New supplier"),
+      h("div", { class: "form-grid" },
+        input("id", "Id (the products' supplier_id)"), input("name", "Name"),
+        input("contact_email", "Contact e-mail", "email"), input("webhook_url", "Webhook URL (https://)", "url")),
+      h("div", { class: "actions" }, h("button", { type: "submit", id: "save-supplier" }, s ? "Save changes" : "Add supplier"),
+        s ? h("button", { type: "button", class: "secondary", onclick: () => edit(null) }, "New supplier instead") : null));
+    form.addEventListener("submit", async (e) => {
+      e.preventDefault();
+      clearProblem(form);
+      const d = new FormData(form);
+      const body = {};
+      for (const name of s ? ["name", "contact_email", "webhook_url"] : ["id", "name", "contact_email", "webhook_url"]) {
+        const v = d.get(name).trim();
+        if (v !== "" || name === "name" || name === "id") body[name] = v;
+      }
+      try {
+        const saved = s
+          ? await api("PUT", `/api/admin/suppliers/${encodeURIComponent(s.id)}`, body, { "if-match": `"${s.version}"` })
+          : await api("POST", "/api/admin/suppliers", body);
+        toast(s ? `Saved ${saved.name}` : `Added ${saved.name}`);
+        load();
+        if (saved.webhook_secret && saved.webhook_url) showSecret(saved);
+        else edit(null);
+      } catch (err) {
+        showProblem(form, err);
+      }
+    });
+    mount(editor, form);
+  };
+  edit(null);
+  await load();
+}
+
 // ---- shell ---------------------------------------------------------------------------------
 
 const PAGES = {
@@ -471,6 +555,7 @@ const PAGES = {
   analytics: ["Analytics", analyticsPage, true],
   pipeline: ["Pipeline", pipelinePage, true],
   products: ["Products", productsPage, true],
+  suppliers: ["Suppliers", suppliersPage, true],
 };
 
 async function route() {
