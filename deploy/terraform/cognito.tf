@@ -36,6 +36,18 @@ resource "aws_cognito_user_pool" "users" {
   user_pool_add_ons {
     advanced_security_mode = "ENFORCED"
   }
+
+  # A supplier user's supplier (the service reads `custom:supplier_id` from
+  # the ID token).
+  schema {
+    name                = "supplier_id"
+    attribute_data_type = "String"
+    mutable             = true
+    string_attribute_constraints {
+      min_length = 1
+      max_length = 64
+    }
+  }
 }
 
 resource "aws_cognito_user_pool_client" "storefront" {

@@ -227,3 +227,17 @@ resource "aws_ssm_parameter" "jwt_secret" {
     ignore_changes = [value]
   }
 }
+
+# The first admin's password, read once, when the first task bootstraps the
+# admin (var.admin_email). Shorter than 12 characters until set: the first
+# start fails until it is.
+resource "aws_ssm_parameter" "admin_password" {
+  name        = "/${var.name}/admin_password"
+  description = "shopstream admin_password (at least 12 characters)"
+  type        = "SecureString"
+  key_id      = aws_kms_key.main.arn
+  value       = "set me"
+  lifecycle {
+    ignore_changes = [value]
+  }
+}

@@ -151,8 +151,8 @@ resource "aws_cloudwatch_dashboard" "main" {
       {
         type = "metric", x = 0, y = 0, width = 12, height = 6
         properties = {
-          title   = "Requests and 5xx"
-          region  = var.region
+          title  = "Requests and 5xx"
+          region = var.region
           metrics = [
             ["AWS/ApplicationELB", "RequestCount", "LoadBalancer", aws_lb.main.arn_suffix, { stat = "Sum" }],
             ["AWS/ApplicationELB", "HTTPCode_Target_5XX_Count", "LoadBalancer", aws_lb.main.arn_suffix, { stat = "Sum" }],
@@ -162,8 +162,8 @@ resource "aws_cloudwatch_dashboard" "main" {
       {
         type = "metric", x = 12, y = 0, width = 12, height = 6
         properties = {
-          title   = "Response time p50 / p99"
-          region  = var.region
+          title  = "Response time p50 / p99"
+          region = var.region
           metrics = [
             ["AWS/ApplicationELB", "TargetResponseTime", "LoadBalancer", aws_lb.main.arn_suffix, { stat = "p50" }],
             ["AWS/ApplicationELB", "TargetResponseTime", "LoadBalancer", aws_lb.main.arn_suffix, { stat = "p99" }],
@@ -173,8 +173,8 @@ resource "aws_cloudwatch_dashboard" "main" {
       {
         type = "metric", x = 0, y = 6, width = 12, height = 6
         properties = {
-          title   = "Pipeline: iterator age and events applied"
-          region  = var.region
+          title  = "Pipeline: iterator age and events applied"
+          region = var.region
           metrics = [
             ["AWS/Kinesis", "GetRecords.IteratorAgeMilliseconds", "StreamName", aws_kinesis_stream.events.name, { stat = "Maximum" }],
             [var.name, "shopstream_events_applied_total", { stat = "Sum", yAxis = "right" }],
@@ -185,8 +185,8 @@ resource "aws_cloudwatch_dashboard" "main" {
       {
         type = "metric", x = 12, y = 6, width = 12, height = 6
         properties = {
-          title   = "Tasks"
-          region  = var.region
+          title  = "Tasks"
+          region = var.region
           metrics = [
             ["AWS/ECS", "CPUUtilization", "ClusterName", aws_ecs_cluster.main.name, "ServiceName", aws_ecs_service.shopstream.name],
             ["AWS/ApplicationELB", "HealthyHostCount", "LoadBalancer", aws_lb.main.arn_suffix, "TargetGroup", aws_lb_target_group.shopstream.arn_suffix, { yAxis = "right" }],

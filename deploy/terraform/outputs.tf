@@ -37,6 +37,11 @@ output "jwt_secret_parameter" {
   value       = aws_ssm_parameter.jwt_secret.name
 }
 
+output "admin_password_parameter" {
+  description = "Set the first admin's password here before the first start (docs/deploy-aws.md)."
+  value       = aws_ssm_parameter.admin_password.name
+}
+
 output "topics" {
   value = {
     orders          = aws_sns_topic.orders.arn

@@ -79,27 +79,28 @@ locals {
   YAML
 
   environment = {
-    SHOPSTREAM_BACKEND                 = "aws"
-    SHOPSTREAM_STREAM                  = "kinesis"
-    SHOPSTREAM_KINESIS_STREAM          = aws_kinesis_stream.events.name
-    SHOPSTREAM_TABLE_PREFIX            = var.table_prefix
-    SHOPSTREAM_IMAGES_BUCKET           = aws_s3_bucket.images.bucket
-    SHOPSTREAM_NOTIFIER                = "ses"
-    SHOPSTREAM_SES_FROM                = var.ses_from_address
-    SHOPSTREAM_SUPPLIER_NOTIFIER       = var.supplier_notifier
-    SHOPSTREAM_SUPPLIER_SNS_TOPIC_ARN  = aws_sns_topic.supplier_alerts.arn
-    SHOPSTREAM_JWKS_URL                = local.jwks_url
-    SHOPSTREAM_JWKS_ISSUER             = local.jwks_issuer
-    SHOPSTREAM_JWKS_AUDIENCE           = aws_cognito_user_pool_client.storefront.id
-    SHOPSTREAM_LISTEN                  = "0.0.0.0:8080"
-    SHOPSTREAM_METRICS_LISTEN          = "127.0.0.1:9090"
-    SHOPSTREAM_LOG_FORMAT              = "json"
-    SHOPSTREAM_TRUSTED_PROXIES         = var.vpc_cidr
-    SHOPSTREAM_SEED_DEMO_CATALOGUE     = "false"
-    SHOPSTREAM_OTEL_ENDPOINT           = "http://127.0.0.1:4318"
-    SHOPSTREAM_OTEL_SAMPLING_RATIO     = tostring(var.otel_sampling_ratio)
-    SHOPSTREAM_SHUTDOWN_GRACE_SECS     = tostring(var.stop_timeout_secs - 5)
-    AWS_REGION                         = var.region
+    SHOPSTREAM_BACKEND                = "aws"
+    SHOPSTREAM_STREAM                 = "kinesis"
+    SHOPSTREAM_KINESIS_STREAM         = aws_kinesis_stream.events.name
+    SHOPSTREAM_TABLE_PREFIX           = var.table_prefix
+    SHOPSTREAM_IMAGES_BUCKET          = aws_s3_bucket.images.bucket
+    SHOPSTREAM_NOTIFIER               = "ses"
+    SHOPSTREAM_SES_FROM               = var.ses_from_address
+    SHOPSTREAM_SUPPLIER_NOTIFIER      = var.supplier_notifier
+    SHOPSTREAM_SUPPLIER_SNS_TOPIC_ARN = aws_sns_topic.supplier_alerts.arn
+    SHOPSTREAM_JWKS_URL               = local.jwks_url
+    SHOPSTREAM_JWKS_ISSUER            = local.jwks_issuer
+    SHOPSTREAM_JWKS_AUDIENCE          = aws_cognito_user_pool_client.storefront.id
+    SHOPSTREAM_LISTEN                 = "0.0.0.0:8080"
+    SHOPSTREAM_METRICS_LISTEN         = "127.0.0.1:9090"
+    SHOPSTREAM_LOG_FORMAT             = "json"
+    SHOPSTREAM_TRUSTED_PROXIES        = var.vpc_cidr
+    SHOPSTREAM_SEED_DEMO_CATALOGUE    = "false"
+    SHOPSTREAM_ADMIN_EMAIL            = var.admin_email
+    SHOPSTREAM_OTEL_ENDPOINT          = "http://127.0.0.1:4318"
+    SHOPSTREAM_OTEL_SAMPLING_RATIO    = tostring(var.otel_sampling_ratio)
+    SHOPSTREAM_SHUTDOWN_GRACE_SECS    = tostring(var.stop_timeout_secs - 5)
+    AWS_REGION                        = var.region
   }
 }
 
@@ -133,9 +134,12 @@ resource "aws_ecs_task_definition" "shopstream" {
       stopTimeout            = var.stop_timeout_secs
       portMappings           = [{ containerPort = 8080, protocol = "tcp" }]
       environment            = [for k, v in local.environment : { name = k, value = v }]
-      secrets                = [{ name = "SHOPSTREAM_JWT_SECRET", valueFrom = aws_ssm_parameter.jwt_secret.arn }]
-      mountPoints            = [{ sourceVolume = "data", containerPath = "/var/lib/shopstream" }]
-      dependsOn              = [{ containerName = "otel-collector", condition = "START" }]
+      secrets = [
+        { name = "SHOPSTREAM_JWT_SECRET", valueFrom = aws_ssm_parameter.jwt_secret.arn },
+        { name = "SHOPSTREAM_ADMIN_PASSWORD", valueFrom = aws_ssm_parameter.admin_password.arn },
+      ]
+      mountPoints = [{ sourceVolume = "data", containerPath = "/var/lib/shopstream" }]
+      dependsOn   = [{ containerName = "otel-collector", condition = "START" }]
       logConfiguration = {
         logDriver = "awslogs"
         options = {
@@ -295,15 +299,15 @@ resource "aws_wafv2_web_acl" "main" {
       managed_rule_group_statement {
         vendor_name = "AWS"
         name        = "AWSManagedRulesCommonRuleSet"
-          # Product images are uploaded in the body (image_max_bytes); the
-          # common rule set's 8 KB body limit would block them. The service
-          # bounds every body itself (max_body_bytes, image_max_bytes).
-          rule_action_override {
-            name = "SizeRestrictions_BODY"
-            action_to_use {
-              count {}
-            }
+        # Product images are uploaded in the body (image_max_bytes); the
+        # common rule set's 8 KB body limit would block them. The service
+        # bounds every body itself (max_body_bytes, image_max_bytes).
+        rule_action_override {
+          name = "SizeRestrictions_BODY"
+          action_to_use {
+            count {}
           }
+        }
       }
     }
     visibility_config {

@@ -257,6 +257,7 @@ STAND_INS = {
     "SHOPSTREAM_JWKS_ISSUER": "https://cognito-idp.eu-west-1.amazonaws.com/pool",
     "SHOPSTREAM_JWKS_AUDIENCE": "client-id",
     "SHOPSTREAM_SES_FROM": "shop@example.com",
+    "SHOPSTREAM_ADMIN_EMAIL": "admin@example.com",
 }
 
 
@@ -266,7 +267,9 @@ class Service(unittest.TestCase):
         for k, v in TF["locals"]["environment"].items():
             r = resolve(v)
             env[k] = r if r is not None else STAND_INS[k]
+        # The task's secrets, from SSM.
         env["SHOPSTREAM_JWT_SECRET"] = "x" * 40
+        env["SHOPSTREAM_ADMIN_PASSWORD"] = "a long admin password"
         out = plan(env)
         self.assertEqual(len(out["tables"]), len(TF["locals"]["tables"]))
 

@@ -120,6 +120,11 @@ variable "waf_rate_limit" {
   default     = 3000
 }
 
+variable "admin_email" {
+  description = "The first admin's e-mail address (a local account; its password is the SSM parameter admin_password_parameter). More admins: the Cognito group admin."
+  type        = string
+}
+
 variable "ses_from_address" {
   description = "The sender of order e-mails and supplier alerts: an SES identity created here (verify it by the e-mail SES sends)."
   type        = string
