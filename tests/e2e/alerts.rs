@@ -234,14 +234,7 @@ async fn webhook_alerts_are_signed_retried_and_delivered_once_across_a_crash() {
 async fn ses_alerts_go_to_the_suppliers_contact_once_per_crossing() {
     let suffix = uuid::Uuid::new_v4().simple().to_string()[..10].to_owned();
     let sender = format!("shop-{suffix}@example.com");
-    crate::commerce::moto_query(
-        "ses",
-        &format!(
-            "Action=VerifyEmailIdentity&Version=2010-12-01&EmailAddress={}",
-            sender.replace('@', "%40")
-        ),
-    )
-    .await;
+    crate::commerce::verify_ses_sender(&sender).await;
     let env = Env::new(Backend::Aws)
         .set("SHOPSTREAM_SUPPLIER_NOTIFIER", "ses")
         .set("SHOPSTREAM_SES_FROM", &sender);
@@ -256,19 +249,8 @@ async fn ses_alerts_go_to_the_suppliers_contact_once_per_crossing() {
     .await;
     let id = create_product(&app, &admin, &format!("SES-{suffix}")).await;
     cross(&app, &admin, &id).await;
-    let sent = || async {
-        crate::commerce::moto_data().await["ses"]
-            .as_object()
-            .into_iter()
-            .flat_map(|m| m.values())
-            .filter_map(|v| v.as_array())
-            .flatten()
-            .filter(|m| {
-                let m = m.to_string();
-                m.contains(&contact) && m.contains(&id) && m.contains("Low stock")
-            })
-            .count()
-    };
+    let words = [contact.as_str(), id.as_str(), "Low stock"];
+    let sent = || crate::commerce::ses_sent(&words);
     eventually("the alert e-mail", || async {
         let n = sent().await;
         (n >= 1).then_some(()).ok_or(format!("{n} sent"))
@@ -282,17 +264,7 @@ async fn ses_alerts_go_to_the_suppliers_contact_once_per_crossing() {
 #[tokio::test]
 async fn sns_alerts_carry_the_supplier_id_attribute_once_per_crossing() {
     let suffix = uuid::Uuid::new_v4().simple().to_string()[..10].to_owned();
-    let created = crate::commerce::moto_query(
-        "sns",
-        &format!("Action=CreateTopic&Version=2010-03-31&Name=alerts-{suffix}"),
-    )
-    .await;
-    let arn = created
-        .split("<TopicArn>")
-        .nth(1)
-        .and_then(|s| s.split("</TopicArn>").next())
-        .unwrap_or_else(|| panic!("no topic created: {created}"))
-        .to_owned();
+    let arn = crate::commerce::create_sns_topic(&format!("alerts-{suffix}")).await;
     let env = Env::new(Backend::Aws)
         .set("SHOPSTREAM_SUPPLIER_NOTIFIER", "sns")
         .set("SHOPSTREAM_SUPPLIER_SNS_TOPIC_ARN", &arn);
@@ -301,17 +273,9 @@ async fn sns_alerts_carry_the_supplier_id_attribute_once_per_crossing() {
     let id = create_product(&app, &admin, &format!("SNS-{suffix}")).await;
     cross(&app, &admin, &id).await;
     let published = || async {
-        let topic = crate::commerce::moto_data().await["sns"]["Topic"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .find(|t| t["arn"] == arn.as_str())
-            .cloned()
-            .unwrap_or_default();
-        topic["sent_notifications"]
-            .as_array()
-            .into_iter()
-            .flatten()
+        crate::commerce::sns_published(&arn)
+            .await
+            .iter()
             .filter(|m| {
                 // (message id, message, subject, attributes, group id)
                 let message: Value =

@@ -805,13 +805,8 @@ pub(crate) async fn moto_data() -> Value {
     .unwrap()
 }
 
-/// AWS mode with SES notifications and images in S3, both in moto.
-#[tokio::test]
-async fn ses_notifications_and_s3_images() {
-    let moto = crate::helpers::dynamodb_endpoint();
-    let suffix = uuid::Uuid::new_v4().simple().to_string()[..10].to_owned();
-    let sender = format!("shop-{suffix}@example.com");
-    // Verify the sender in moto's SES.
+/// Verifies `sender` as an SES identity in moto.
+pub(crate) async fn verify_ses_sender(sender: &str) {
     moto_query(
         "ses",
         &format!(
@@ -820,6 +815,61 @@ async fn ses_notifications_and_s3_images() {
         ),
     )
     .await;
+}
+
+/// Every message SES in moto sent, as JSON, that contains each of `words`.
+pub(crate) async fn ses_sent(words: &[&str]) -> usize {
+    moto_data().await["ses"]
+        .as_object()
+        .into_iter()
+        .flat_map(|m| m.values())
+        .filter_map(|v| v.as_array())
+        .flatten()
+        .filter(|m| {
+            let m = m.to_string();
+            words.iter().all(|w| m.contains(w))
+        })
+        .count()
+}
+
+/// Creates an SNS topic in moto; returns its ARN.
+pub(crate) async fn create_sns_topic(name: &str) -> String {
+    let created = moto_query(
+        "sns",
+        &format!("Action=CreateTopic&Version=2010-03-31&Name={name}"),
+    )
+    .await;
+    created
+        .split("<TopicArn>")
+        .nth(1)
+        .and_then(|s| s.split("</TopicArn>").next())
+        .unwrap_or_else(|| panic!("no topic created: {created}"))
+        .to_owned()
+}
+
+/// The messages published to the topic `arn` in moto, as
+/// `(message id, message, subject, attributes, group id)`.
+pub(crate) async fn sns_published(arn: &str) -> Vec<Value> {
+    let topic = moto_data().await["sns"]["Topic"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|t| t["arn"] == arn)
+        .cloned()
+        .unwrap_or_default();
+    topic["sent_notifications"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+}
+
+/// AWS mode with SES notifications and images in S3, both in moto.
+#[tokio::test]
+async fn ses_notifications_and_s3_images() {
+    let moto = crate::helpers::dynamodb_endpoint();
+    let suffix = uuid::Uuid::new_v4().simple().to_string()[..10].to_owned();
+    let sender = format!("shop-{suffix}@example.com");
+    verify_ses_sender(&sender).await;
     let http = reqwest::Client::new();
     let bucket = format!("images-{suffix}");
     let env = Env::new(Backend::Aws)
@@ -867,16 +917,8 @@ async fn ses_notifications_and_s3_images() {
     let r = checkout(&app, &t, "ses", APPROVE).await;
     assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
     let order = r.body["id"].as_str().unwrap().to_owned();
-    let sent = || async {
-        moto_data().await["ses"]
-            .as_object()
-            .into_iter()
-            .flat_map(|m| m.values())
-            .filter_map(|v| v.as_array())
-            .flatten()
-            .filter(|m| m.to_string().contains(&email) && m.to_string().contains(&order))
-            .count()
-    };
+    let words = [email.as_str(), order.as_str()];
+    let sent = || ses_sent(&words);
     eventually("the confirmation e-mail", || async {
         let n = sent().await;
         (n >= 1).then_some(()).ok_or(format!("{n} sent"))
@@ -892,17 +934,7 @@ async fn ses_notifications_and_s3_images() {
 #[tokio::test]
 async fn sns_notifications() {
     let suffix = uuid::Uuid::new_v4().simple().to_string()[..10].to_owned();
-    let created = moto_query(
-        "sns",
-        &format!("Action=CreateTopic&Version=2010-03-31&Name=orders-{suffix}"),
-    )
-    .await;
-    let arn = created
-        .split("<TopicArn>")
-        .nth(1)
-        .and_then(|s| s.split("</TopicArn>").next())
-        .unwrap_or_else(|| panic!("no topic created: {created}"))
-        .to_owned();
+    let arn = create_sns_topic(&format!("orders-{suffix}")).await;
     let env = Env::new(Backend::Aws)
         .set("SHOPSTREAM_NOTIFIER", "sns")
         .set("SHOPSTREAM_SNS_TOPIC_ARN", &arn);
@@ -916,17 +948,9 @@ async fn sns_notifications() {
     assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
     let order = r.body["id"].as_str().unwrap().to_owned();
     let published = || async {
-        let topic = moto_data().await["sns"]["Topic"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .find(|t| t["arn"] == arn.as_str())
-            .cloned()
-            .unwrap_or_default();
-        topic["sent_notifications"]
-            .as_array()
-            .into_iter()
-            .flatten()
+        sns_published(&arn)
+            .await
+            .iter()
             .filter(|m| {
                 // (message id, message, subject, attributes, group id)
                 let message: Value =
