@@ -121,8 +121,9 @@ impl SupplierDraft {
     }
 }
 
-/// An absolute `https://` URL with a host, no credentials and no fragment
-/// (`http://` too when `allow_http`).
+/// An absolute `https://` URL with a host name (not an address), no
+/// credentials and no fragment (`http://` and addresses too when
+/// `allow_http`, for tests and private networks).
 pub fn check_webhook_url(s: &str, allow_http: bool) -> Result<(), String> {
     let url = reqwest::Url::parse(s).map_err(|e| format!("must be an absolute URL ({e})"))?;
     match url.scheme() {
@@ -131,8 +132,18 @@ pub fn check_webhook_url(s: &str, allow_http: bool) -> Result<(), String> {
         "http" => return Err("must be an https:// URL".into()),
         other => return Err(format!("must be an https:// URL, not {other}:")),
     }
-    if url.host_str().is_none_or(str::is_empty) {
+    let Some(host) = url.host_str().filter(|h| !h.is_empty()) else {
         return Err("must name a host".into());
+    };
+    // An address would let a webhook reach the shop's own network
+    // (metadata endpoints, internal services) by its number.
+    let address = host
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .parse::<std::net::IpAddr>()
+        .is_ok();
+    if address && !allow_http {
+        return Err("must name a host, not an address".into());
     }
     if !url.username().is_empty() || url.password().is_some() {
         return Err("must not carry credentials".into());
@@ -321,6 +332,11 @@ mod tests {
             "must be an https:// URL"
         );
         assert!(check_webhook_url("http://127.0.0.1:9/x", true).is_ok());
+        assert_eq!(
+            check_webhook_url("https://169.254.169.254/latest", false).unwrap_err(),
+            "must name a host, not an address"
+        );
+        assert!(check_webhook_url("https://[::1]/x", false).is_err());
         assert!(check_webhook_url("https://user:pw@hooks.example/", false).is_err());
         assert!(check_webhook_url("https://hooks.example/#x", false).is_err());
         assert!(check_webhook_url("hooks.example/x", false).is_err());
