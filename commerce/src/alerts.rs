@@ -96,22 +96,13 @@ impl SupplierNotifier for FileAlerts {
     }
 
     async fn deliver(&self, alert: &Alert, _: Option<&Supplier>) -> Result<(), NotifyError> {
-        let file = |what, path: &std::path::Path| {
-            let path = path.to_owned();
-            move |source| NotifyError::File { what, path, source }
-        };
-        let body = serde_json::to_vec_pretty(&payload(alert))?;
-        tokio::fs::create_dir_all(&self.dir)
-            .await
-            .map_err(file("create", &self.dir))?;
-        let path = self.dir.join(format!("alert-{}.json", alert.id));
-        let tmp = self.dir.join(format!(".alert-{}.tmp", alert.id));
-        tokio::fs::write(&tmp, body)
-            .await
-            .map_err(file("write", &tmp))?;
-        tokio::fs::rename(&tmp, &path)
-            .await
-            .map_err(file("rename to", &path))?;
+        let name = format!("alert-{}", alert.id);
+        crate::outbox::write_file(
+            &self.dir,
+            &name,
+            &serde_json::to_vec_pretty(&payload(alert))?,
+        )
+        .await?;
         delivered(alert, self.name());
         Ok(())
     }

@@ -77,25 +77,35 @@ impl Notifier for FileNotifier {
 
     #[tracing::instrument(name = "notify.deliver", skip_all, fields(notifier = self.name(), order_id = %n.order_id, kind = %n.kind), err(level = "debug"))]
     async fn deliver(&self, n: &Notification) -> Result<(), NotifyError> {
-        let file = |what, path: &std::path::Path| {
-            let path = path.to_owned();
-            move |source| NotifyError::File { what, path, source }
-        };
-        let body = serde_json::to_vec_pretty(n)?;
-        tokio::fs::create_dir_all(&self.dir)
-            .await
-            .map_err(file("create", &self.dir))?;
-        let path = self.dir.join(format!("{}.json", n.id));
-        let tmp = self.dir.join(format!(".{}.tmp", n.id));
-        tokio::fs::write(&tmp, body)
-            .await
-            .map_err(file("write", &tmp))?;
-        tokio::fs::rename(&tmp, &path)
-            .await
-            .map_err(file("rename to", &path))?;
+        let path = write_file(&self.dir, &n.id, &serde_json::to_vec_pretty(n)?).await?;
         tracing::info!(order_id = %n.order_id, kind = %n.kind, to = ?n.to, subject = %n.subject, file = %path.display(), "notification delivered");
         Ok(())
     }
+}
+
+/// Writes `{dir}/{name}.json` whole, then renames it into place (a repeat
+/// rewrites the same file); returns its path.
+pub(crate) async fn write_file(
+    dir: &std::path::Path,
+    name: &str,
+    body: &[u8],
+) -> Result<PathBuf, NotifyError> {
+    let file = |what, path: &std::path::Path| {
+        let path = path.to_owned();
+        move |source| NotifyError::File { what, path, source }
+    };
+    tokio::fs::create_dir_all(dir)
+        .await
+        .map_err(file("create", dir))?;
+    let path = dir.join(format!("{name}.json"));
+    let tmp = dir.join(format!(".{name}.tmp"));
+    tokio::fs::write(&tmp, body)
+        .await
+        .map_err(file("write", &tmp))?;
+    tokio::fs::rename(&tmp, &path)
+        .await
+        .map_err(file("rename to", &path))?;
+    Ok(path)
 }
 
 /// Carries out the outbox: claims an entry (so that two instances do not

@@ -136,9 +136,14 @@ pub async fn get_supplier(
     Path(id): Path<String>,
 ) -> ApiResult<Response> {
     caller.require(Role::Admin)?;
+    found(&state, &id).await
+}
+
+/// A supplier record as the API shows it (no secret), or `404`.
+async fn found(state: &AppState, id: &str) -> ApiResult<Response> {
     let s = state
         .suppliers
-        .get(&id)
+        .get(id)
         .await?
         .ok_or(ApiError::NotFound("supplier"))?;
     Ok(with_etag(StatusCode::OK, s.view(false)))
@@ -214,14 +219,9 @@ pub async fn my_supplier(State(state): State<AppState>, caller: Caller) -> ApiRe
     caller.require(Role::Supplier)?;
     let id = caller
         .supplier_id
-        .clone()
+        .as_deref()
         .ok_or(ApiError::Forbidden("supplier"))?;
-    let s = state
-        .suppliers
-        .get(&id)
-        .await?
-        .ok_or(ApiError::NotFound("supplier"))?;
-    Ok(with_etag(StatusCode::OK, s.view(false)))
+    found(&state, id).await
 }
 
 #[cfg(test)]
