@@ -79,10 +79,14 @@ pub enum Subject {
 impl Subject {
     /// The stream partition key and store key: `user:{id}` or `session:{id}`.
     pub fn key(&self) -> String {
-        match self {
-            Subject::User(u) => format!("user:{u}"),
-            Subject::Session(s) => format!("session:{s}"),
-        }
+        let (kind, id) = match self {
+            Subject::User(u) => ("user:", u),
+            Subject::Session(s) => ("session:", s),
+        };
+        let mut key = String::with_capacity(kind.len() + id.len());
+        key.push_str(kind);
+        key.push_str(id);
+        key
     }
 }
 
@@ -400,7 +404,14 @@ impl Event {
                 format!("{} bytes, the limit is {MAX_EVENT_BYTES}", bytes.len()),
             ));
         }
-        let raw: RawEnvelope<'_> = serde_json::from_slice(bytes).map_err(|e| {
+        // Checked once here, so the parser need not check each string.
+        let text = std::str::from_utf8(bytes).map_err(|e| {
+            Rejection::new(
+                DeadLetterReason::MalformedJson,
+                format!("the record is not UTF-8: {e}"),
+            )
+        })?;
+        let raw: RawEnvelope<'_> = serde_json::from_str(text).map_err(|e| {
             let reason = if e.is_syntax() || e.is_eof() {
                 DeadLetterReason::MalformedJson
             } else {
@@ -423,10 +434,7 @@ impl Event {
                 format!("unknown event type {:?}", raw.kind),
             ));
         }
-        let data = raw.data.map(RawValue::get).unwrap_or("null");
-        // Re-assemble the adjacently tagged payload from its two parts.
-        let tagged = format!("{{\"type\":\"{}\",\"data\":{data}}}", raw.kind);
-        let payload: EventPayload = serde_json::from_str(&tagged)
+        let payload = payload_from_parts(raw.kind, raw.data)
             .map_err(|e| Rejection::new(DeadLetterReason::InvalidPayload, format!("data: {e}")))?;
         payload.check()?;
         let occurred_at = OffsetDateTime::parse(
@@ -462,6 +470,53 @@ impl Event {
                 .map(str::to_owned),
         })
     }
+}
+
+/// The adjacently tagged payload from its two parts, as if
+/// `{"type": kind, "data": data}` were parsed, without writing that text out
+/// and parsing it again: `data` is parsed once, where it lies in the record.
+fn payload_from_parts(kind: &str, data: Option<&RawValue>) -> serde_json::Result<EventPayload> {
+    use serde::de::{
+        DeserializeSeed, MapAccess,
+        value::{BorrowedStrDeserializer, MapAccessDeserializer},
+    };
+    struct Parts<'a> {
+        kind: &'a str,
+        data: &'a RawValue,
+        next: u8,
+    }
+    impl<'de> MapAccess<'de> for Parts<'de> {
+        type Error = serde_json::Error;
+        fn next_key_seed<K: DeserializeSeed<'de>>(
+            &mut self,
+            seed: K,
+        ) -> serde_json::Result<Option<K::Value>> {
+            let key = match self.next {
+                0 => "type",
+                1 => "data",
+                _ => return Ok(None),
+            };
+            seed.deserialize(BorrowedStrDeserializer::new(key))
+                .map(Some)
+        }
+        fn next_value_seed<V: DeserializeSeed<'de>>(
+            &mut self,
+            seed: V,
+        ) -> serde_json::Result<V::Value> {
+            self.next += 1;
+            if self.next == 1 {
+                seed.deserialize(BorrowedStrDeserializer::new(self.kind))
+            } else {
+                seed.deserialize(self.data)
+            }
+        }
+    }
+    let null: &RawValue = serde_json::from_str("null")?;
+    EventPayload::deserialize(MapAccessDeserializer::new(Parts {
+        kind,
+        data: data.unwrap_or(null),
+        next: 0,
+    }))
 }
 
 /// Refuses an id that is empty, longer than `max` bytes or holds control
@@ -634,6 +689,10 @@ mod tests {
         let p = ProductId::new().to_string();
         assert_eq!(reason(b"{not json"), DeadLetterReason::MalformedJson);
         assert_eq!(reason(b""), DeadLetterReason::MalformedJson);
+        assert_eq!(
+            reason(b"{\"id\": \"\xff\xfe\"}"),
+            DeadLetterReason::MalformedJson
+        );
         assert_eq!(
             reason(&envelope("stock.teleported", json!({}))),
             DeadLetterReason::UnknownType

@@ -248,22 +248,24 @@ impl StoreLog {
                 .query(Table::Log, &partition_pk(partition), &query)
                 .await?;
             let full = page.items.len();
-            for item in page.items {
-                let key = Key::of(&item)?;
-                let offset: u64 = key
-                    .sk
-                    .parse()
-                    .map_err(|_| StoreError::Corrupt(format!("log offset {}", key.sk)))?;
+            for mut item in page.items {
+                let offset: u64 = match item.get(storage::SK) {
+                    Some(Value::S(sk)) => sk
+                        .parse()
+                        .map_err(|_| StoreError::Corrupt(format!("log offset {sk}")))?,
+                    _ => return Err(StoreError::Corrupt("a log record without offset".into())),
+                };
                 if offset != from + out.len() as u64 {
                     return Ok(out);
                 }
-                match (item.get("key"), item.get("data")) {
-                    (Some(Value::S(k)), Some(Value::B(d))) => {
+                // Moved out of the item, not copied.
+                match (item.remove("key"), item.remove("data")) {
+                    (Some(Value::S(key)), Some(Value::B(data))) => {
                         out.push(Record {
                             partition,
                             offset,
-                            key: k.clone(),
-                            data: d.clone(),
+                            key,
+                            data,
                         });
                     }
                     _ => {

@@ -133,25 +133,15 @@ pub fn needs(records: &[Decoded]) -> Needs {
             EventPayload::StockCounted { product_id, .. } => {
                 needs.products.insert(product_id.to_string());
             }
+            // A behaviour event's profile is its anchor, read above.
             EventPayload::PurchaseCompleted {
                 lines,
-                actor,
-                stock_settled,
+                stock_settled: false,
                 ..
             } => {
-                if !stock_settled {
-                    needs
-                        .products
-                        .extend(lines.iter().map(|l| l.product_id.to_string()));
-                }
-                if let Some(s) = actor.subject() {
-                    needs.subjects.insert(s.key());
-                }
-            }
-            EventPayload::BrowseViewed { actor, .. } | EventPayload::BasketAdded { actor, .. } => {
-                if let Some(s) = actor.subject() {
-                    needs.subjects.insert(s.key());
-                }
+                needs
+                    .products
+                    .extend(lines.iter().map(|l| l.product_id.to_string()));
             }
             _ => {}
         }
@@ -399,9 +389,10 @@ pub fn fold_decided(
 
     // The recommender's training log: per hour, with the event id of the
     // hour's first row.
-    let mut log: BTreeMap<String, (String, Vec<Interaction>)> = BTreeMap::new();
+    // Keyed by the hour counted from the epoch; named once, at the end.
+    let mut log: BTreeMap<i64, (String, Vec<Interaction>)> = BTreeMap::new();
     let mut logged = |e: &Event, subject: String, product: String, kind: u8, at: i64| {
-        let hour = minute_name(e.occurred_at.unix_timestamp().div_euclid(60))[..13].to_owned();
+        let hour = e.occurred_at.unix_timestamp().div_euclid(3600);
         log.entry(hour)
             .or_insert_with(|| (e.id.to_string(), Vec::new()))
             .1
@@ -536,12 +527,13 @@ pub fn fold_decided(
                 counts.product(*product_id, minute, &c);
                 counts.shop(minute, &c);
                 if let Some(subject) = actor.subject() {
-                    logged(e, subject.key(), product_id.to_string(), kind, at);
-                    let profile = profile_of(&mut profiles, snapshot, subject.key());
+                    let (subject, product) = (subject.key(), product_id.to_string());
+                    logged(e, subject.clone(), product.clone(), kind, at);
+                    let profile = profile_of(&mut profiles, snapshot, subject);
                     if viewed {
-                        profile.viewed(product_id.to_string(), at);
+                        profile.viewed(product, at);
                     } else {
-                        profile.added(product_id.to_string(), at);
+                        profile.added(product, at);
                     }
                 }
             }
@@ -579,16 +571,17 @@ pub fn fold_decided(
                 }
                 counts.shop(minute, &order);
                 if let Some(subject) = actor.subject() {
+                    let subject = subject.key();
                     for line in lines {
                         logged(
                             e,
-                            subject.key(),
+                            subject.clone(),
                             line.product_id.to_string(),
                             interaction::PURCHASE,
                             at,
                         );
                     }
-                    profile_of(&mut profiles, snapshot, subject.key())
+                    profile_of(&mut profiles, snapshot, subject)
                         .bought(lines.iter().map(|l| l.product_id.to_string()), at);
                 }
             }
@@ -658,6 +651,7 @@ pub fn fold_decided(
         });
     }
     for (hour, (first_id, rows)) in log {
+        let hour = name(hour * 60)[..13].to_owned();
         let first_at = rows.first().map_or(0, |r| r.at);
         for (chunk, part) in rows.chunks(INTERACTIONS_PER_CHUNK).enumerate() {
             let item = InteractionChunk {

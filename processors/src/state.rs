@@ -221,15 +221,20 @@ const BODY: &str = "p";
 impl Profile {
     /// The item this profile is stored as, under `key`.
     pub fn to_item(&self, key: &Key) -> storage::StoreResult<storage::Item> {
-        let body = postcard::to_allocvec(&BodyRef {
-            recent_views: &self.recent_views,
-            basket_adds: &self.basket_adds,
-            purchases: &self.purchases,
-            views: self.views,
-            adds: self.adds,
-            orders: self.orders,
-            seen: self.seen.to_bytes(),
-        })
+        // Sized for the touches (a product id and a time each) up front.
+        let touches = self.recent_views.len() + self.basket_adds.len() + self.purchases.len();
+        let body = postcard::to_extend(
+            &BodyRef {
+                recent_views: &self.recent_views,
+                basket_adds: &self.basket_adds,
+                purchases: &self.purchases,
+                views: self.views,
+                adds: self.adds,
+                orders: self.orders,
+                seen: self.seen.to_bytes(),
+            },
+            Vec::with_capacity(64 + 48 * touches + 12 * self.seen.len()),
+        )
         .map_err(|e| storage::StoreError::Invalid(format!("cannot encode a profile: {e}")))?;
         let mut item = key.to_item();
         item.insert(

@@ -328,7 +328,7 @@ fn plan(open: &mut Open<'_>, op: TxOp) -> StoreResult<Plan> {
             if failed(&cond, current.as_ref()) {
                 return Err(StoreError::ConditionFailed);
             }
-            let next = apply_updates(&key, current.as_ref(), &updates)?;
+            let next = apply_updates(&key, current, updates)?;
             check_size(&next)?;
             Ok(Plan {
                 table,

@@ -56,23 +56,25 @@ fn number(s: &str) -> StoreResult<Decimal> {
 
 /// The item after the updates, made from `current` (or from the key alone if
 /// the item does not exist yet).
-pub fn apply_updates(key: &Key, current: Option<&Item>, updates: &[Update]) -> StoreResult<Item> {
-    let mut item = current.cloned().unwrap_or_else(|| key.to_item());
+pub fn apply_updates(key: &Key, current: Option<Item>, updates: Vec<Update>) -> StoreResult<Item> {
+    let mut item = current.unwrap_or_else(|| key.to_item());
     for u in updates {
         match u {
-            Update::Set(a, _) | Update::Add(a, _) | Update::Remove(a) if a == PK || a == SK => {
+            Update::Set(a, _) | Update::Add(a, _) | Update::Remove(a)
+                if a.as_str() == PK || a.as_str() == SK =>
+            {
                 return Err(StoreError::Invalid(format!(
                     "cannot update key attribute {a}"
                 )));
             }
             Update::Set(a, v) => {
-                item.insert(a.clone(), v.clone());
+                item.insert(a, v);
             }
             Update::Remove(a) => {
-                item.remove(a);
+                item.remove(&a);
             }
             Update::Add(a, Value::N(delta)) => {
-                let old = match item.get(a) {
+                let old = match item.get(&a) {
                     None => Decimal::ZERO,
                     Some(Value::N(n)) => number(n)?,
                     Some(_) => {
@@ -82,9 +84,9 @@ pub fn apply_updates(key: &Key, current: Option<&Item>, updates: &[Update]) -> S
                     }
                 };
                 let sum = old
-                    .checked_add(number(delta)?)
+                    .checked_add(number(&delta)?)
                     .ok_or_else(|| StoreError::Invalid(format!("overflow adding to {a}")))?;
-                item.insert(a.clone(), Value::N(sum.normalize().to_string()));
+                item.insert(a, Value::N(sum.normalize().to_string()));
             }
             Update::Add(a, _) => {
                 return Err(StoreError::Invalid(format!("can only add a number to {a}")));
@@ -257,12 +259,12 @@ mod tests {
     #[test]
     fn add_treats_missing_as_zero_and_refuses_strings() {
         let key = Key::new("a", "b");
-        let i = apply_updates(&key, None, &[Update::add("c", 5), Update::add("c", -2)]).unwrap();
+        let i = apply_updates(&key, None, vec![Update::add("c", 5), Update::add("c", -2)]).unwrap();
         assert_eq!(i["c"], Value::N("3".into()));
         assert_eq!(i["pk"], Value::S("a".into()));
         let s = item(&[("c", Value::S("x".into()))]);
-        assert!(apply_updates(&key, Some(&s), &[Update::add("c", 1)]).is_err());
-        assert!(apply_updates(&key, None, &[Update::Remove("pk".into())]).is_err());
+        assert!(apply_updates(&key, Some(s.clone()), vec![Update::add("c", 1)]).is_err());
+        assert!(apply_updates(&key, None, vec![Update::Remove("pk".into())]).is_err());
     }
 
     #[test]
