@@ -166,15 +166,92 @@ pub struct WebhookAlerts {
 
 impl WebhookAlerts {
     pub fn new(timeout: Duration, allow_http: bool) -> Self {
+        let builder = reqwest::Client::builder()
+            .timeout(timeout)
+            // A webhook answers itself; a redirect could point anywhere.
+            .redirect(reqwest::redirect::Policy::none())
+            .user_agent(concat!("shopstream/", env!("CARGO_PKG_VERSION")));
+        // The addresses a host name resolves to are checked where the
+        // connection is made (so a name that resolved to a public address
+        // when it was stored, or a moment ago, cannot reach the shop's own
+        // network now). `webhook_allow_http` (tests, development) lifts it.
+        let builder = if allow_http {
+            builder
+        } else {
+            builder.dns_resolver(std::sync::Arc::new(PublicOnly))
+        };
         Self {
-            client: reqwest::Client::builder()
-                .timeout(timeout)
-                // A webhook answers itself; a redirect could point anywhere.
-                .redirect(reqwest::redirect::Policy::none())
-                .user_agent(concat!("shopstream/", env!("CARGO_PKG_VERSION")))
-                .build()
-                .expect("a reqwest client with rustls"),
+            client: builder.build().expect("a reqwest client with rustls"),
             allow_http,
+        }
+    }
+}
+
+/// Resolves a webhook's host name to its public addresses only: loopback,
+/// private, link-local (the cloud metadata endpoint, 169.254.169.254),
+/// shared, documentation, multicast and reserved ranges are dropped, and a
+/// name left with none is refused. OWASP's advice for server-side requests
+/// to user-given URLs: check the address connected to, not the name.
+#[derive(Debug)]
+struct PublicOnly;
+
+impl reqwest::dns::Resolve for PublicOnly {
+    fn resolve(&self, name: reqwest::dns::Name) -> reqwest::dns::Resolving {
+        let host = name.as_str().to_owned();
+        Box::pin(async move {
+            let all: Vec<std::net::SocketAddr> =
+                tokio::net::lookup_host((host.as_str(), 0)).await?.collect();
+            let public: Vec<std::net::SocketAddr> =
+                all.iter().copied().filter(|a| is_public(a.ip())).collect();
+            if public.is_empty() {
+                return Err(format!(
+                    "{host} resolves to no public address ({} refused: loopback, private, \
+                     link-local or reserved)",
+                    all.len()
+                )
+                .into());
+            }
+            Ok(Box::new(public.into_iter()) as reqwest::dns::Addrs)
+        })
+    }
+}
+
+/// Whether `ip` is an address on the public internet (a webhook may be
+/// there), by the IANA special-purpose registries.
+fn is_public(ip: std::net::IpAddr) -> bool {
+    use std::net::IpAddr;
+    match ip {
+        IpAddr::V4(v4) => {
+            let [a, b, c, _] = v4.octets();
+            !(a == 0                                    // "this network"
+                || a == 10                              // private
+                || a == 127                             // loopback
+                || (a == 100 && (64..128).contains(&b)) // shared (carrier NAT)
+                || (a == 169 && b == 254)               // link-local, cloud metadata
+                || (a == 172 && (16..32).contains(&b))  // private
+                || (a == 192 && b == 0 && c == 0)       // IETF protocol assignments
+                || (a == 192 && b == 0 && c == 2)       // documentation
+                || (a == 192 && b == 168)               // private
+                || (a == 198 && (b == 18 || b == 19))   // benchmarking
+                || (a == 198 && b == 51 && c == 100)    // documentation
+                || (a == 203 && b == 0 && c == 113)     // documentation
+                || a >= 224) // multicast, reserved, broadcast
+        }
+        IpAddr::V6(v6) => {
+            if let Some(v4) = v6.to_ipv4_mapped() {
+                return is_public(IpAddr::V4(v4));
+            }
+            let s = v6.segments();
+            !(v6.is_unspecified()
+                || v6.is_loopback()
+                || (s[0] & 0xfe00) == 0xfc00                // unique local
+                || (s[0] & 0xffc0) == 0xfe80                // link-local
+                || (s[0] & 0xff00) == 0xff00                // multicast
+                || (s[0] == 0x2001 && s[1] == 0x0db8)       // documentation
+                || (s[0] == 0x0064 && s[1] == 0xff9b)       // NAT64 (an IPv4 address inside)
+                || s[0] == 0x2002                           // 6to4 (an IPv4 address inside)
+                || (s[0] == 0x2001 && s[1] == 0)            // Teredo
+                || s[..6] == [0; 6]) // IPv4-compatible, deprecated
         }
     }
 }
@@ -240,6 +317,74 @@ impl SupplierNotifier for WebhookAlerts {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_public_addresses_are_public() {
+        for private in [
+            "0.0.0.0",
+            "10.1.2.3",
+            "100.64.0.1",
+            "127.0.0.1",
+            "169.254.169.254",
+            "172.16.0.1",
+            "172.31.255.255",
+            "192.0.2.1",
+            "192.168.1.1",
+            "198.18.0.1",
+            "224.0.0.1",
+            "255.255.255.255",
+            "::",
+            "::1",
+            "::ffff:127.0.0.1",
+            "::ffff:169.254.169.254",
+            "fc00::1",
+            "fd12:3456::1",
+            "fe80::1",
+            "ff02::1",
+            "2001:db8::1",
+            "64:ff9b::a00:1",
+            "2002:a00:1::1",
+            "::10.0.0.1",
+        ] {
+            assert!(!is_public(private.parse().unwrap()), "{private}");
+        }
+        for public in [
+            "1.1.1.1",
+            "8.8.8.8",
+            "100.63.255.255",
+            "100.128.0.1",
+            "172.32.0.1",
+            "192.169.0.1",
+            "203.0.114.1",
+            "::ffff:8.8.8.8",
+            "2606:4700:4700::1111",
+            "2a00:1450:4001::1",
+        ] {
+            assert!(is_public(public.parse().unwrap()), "{public}");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_name_that_resolves_to_loopback_is_not_connected_to() {
+        // A receiver on loopback would answer 200 if it were reached.
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let accepted = tokio::spawn(async move { listener.accept().await.is_ok() });
+        let hooks = WebhookAlerts::new(Duration::from_secs(10), false);
+        let err = hooks
+            .client
+            .post(format!("https://localhost:{port}/hook"))
+            .send()
+            .await
+            .unwrap_err();
+        let chain = std::iter::successors(Some(&err as &dyn std::error::Error), |e| e.source())
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join(": ");
+        assert!(chain.contains("no public address"), "{chain}");
+        assert!(!accepted.is_finished(), "nothing connected to the receiver");
+        accepted.abort();
+    }
 
     #[test]
     fn the_signature_is_hmac_sha256_of_timestamp_dot_body() {

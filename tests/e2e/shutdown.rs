@@ -215,6 +215,9 @@ async fn sigterm_under_load_hands_every_shard_over_at_once() {
     .await;
     first.stop().await;
     let stopped = std::time::Instant::now();
+    // The survivor's lease scans so far: the one under way may have read
+    // the lease table before the first instance's release landed.
+    let scans_at_exit = crate::helpers::metric(&second, "shopstream_lease_scans_total{").await;
     assert_eq!(
         close.await.unwrap(),
         Some(1001),
@@ -234,9 +237,19 @@ async fn sigterm_under_load_hands_every_shard_over_at_once() {
         },
     )
     .await;
+    let taken_scan = crate::helpers::metric(&second, "shopstream_lease_taken_scan{").await;
     eprintln!(
-        "handover: every shard owned by the second instance {:?} after the first exited",
+        "handover: every shard owned by the second instance {:?} after the first exited \
+         (lease scans at the exit: {scans_at_exit}, taken in scan {taken_scan})",
         stopped.elapsed()
+    );
+    // Scans are a second apart whatever the machine's load: the released
+    // leases were taken by the first scan that began after the release (the
+    // handover's "within 2 s", counted in scans rather than wall time).
+    assert!(
+        taken_scan <= scans_at_exit + 2.0,
+        "the shards were taken in scan {taken_scan}; the survivor had done {scans_at_exit} \
+         when the first instance exited"
     );
     load.await.unwrap();
     eventually("every adjustment applied", || async {

@@ -43,6 +43,11 @@ impl KinesisConsumer {
         let tick = (self.leases.failover() / 3)
             .min(self.settings.shard_sync)
             .min(LEASE_SCAN);
+        // Lease scans done, numbered from 1: `shopstream_lease_scans_total`,
+        // and the number of the last one that took a lease
+        // (`shopstream_lease_taken_scan`), so a handover can be measured
+        // in scans as well as in seconds.
+        let mut scans: u64 = 0;
         loop {
             if *shutdown.borrow() {
                 break;
@@ -63,12 +68,15 @@ impl KinesisConsumer {
                     }
                 }
             }
+            scans += 1;
             match self.plan(&running).await {
                 Ok(take) => {
                     for (shard, seen) in take {
                         match self.leases.take(&self.stream, &shard, &seen).await {
                             Ok(Some(held)) => {
-                                tracing::info!(stream = %self.stream, shard, counter = held.lease.counter, "took lease");
+                                tracing::info!(stream = %self.stream, shard, counter = held.lease.counter, scan = scans, "took lease");
+                                metrics::gauge!("shopstream_lease_taken_scan", "stream" => self.stream.clone())
+                                    .set(scans as f64);
                                 let reader = ShardReader::new(self.clone(), held);
                                 let handle = readers.spawn(reader.run(shutdown.clone()));
                                 running.insert(shard, handle);
@@ -82,6 +90,8 @@ impl KinesisConsumer {
             }
             metrics::gauge!("shopstream_leases_held", "stream" => self.stream.clone())
                 .set(running.len() as f64);
+            metrics::counter!("shopstream_lease_scans_total", "stream" => self.stream.clone())
+                .increment(1);
             tokio::select! {
                 () = tokio::time::sleep(tick) => {}
                 _ = shutdown.changed() => {}
