@@ -98,6 +98,10 @@ while true; do
 done
 secs=$(python3 -c "import time; print(time.time() - $start)")
 echo "pipeline: $N events applied in $(printf %.2f "$secs") s = $(python3 -c "print(round($N / $secs))") events/s ($MODE, $SHAPE shape, $PARTS partitions, start-up included)"
+# The server's CPU time (user + system) until then: less sensitive than the
+# wall time to what else runs, though not to the machine's speed.
+cpu=$(awk -v hz="$(getconf CLK_TCK)" '{print ($14 + $15) / hz}' "/proc/$PID/stat")
+echo "server CPU: $cpu s, $(python3 -c "print(round($cpu * 1e6 / $N, 1))") µs per event"
 curl -s "http://127.0.0.1:$PORT/metrics" > "$DATA/metrics.txt"
 grep -E '^shopstream_(pipeline_commit_seconds|pipeline_batch_records|store_commit_writes)_(sum|count)' "$DATA/metrics.txt"
 awk -v n="$N" '/^shopstream_pipeline_store_writes_total/ {w += $2} /^shopstream_pipeline_write_units_total/ {u += $2}
