@@ -10,7 +10,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-CACHE="${XDG_CACHE_HOME:-$HOME/.cache}/shopstream"
+. scripts/lib/cache.sh
 PLAYWRIGHT_VERSION=1.56.0
 PYTEST_VERSION=8.4.2
 VENV="$CACHE/browser-tests-playwright-$PLAYWRIGHT_VERSION-pytest-$PYTEST_VERSION"
@@ -37,14 +37,7 @@ if [ ! -x "$CHROMIUM" ]; then
     { $SUDO apt-get update >/dev/null && $SUDO apt-get install -y --no-install-recommends chromium fonts-dejavu-core >/dev/null; }
 fi
 
-if ! "$VENV/bin/python" -c 'import playwright, pytest' >/dev/null 2>&1; then
-  echo "browser-tests.sh: installing playwright==$PLAYWRIGHT_VERSION and pytest==$PYTEST_VERSION into $VENV"
-  rm -rf "$VENV"
-  mkdir -p "$CACHE"
-  python3 -m venv "$VENV"
-  "$VENV/bin/pip" install --quiet --disable-pip-version-check \
-    "playwright==$PLAYWRIGHT_VERSION" "pytest==$PYTEST_VERSION"
-fi
+pip_venv "$VENV" "import playwright, pytest" "playwright==$PLAYWRIGHT_VERSION" "pytest==$PYTEST_VERSION"
 
 cargo build --locked --quiet --bin shopstream
 export SHOPSTREAM_CHROMIUM="$CHROMIUM"

@@ -5,16 +5,10 @@
 # anonymously. Usage: scripts/schemathesis.sh [extra st run options]
 set -euo pipefail
 cd "$(dirname "$0")/.."
-CACHE="${XDG_CACHE_HOME:-$HOME/.cache}/shopstream"
+. scripts/lib/cache.sh
 ST_VERSION=4.32.5
 ST_VENV="$CACHE/schemathesis-$ST_VERSION"
-if ! "$ST_VENV/bin/st" --version >/dev/null 2>&1; then
-  echo "schemathesis.sh: installing schemathesis==$ST_VERSION into $ST_VENV"
-  rm -rf "$ST_VENV"
-  mkdir -p "$CACHE"
-  python3 -m venv "$ST_VENV"
-  "$ST_VENV/bin/pip" install --quiet --disable-pip-version-check "schemathesis==$ST_VERSION"
-fi
+pip_venv "$ST_VENV" "import schemathesis" "schemathesis==$ST_VERSION"
 cargo build --quiet --locked --bin shopstream
 DATA=$(mktemp -d)
 PORT=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')

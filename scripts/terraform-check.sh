@@ -9,23 +9,13 @@
 # into the cache, keyed by version.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-CACHE="${XDG_CACHE_HOME:-$HOME/.cache}/shopstream"
+. scripts/lib/cache.sh
 CHECKOV_VERSION=3.3.30
 HCL2_VERSION=8.1.4
-install() { # venv, package==version, command to check it
-  local venv=$1 spec=$2
-  if ! "$venv/bin/python" -c "$3" >/dev/null 2>&1; then
-    echo "terraform-check.sh: installing $spec into $venv"
-    rm -rf "$venv"
-    mkdir -p "$CACHE"
-    python3 -m venv "$venv"
-    "$venv/bin/pip" install --quiet --disable-pip-version-check "$spec"
-  fi
-}
 CHECKOV="$CACHE/checkov-$CHECKOV_VERSION"
 HCL2="$CACHE/python-hcl2-$HCL2_VERSION"
-install "$CHECKOV" "checkov==$CHECKOV_VERSION" "import checkov"
-install "$HCL2" "python-hcl2==$HCL2_VERSION" "import hcl2"
+pip_venv "$CHECKOV" "import checkov" "checkov==$CHECKOV_VERSION"
+pip_venv "$HCL2" "import hcl2" "python-hcl2==$HCL2_VERSION"
 echo "== checkov over deploy/terraform"
 # --skip-download: no call to the vendor's platform (not reachable here).
 "$CHECKOV/bin/checkov" --directory deploy/terraform --framework terraform --quiet --compact \

@@ -7,7 +7,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-CACHE="${XDG_CACHE_HOME:-$HOME/.cache}/shopstream"
+. scripts/lib/cache.sh
 MOTO_VERSION=5.2.5
 MOTO_VENV="$CACHE/moto-$MOTO_VERSION"
 TANSU_VERSION=0.6.0
@@ -15,13 +15,7 @@ TANSU_ROOT="$CACHE/tansu-$TANSU_VERSION"
 KINESIS_MOCK_VERSION=0.6.2
 KINESIS_MOCK_DIR="$CACHE/kinesis-local-$KINESIS_MOCK_VERSION/node_modules/kinesis-local"
 
-if ! "$MOTO_VENV/bin/python" -c 'import moto.server' >/dev/null 2>&1; then
-  echo "test.sh: installing moto[server]==$MOTO_VERSION into $MOTO_VENV"
-  rm -rf "$MOTO_VENV"
-  mkdir -p "$CACHE"
-  python3 -m venv "$MOTO_VENV"
-  "$MOTO_VENV/bin/pip" install --quiet --disable-pip-version-check "moto[server]==$MOTO_VERSION"
-fi
+pip_venv "$MOTO_VENV" "import moto.server" "moto[server]==$MOTO_VERSION"
 
 if [ ! -f "$KINESIS_MOCK_DIR/main.js" ]; then
   echo "test.sh: installing kinesis-local@$KINESIS_MOCK_VERSION (kinesis-mock) from npm"
