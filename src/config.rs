@@ -79,6 +79,16 @@ pub struct Settings {
     pub jwks_issuer: Option<String>,
     pub jwks_audience: Option<String>,
     pub jwks_groups_claim: String,
+    /// The app client the storefront and dashboard sign in with at the
+    /// issuer `jwks_issuer` (OpenID Connect code flow with PKCE); unset:
+    /// the pages sign in with local accounts only.
+    pub oidc_client_id: Option<String>,
+    /// That client's secret, if it has one. Never printed or serialized.
+    #[serde(skip_serializing)]
+    pub oidc_client_secret: Option<SecretString>,
+    /// The address browsers reach this service at (`https://shop.example`),
+    /// for the sign-in's redirect URI `{public_url}/api/auth/oidc/callback`.
+    pub public_url: Option<String>,
     pub log_partitions: u32,
     pub max_events_per_request: usize,
     /// How far the `occurred_at` of a browser's or customer's event may be
@@ -225,6 +235,9 @@ impl Default for Settings {
             jwks_issuer: None,
             jwks_audience: None,
             jwks_groups_claim: "cognito:groups".into(),
+            oidc_client_id: None,
+            oidc_client_secret: None,
+            public_url: None,
             log_partitions: ingest::log::DEFAULT_PARTITIONS,
             max_events_per_request: 500,
             collector_clock_skew_secs: 30,
@@ -374,6 +387,7 @@ impl Settings {
             recommend_per_category: self.recommend_per_category,
             recommend_repeat_categories: list(&self.recommend_repeat_categories),
             webhook_allow_http: self.webhook_allow_http,
+            oidc: self.oidc(),
             ws: api::ws::WsConfig {
                 allowed_origins: list(&self.ws_allowed_origins),
                 max_connections_per_user: self.ws_max_connections_per_user,
@@ -383,6 +397,20 @@ impl Settings {
                 tick: Duration::from_millis(self.ws_tick_ms),
             },
         }
+    }
+
+    /// The pages' sign-in through the external issuer (`validate` requires the
+    /// issuer, its keys and `public_url` with a client id).
+    fn oidc(&self) -> Option<api::OidcSettings> {
+        let client_id = self.oidc_client_id.clone()?;
+        let issuer = self.jwks_issuer.as_deref()?.trim_end_matches('/');
+        let public = self.public_url.as_deref()?.trim_end_matches('/');
+        Some(api::OidcSettings {
+            discovery_url: format!("{issuer}/.well-known/openid-configuration"),
+            client_id,
+            client_secret: self.oidc_client_secret.clone(),
+            redirect_url: format!("{public}/api/auth/oidc/callback"),
+        })
     }
 
     /// The shop's limits and timings.
@@ -480,6 +508,28 @@ impl Settings {
                          with that iss, and that aud or Cognito client_id)"
                     );
                 }
+            }
+        }
+        if self.oidc_client_id.is_some() {
+            if self.jwks_url.is_none() {
+                bail!(
+                    "invalid configuration: oidc_client_id needs jwks_url, jwks_issuer and jwks_audience \
+                     (the issuer the pages sign in at, and its keys)"
+                );
+            }
+            let public = self.public_url.as_deref().unwrap_or("");
+            let loopback = ["http://localhost", "http://127.0.0.1", "http://[::1]"]
+                .iter()
+                .any(|p| {
+                    public
+                        .strip_prefix(p)
+                        .is_some_and(|r| r.is_empty() || r.starts_with([':', '/']))
+                });
+            if !(public.starts_with("https://") || loopback) || public.contains(['?', '#']) {
+                bail!(
+                    "invalid configuration: oidc_client_id needs public_url, the https:// address \
+                     browsers reach this service at (http:// only for localhost)"
+                );
             }
         }
         for c in list(&self.trusted_proxies) {
@@ -671,16 +721,56 @@ mod tests {
         let settings = Settings {
             jwt_secret: Some("a-signing-key-that-is-long-enough-0123".into()),
             admin_password: Some("correct horse battery staple".into()),
+            oidc_client_secret: Some("the-app-clients-secret".into()),
             ..Settings::default()
         };
         let shown = format!("{settings:?}");
         assert!(!shown.contains("signing-key"), "{shown}");
         assert!(!shown.contains("horse"), "{shown}");
+        assert!(!shown.contains("clients-secret"), "{shown}");
         assert!(shown.contains("REDACTED"), "{shown}");
         assert_eq!(
             settings.jwt_secret().unwrap(),
             b"a-signing-key-that-is-long-enough-0123"
         );
+    }
+
+    #[test]
+    fn the_pages_sign_in_needs_the_issuer_and_the_public_address() {
+        let with = |public: Option<&str>, jwks: bool| Settings {
+            oidc_client_id: Some("app-client".into()),
+            public_url: public.map(str::to_owned),
+            jwks_url: jwks.then(|| "https://issuer.example/.well-known/jwks.json".into()),
+            jwks_issuer: Some("https://issuer.example/pool/".into()),
+            jwks_audience: Some("app-client".into()),
+            ..Settings::default()
+        };
+        for (public, jwks, ok) in [
+            (Some("https://shop.example"), true, true),
+            (Some("http://localhost:8080"), true, true),
+            (Some("http://127.0.0.1"), true, true),
+            (Some("https://shop.example"), false, false),
+            (None, true, false),
+            (Some("http://shop.example"), true, false),
+            (Some("http://localhost.evil.example"), true, false),
+            (Some("https://shop.example/#x"), true, false),
+        ] {
+            assert_eq!(
+                with(public, jwks).validate().is_ok(),
+                ok,
+                "{public:?} {jwks}"
+            );
+        }
+        let o = with(Some("https://shop.example/"), true).oidc().unwrap();
+        assert_eq!(
+            o.discovery_url,
+            "https://issuer.example/pool/.well-known/openid-configuration"
+        );
+        assert_eq!(
+            o.redirect_url,
+            "https://shop.example/api/auth/oidc/callback"
+        );
+        assert!(Settings::default().oidc().is_none());
     }
 
     #[test]

@@ -134,6 +134,11 @@ struct Jwks {
     refetched: std::sync::Mutex<Option<Instant>>,
 }
 
+/// The claim naming a supplier user's supplier. Cognito puts custom
+/// attributes in ID tokens, and in access tokens only through a pre-token
+/// generation trigger.
+const SUPPLIER_CLAIM: &str = "custom:supplier_id";
+
 /// How long fetched keys are trusted before they are fetched again.
 const JWKS_TTL: Duration = Duration::from_secs(600);
 /// An unknown `kid` fetches the keys again at most this often, so tokens
@@ -216,6 +221,7 @@ impl Tokens {
         role: Role,
         supplier_id: Option<String>,
         refresh_id: &str,
+        refresh_ttl: Duration,
     ) -> Result<TokenPair, ApiError> {
         let now = time::OffsetDateTime::now_utc().unix_timestamp();
         let access = Claims {
@@ -232,7 +238,7 @@ impl Tokens {
             sub: user.to_string(),
             iss: ISSUER.into(),
             iat: now,
-            exp: now + self.refresh_ttl.as_secs() as i64,
+            exp: now + refresh_ttl.as_secs() as i64,
             token_use: TokenUse::Refresh,
             role: None,
             supplier_id: None,
@@ -316,13 +322,14 @@ impl Jwks {
         Ok(set)
     }
 
-    async fn verify(&self, token: &str, kid: Option<&str>) -> Result<Caller, ApiError> {
+    /// The key a token names (fetching the keys again, at most once a
+    /// minute, when the `kid` is unknown: keys rotate), and the checks every
+    /// token of the issuer passes: RS256, `iss`, `exp`, `sub`.
+    async fn key(&self, kid: Option<&str>) -> Result<(DecodingKey, Validation), ApiError> {
         let invalid = || ApiError::Unauthorized("invalid or expired access token");
         let kid = kid.ok_or_else(invalid)?;
         let mut set = self.keys(false).await?;
         if set.find(kid).is_none() {
-            // Keys rotate: an unknown kid may be a new key; look again, but
-            // at most once a minute.
             let due = {
                 let mut last = self.refetched.lock().unwrap_or_else(|e| e.into_inner());
                 let due = last.is_none_or(|t| t.elapsed() >= JWKS_REFETCH);
@@ -342,6 +349,12 @@ impl Jwks {
         v.leeway = 5;
         v.set_issuer(&[&self.settings.issuer]);
         v.set_required_spec_claims(&["exp", "iss", "sub"]);
+        Ok((key, v))
+    }
+
+    async fn verify(&self, token: &str, kid: Option<&str>) -> Result<Caller, ApiError> {
+        let invalid = || ApiError::Unauthorized("invalid or expired access token");
+        let (key, mut v) = self.key(kid).await?;
         // Checked below: `aud`, or Cognito's `client_id` with `token_use`.
         v.validate_aud = false;
         let data =
@@ -359,23 +372,142 @@ impl Jwks {
             return Err(invalid());
         }
         let subject = claims["sub"].as_str().ok_or_else(invalid)?.to_owned();
+        Ok(Caller {
+            subject,
+            role: self.role(&claims),
+            supplier_id: claims[SUPPLIER_CLAIM].as_str().map(str::to_owned),
+            external: true,
+        })
+    }
+
+    /// The role the groups claim names (the first of admin, service,
+    /// supplier it lists), or customer.
+    fn role(&self, claims: &serde_json::Value) -> Role {
         let groups: Vec<&str> = match &claims[self.settings.groups_claim.as_str()] {
             serde_json::Value::Array(a) => a.iter().filter_map(|g| g.as_str()).collect(),
             serde_json::Value::String(s) => s.split([',', ' ']).collect(),
             _ => Vec::new(),
         };
-        let role = [Role::Admin, Role::Service, Role::Supplier]
+        [Role::Admin, Role::Service, Role::Supplier]
             .into_iter()
             .find(|r| groups.contains(&r.as_str()))
-            .unwrap_or(Role::Customer);
-        let supplier_id = claims["custom:supplier_id"].as_str().map(str::to_owned);
-        Ok(Caller {
-            subject,
-            role,
-            supplier_id,
-            external: true,
+            .unwrap_or(Role::Customer)
+    }
+}
+
+/// Who signed in through the external issuer, from a verified OpenID
+/// Connect ID token.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Identity {
+    pub issuer: String,
+    pub subject: String,
+    pub email: Option<String>,
+    pub email_verified: bool,
+    pub name: Option<String>,
+    pub role: Role,
+    pub supplier_id: Option<String>,
+}
+
+impl Identity {
+    /// The key the local account is linked by.
+    pub fn key(&self) -> String {
+        format!("{}#{}", self.issuer, self.subject)
+    }
+}
+
+impl Tokens {
+    /// Verifies an ID token from the external issuer's token endpoint
+    /// (OpenID Connect Core §3.1.3.7): signed by one of its keys, its `iss`,
+    /// `aud` naming `client_id` (and `azp` too when there are several
+    /// audiences), unexpired, and carrying the `nonce` this sign-in sent.
+    pub async fn verify_id_token(
+        &self,
+        token: &str,
+        client_id: &str,
+        nonce: &str,
+    ) -> Result<Identity, ApiError> {
+        let invalid = || ApiError::Unauthorized("invalid ID token");
+        let jwks = self.jwks.as_ref().ok_or_else(invalid)?;
+        let header = jsonwebtoken::decode_header(token).map_err(|_| invalid())?;
+        if header.alg != JwtAlg::RS256 {
+            return Err(invalid());
+        }
+        let (key, mut v) = jwks.key(header.kid.as_deref()).await?;
+        v.set_audience(&[client_id]);
+        v.set_required_spec_claims(&["exp", "iss", "sub", "aud"]);
+        let claims = jsonwebtoken::decode::<serde_json::Value>(token, &key, &v)
+            .map_err(|_| invalid())?
+            .claims;
+        if let serde_json::Value::Array(aud) = &claims["aud"]
+            && aud.len() > 1
+            && claims["azp"].as_str() != Some(client_id)
+        {
+            return Err(invalid());
+        }
+        // Cognito marks its ID tokens; an access token is not one.
+        if claims["nonce"].as_str() != Some(nonce)
+            || claims.get("token_use").is_some_and(|u| u != "id")
+        {
+            return Err(invalid());
+        }
+        let text = |name: &str| {
+            claims[name]
+                .as_str()
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .map(str::to_owned)
+        };
+        Ok(Identity {
+            issuer: jwks.settings.issuer.clone(),
+            subject: text("sub").ok_or_else(invalid)?,
+            email: text("email"),
+            // Cognito sends it as a string.
+            email_verified: matches!(&claims["email_verified"], serde_json::Value::Bool(true))
+                || claims["email_verified"] == "true",
+            name: text("name"),
+            role: jwks.role(&claims),
+            supplier_id: text(SUPPLIER_CLAIM),
         })
     }
+
+    /// Signs `value` for the browser to carry for `ttl` and give back
+    /// (the OpenID Connect sign-in's state): it cannot be read as, or
+    /// mistaken for, any other token of ours.
+    pub fn seal<T: Serialize>(
+        &self,
+        purpose: &str,
+        ttl: Duration,
+        value: &T,
+    ) -> Result<String, ApiError> {
+        let now = time::OffsetDateTime::now_utc().unix_timestamp();
+        let sealed = Sealed {
+            iss: ISSUER.into(),
+            aud: purpose.into(),
+            exp: now + ttl.as_secs() as i64,
+            value,
+        };
+        jsonwebtoken::encode(&Header::new(JwtAlg::HS256), &sealed, &self.encoding)
+            .map_err(|e| ApiError::Internal(format!("signing failed: {e}")))
+    }
+
+    /// What [`Tokens::seal`] signed for `purpose`, if `token` is that and
+    /// unexpired.
+    pub fn unseal<T: serde::de::DeserializeOwned>(&self, purpose: &str, token: &str) -> Option<T> {
+        let mut v = Self::validation();
+        v.set_audience(&[purpose]);
+        v.set_required_spec_claims(&["exp", "iss", "aud"]);
+        jsonwebtoken::decode::<Sealed<T>>(token, &self.decoding, &v)
+            .ok()
+            .map(|d| d.claims.value)
+    }
+}
+
+#[derive(Serialize, Deserialize)]
+struct Sealed<T> {
+    iss: String,
+    aud: String,
+    exp: i64,
+    value: T,
 }
 
 fn bearer(parts: &Parts) -> Option<&str> {

@@ -41,7 +41,7 @@ use tower_http::{
 pub use auth::{JwksSettings, Tokens};
 pub use error::{ApiError, Problem};
 pub use metrics::install_recorder;
-pub use routes::auth::create_user;
+pub use routes::{auth::create_user, oidc::OidcSettings};
 pub use state::{AppState, Services};
 
 /// Limits and switches of the API.
@@ -73,6 +73,8 @@ pub struct ApiConfig {
     pub recommend_repeat_categories: Vec<String>,
     /// Whether a supplier's webhook URL may be `http://`.
     pub webhook_allow_http: bool,
+    /// Sign-in to the pages through the external issuer, if configured.
+    pub oidc: Option<routes::oidc::OidcSettings>,
 }
 
 const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
@@ -102,6 +104,7 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .merge(images)
         .merge(routes::auth::router())
+        .merge(routes::oidc::router())
         .merge(routes::me::router())
         .merge(routes::products::router())
         .merge(routes::search::router())

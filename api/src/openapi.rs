@@ -7,8 +7,8 @@ use utoipa::{
 
 use crate::routes::params::{MAX_CURSOR_LEN, NAME_PARAM_LEN};
 use crate::routes::{
-    analytics, auth, basket, events, images, inventory, me, model, ops, orders, products, recs,
-    search, supplier, suppliers,
+    analytics, auth, basket, events, images, inventory, me, model, oidc, ops, orders, products,
+    recs, search, supplier, suppliers,
 };
 
 #[derive(OpenApi)]
@@ -16,7 +16,7 @@ use crate::routes::{
     info(title = "shopstream", description = "Live inventory, analytics and recommendations for an online shop. \
         Errors are RFC 9457 problem documents."),
     paths(
-        auth::register, auth::login, auth::refresh,
+        auth::register, auth::login, auth::refresh, oidc::info, oidc::login, oidc::callback,
         me::get_me, me::patch_me, me::delete_me,
         products::list_products, products::list_categories, products::create_product, products::get_product,
         products::replace_product, products::patch_product, products::delete_product,

@@ -44,6 +44,8 @@ pub struct AppState {
     pub limits: Arc<crate::limits::Limits>,
     /// The catalogue's search index, kept by its worker.
     pub search: Arc<search::SearchIndex>,
+    /// Sign-in to the pages through the external issuer, if configured.
+    pub oidc: Option<Arc<crate::routes::oidc::Oidc>>,
 }
 
 /// The services the API runs on.
@@ -80,6 +82,10 @@ impl AppState {
             search,
         } = services;
         let hub = Arc::new(ws::Hub::new(config.ws.tick));
+        let oidc = config
+            .oidc
+            .clone()
+            .map(|s| Arc::new(crate::routes::oidc::Oidc::new(s)));
         Self {
             shop,
             tables: processors::Tables::new(store.clone(), recs.trending().clone()),
@@ -101,6 +107,7 @@ impl AppState {
             recs,
             reco_ids,
             search,
+            oidc,
         }
     }
 }

@@ -156,8 +156,13 @@ pub struct User {
     /// Set for suppliers: which supplier's products they see.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub supplier_id: Option<String>,
-    /// PHC string of the argon2id hash.
+    /// PHC string of the argon2id hash; empty for an account that signs in
+    /// only through the external issuer (no password matches it).
     pub password_hash: String,
+    /// The external identity (`issuer` and `sub`, joined by `#`) that signs
+    /// in as this user through OpenID Connect, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub identity: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub shipping_address: Option<Address>,
     #[serde(default)]

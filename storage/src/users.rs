@@ -16,6 +16,9 @@ fn profile(id: UserId) -> Key {
 fn email_marker(email: &Email) -> Key {
     Key::new(format!("email#{email}"), "email")
 }
+fn identity_marker(identity: &str) -> Key {
+    Key::new(format!("identity#{identity}"), "identity")
+}
 fn refresh(id: UserId, token: &str) -> Key {
     Key::new(format!("user#{id}"), format!("refresh#{token}"))
 }
@@ -24,6 +27,8 @@ fn refresh(id: UserId, token: &str) -> Key {
 pub enum UserError {
     #[error("a user with this e-mail address exists")]
     DuplicateEmail,
+    #[error("a user signs in with this external identity already")]
+    DuplicateIdentity,
     #[error("the user was changed by someone else")]
     VersionMismatch,
     #[error("no such user")]
@@ -32,6 +37,8 @@ pub enum UserError {
     Store(#[from] StoreError),
 }
 
+/// Points from a unique attribute (an e-mail address, an external identity)
+/// to the user holding it.
 #[derive(serde::Serialize, serde::Deserialize)]
 struct EmailMarker {
     user_id: UserId,
@@ -83,9 +90,10 @@ impl Users {
         Self { store }
     }
 
-    /// Stores a new user; refuses an e-mail address already registered.
+    /// Stores a new user; refuses an e-mail address already registered, or
+    /// an external identity already linked to a user.
     pub async fn create(&self, user: &User) -> Result<(), UserError> {
-        let ops = vec![
+        let mut ops = vec![
             TxOp::Put {
                 table: Table::Users,
                 item: to_item(
@@ -100,13 +108,39 @@ impl Users {
                 cond: Some(Cond::NotExists),
             },
         ];
+        if let Some(identity) = &user.identity {
+            ops.push(TxOp::Put {
+                table: Table::Users,
+                item: to_item(
+                    &identity_marker(identity),
+                    &EmailMarker { user_id: user.id },
+                )?,
+                cond: Some(Cond::NotExists),
+            });
+        }
         match self.store.transact(ops).await {
             Ok(()) => Ok(()),
             Err(StoreError::TransactionCanceled { failed }) if failed.contains(&0) => {
                 Err(UserError::DuplicateEmail)
             }
+            Err(StoreError::TransactionCanceled { failed }) if failed.contains(&2) => {
+                Err(UserError::DuplicateIdentity)
+            }
             Err(e) => Err(e.into()),
         }
+    }
+
+    /// The user an external identity signs in as.
+    pub async fn find_by_identity(&self, identity: &str) -> Result<Option<User>, StoreError> {
+        let Some(marker) = self
+            .store
+            .get(Table::Users, &identity_marker(identity))
+            .await?
+        else {
+            return Ok(None);
+        };
+        let marker: EmailMarker = from_item(marker)?;
+        self.get(marker.user_id).await
     }
 
     pub async fn get(&self, id: UserId) -> Result<Option<User>, StoreError> {
@@ -144,9 +178,10 @@ impl Users {
         }
     }
 
-    /// Deletes the user, their e-mail marker and every refresh token they hold.
+    /// Deletes the user, their e-mail and identity markers and every refresh
+    /// token they hold.
     pub async fn delete(&self, user: &User) -> Result<(), UserError> {
-        let ops = vec![
+        let mut ops = vec![
             TxOp::Delete {
                 table: Table::Users,
                 key: profile(user.id),
@@ -158,6 +193,13 @@ impl Users {
                 cond: Some(Cond::eq("user_id", user.id.to_string())),
             },
         ];
+        if let Some(identity) = &user.identity {
+            ops.push(TxOp::Delete {
+                table: Table::Users,
+                key: identity_marker(identity),
+                cond: Some(Cond::eq("user_id", user.id.to_string())),
+            });
+        }
         match self.store.transact(ops).await {
             Ok(()) => {}
             Err(StoreError::TransactionCanceled { .. }) => return Err(UserError::NotFound),

@@ -11,6 +11,7 @@ mod commerce;
 mod faults;
 mod leases;
 mod limits;
+mod oidc;
 mod ops;
 mod pipeline;
 mod products;

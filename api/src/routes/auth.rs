@@ -120,6 +120,7 @@ pub async fn create_user(
         role,
         supplier_id,
         password_hash: hash_password(&state.limits, password).await?,
+        identity: None,
         shipping_address: None,
         preferences: Default::default(),
         created_at: now,
@@ -140,16 +141,30 @@ pub async fn create_user(
 /// A new token pair; its refresh token starts a family (a sign-in) or
 /// joins `family` (a refresh).
 async fn issue(state: &AppState, user: &User, family: Option<&str>) -> ApiResult<TokenPair> {
+    issue_for(state, user, family, state.tokens.refresh_ttl).await
+}
+
+/// [`issue`], with a refresh token that lives `refresh_ttl`.
+pub(crate) async fn issue_for(
+    state: &AppState,
+    user: &User,
+    family: Option<&str>,
+    refresh_ttl: std::time::Duration,
+) -> ApiResult<TokenPair> {
     let refresh_id = Uuid::new_v4().simple().to_string();
-    let expires = domain::now() + state.tokens.refresh_ttl;
+    let expires = domain::now() + refresh_ttl;
     let family = family.unwrap_or(&refresh_id).to_owned();
     state
         .users
         .store_refresh(user.id, &refresh_id, &family, expires)
         .await?;
-    state
-        .tokens
-        .issue(user.id, user.role, user.supplier_id.clone(), &refresh_id)
+    state.tokens.issue(
+        user.id,
+        user.role,
+        user.supplier_id.clone(),
+        &refresh_id,
+        refresh_ttl,
+    )
 }
 
 /// Registers a customer. Like a login, it folds the anonymous session of
@@ -266,7 +281,7 @@ pub async fn login(
 /// cookie) into the user's behaviour and basket, so what they browsed and
 /// basketed before signing in still counts. A failure is logged, never fails
 /// the sign-in.
-async fn merge_session(state: &AppState, headers: &axum::http::HeaderMap, user: &User) {
+pub(crate) async fn merge_session(state: &AppState, headers: &axum::http::HeaderMap, user: &User) {
     let session = headers
         .get(crate::routes::events::SESSION_HEADER)
         .and_then(|v| v.to_str().ok())

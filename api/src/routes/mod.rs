@@ -6,6 +6,7 @@ pub mod images;
 pub mod inventory;
 pub mod me;
 pub mod model;
+pub mod oidc;
 pub mod ops;
 pub mod orders;
 pub mod params;
