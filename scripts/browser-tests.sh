@@ -13,7 +13,10 @@ cd "$(dirname "$0")/.."
 . scripts/lib/cache.sh
 PLAYWRIGHT_VERSION=1.56.0
 PYTEST_VERSION=8.4.2
-VENV="$CACHE/browser-tests-playwright-$PLAYWRIGHT_VERSION-pytest-$PYTEST_VERSION"
+# The external sign-in test's identity provider signs ID tokens (RS256).
+PYJWT_VERSION=2.10.1
+CRYPTOGRAPHY_VERSION=46.0.3
+VENV="$CACHE/browser-tests-playwright-$PLAYWRIGHT_VERSION-pytest-$PYTEST_VERSION-pyjwt-$PYJWT_VERSION-cryptography-$CRYPTOGRAPHY_VERSION"
 CHROMIUM="${SHOPSTREAM_CHROMIUM:-/usr/bin/chromium}"
 
 UPDATE=0
@@ -37,7 +40,8 @@ if [ ! -x "$CHROMIUM" ]; then
     { $SUDO apt-get update >/dev/null && $SUDO apt-get install -y --no-install-recommends chromium fonts-dejavu-core >/dev/null; }
 fi
 
-pip_venv "$VENV" "import playwright, pytest" "playwright==$PLAYWRIGHT_VERSION" "pytest==$PYTEST_VERSION"
+pip_venv "$VENV" "import playwright, pytest, jwt, cryptography" "playwright==$PLAYWRIGHT_VERSION" \
+  "pytest==$PYTEST_VERSION" "pyjwt==$PYJWT_VERSION" "cryptography==$CRYPTOGRAPHY_VERSION"
 
 cargo build --locked --quiet --bin shopstream
 export SHOPSTREAM_CHROMIUM="$CHROMIUM"

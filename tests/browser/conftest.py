@@ -6,6 +6,7 @@ Screenshots go to $SHOPSTREAM_SCREENSHOTS (default target/screenshots);
 `scripts/browser-tests.sh --update-screenshots` copies them into docs/.
 """
 
+import contextlib
 import json
 import os
 import pathlib
@@ -42,16 +43,17 @@ def binary():
 class Server:
     """One shopstream process with the demo catalogue, on the embedded store."""
 
-    def __init__(self):
+    def __init__(self, listen="127.0.0.1:0", extra_env=None):
         self.dir = tempfile.mkdtemp(prefix="shopstream-browser-")
         self.env = {
             "PATH": os.environ.get("PATH", ""),
             "SHOPSTREAM_DATA_DIR": os.path.join(self.dir, "data"),
-            "SHOPSTREAM_LISTEN": "127.0.0.1:0",
+            "SHOPSTREAM_LISTEN": listen,
             "SHOPSTREAM_LOG": "warn",
             "SHOPSTREAM_ADMIN_EMAIL": ADMIN_EMAIL,
             "SHOPSTREAM_ADMIN_PASSWORD": ADMIN_PASSWORD,
             "SHOPSTREAM_SEED_DEMO_CATALOGUE": "true",
+            **(extra_env or {}),
         }
         # A supplier account, made before the server holds the store.
         subprocess.run(
@@ -161,11 +163,11 @@ def browser():
         b.close()
 
 
-@pytest.fixture
-def page(browser, server, request):
-    """A fresh browser context (no storage) at desktop size. Any console
-    error (a CSP violation, a script error) fails the test."""
-    ctx = browser.new_context(viewport=DESKTOP, base_url=server.url)
+@contextlib.contextmanager
+def new_page(browser, url):
+    """A fresh browser context (no storage) at desktop size on `url`. Any
+    console error (a CSP violation, a script error) fails the test."""
+    ctx = browser.new_context(viewport=DESKTOP, base_url=url)
     ctx.set_default_timeout(15000)
     pg = ctx.new_page()
     errors = []
@@ -177,6 +179,12 @@ def page(browser, server, request):
     # failed resource loads; anything else is a bug.
     unexpected = [e for e in errors if "Failed to load resource" not in e]
     assert not unexpected, f"console errors: {unexpected}"
+
+
+@pytest.fixture
+def page(browser, server, request):
+    with new_page(browser, server.url) as pg:
+        yield pg
 
 
 def shot(pg, name):

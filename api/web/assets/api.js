@@ -115,6 +115,42 @@ export async function signIn(email, password, register = null) {
   return me;
 }
 
+/**
+ * Finishes a sign-in through the external issuer (Cognito): the server sent
+ * the browser back with `#oidc=<one-time refresh token>` or
+ * `#oidc-error=<reason>`. The fragment leaves the address bar and history
+ * at once; the token is exchanged for the service's own. Resolves to
+ * `null` (nothing to finish), `{ user }` or `{ error }`.
+ */
+export async function finishExternalSignIn() {
+  const hash = location.hash.slice(1);
+  if (!hash.startsWith("oidc=") && !hash.startsWith("oidc-error=")) return null;
+  history.replaceState(null, "", location.pathname + location.search);
+  const p = new URLSearchParams(hash);
+  if (p.has("oidc-error")) return { error: p.get("oidc-error") };
+  auth.set({ refresh_token: p.get("oidc"), user: null });
+  if (!(await refresh())) return { error: "The sign-in could not be finished; try again." };
+  try {
+    const me = await api("GET", "/api/me");
+    auth.set({ ...auth.get(), user: me });
+    session.set(null);
+    return { user: me };
+  } catch (err) {
+    auth.set(null);
+    return { error: err.message };
+  }
+}
+
+/**
+ * A link to sign in through the external issuer, back to `page`
+ * ("storefront" or "dashboard"), if the server has one configured.
+ */
+export async function externalSignInLink(page) {
+  const info = await api("GET", "/api/auth/oidc").catch(() => null);
+  if (!info?.enabled) return null;
+  return h("a", { class: "button", id: "external-sign-in", href: `${info.login_url}?page=${page}` }, "Sign in with your organisation account");
+}
+
 export function signOut() {
   auth.set(null);
 }

@@ -1,7 +1,7 @@
 // The operations dashboard: live stock and alerts (admin: everything; a
 // supplier: its own products), analytics, pipeline health, product admin and
 // supplier records (admin).
-import { api, auth, signIn, signOut, h, mount, money, when, showProblem, clearProblem, toast, Live, ApiError } from "./api.js";
+import { api, auth, signIn, signOut, finishExternalSignIn, externalSignInLink, h, mount, money, when, showProblem, clearProblem, toast, Live, ApiError } from "./api.js";
 
 const main = document.getElementById("main");
 const tabs = document.getElementById("tabs");
@@ -51,6 +51,7 @@ function signInPage(message) {
   mount(document.getElementById("account"));
   mount(main, form);
   form.querySelector("input").focus();
+  externalSignInLink("dashboard").then((a) => a && form.append(h("p", { class: "or" }, "or ", a)));
 }
 
 // ---- stock and alerts -------------------------------------------------------------
@@ -594,4 +595,5 @@ function start() {
 }
 
 window.addEventListener("hashchange", () => auth.user() && route());
-start();
+// Back from the external issuer's sign-in, or a plain visit.
+finishExternalSignIn().then((r) => (r?.error ? signInPage(r.error) : start()));

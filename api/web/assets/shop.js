@@ -1,6 +1,6 @@
 // The storefront: catalogue, product pages with live stock and
 // recommendations, basket, checkout, orders with live status, account.
-import { api, auth, session, signIn, signOut, h, mount, money, when, showProblem, clearProblem, toast, Live, ApiError } from "./api.js";
+import { api, auth, session, signIn, signOut, finishExternalSignIn, externalSignInLink, h, mount, money, when, showProblem, clearProblem, toast, Live, ApiError } from "./api.js";
 
 const main = document.getElementById("main");
 const TEST_CARDS = [
@@ -427,7 +427,9 @@ function authPage(kind, params) {
     h("label", { class: "field" }, "E-mail ", h("input", { name: "email", type: "email", autocomplete: "email", required: true })),
     h("label", { class: "field" }, "Password ", h("input", { name: "password", type: "password", autocomplete: kind === "register" ? "new-password" : "current-password", required: true, minlength: kind === "register" ? "12" : null })),
   ];
-  const form = h("form", { id: `${kind}-form`, class: "narrow", novalidate: true }, h("h1", {}, kind === "register" ? "Create an account" : "Sign in"), fields,
+  const error = params.get("error");
+  const form = h("form", { id: `${kind}-form`, class: "narrow", novalidate: true }, h("h1", {}, kind === "register" ? "Create an account" : "Sign in"),
+    error ? h("p", { class: "form-error", role: "alert" }, error) : null, fields,
     h("button", { type: "submit" }, kind === "register" ? "Register" : "Sign in"),
     kind === "register" ? h("p", {}, "Have an account? ", h("a", { href: "#/login" }, "Sign in")) : h("p", {}, "New here? ", h("a", { href: "#/register" }, "Create an account")));
   form.addEventListener("submit", async (e) => {
@@ -443,6 +445,7 @@ function authPage(kind, params) {
   });
   mount(main, form);
   form.querySelector("input").focus();
+  if (kind === "login") externalSignInLink("storefront").then((a) => a && form.append(h("p", { class: "or" }, "or ", a)));
 }
 
 async function profilePage() {
@@ -539,5 +542,9 @@ document.getElementById("search").addEventListener("submit", (e) => {
   });
 }
 window.addEventListener("hashchange", route);
-renderAccount();
-route();
+// Back from the external issuer's sign-in, or a plain visit.
+finishExternalSignIn().then((r) => {
+  renderAccount();
+  if (r?.error) location.hash = `#/login?${new URLSearchParams({ error: r.error })}`;
+  else route();
+});
