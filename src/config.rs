@@ -89,6 +89,10 @@ pub struct Settings {
     /// The address browsers reach this service at (`https://shop.example`),
     /// for the sign-in's redirect URI `{public_url}/api/auth/oidc/callback`.
     pub public_url: Option<String>,
+    /// How long a sign-in through the issuer lasts, refreshes included; then
+    /// the pages send the user back to the issuer, which has their current
+    /// groups (a role taken away there is gone here by then).
+    pub oidc_session_secs: u64,
     pub log_partitions: u32,
     pub max_events_per_request: usize,
     /// How far the `occurred_at` of a browser's or customer's event may be
@@ -238,6 +242,7 @@ impl Default for Settings {
             oidc_client_id: None,
             oidc_client_secret: None,
             public_url: None,
+            oidc_session_secs: 8 * 3600,
             log_partitions: ingest::log::DEFAULT_PARTITIONS,
             max_events_per_request: 500,
             collector_clock_skew_secs: 30,
@@ -388,6 +393,7 @@ impl Settings {
             recommend_repeat_categories: list(&self.recommend_repeat_categories),
             webhook_allow_http: self.webhook_allow_http,
             oidc: self.oidc(),
+            oidc_session: Duration::from_secs(self.oidc_session_secs),
             ws: api::ws::WsConfig {
                 allowed_origins: list(&self.ws_allowed_origins),
                 max_connections_per_user: self.ws_max_connections_per_user,
@@ -486,6 +492,7 @@ impl Settings {
             ("basket_idle_secs", self.basket_idle_secs),
             ("reservation_ttl_secs", self.reservation_ttl_secs),
             ("payment_timeout_ms", self.payment_timeout_ms),
+            ("oidc_session_secs", self.oidc_session_secs),
         ] {
             if value == 0 {
                 bail!("invalid configuration: {name} must be more than 0");

@@ -75,6 +75,10 @@ pub struct ApiConfig {
     pub webhook_allow_http: bool,
     /// Sign-in to the pages through the external issuer, if configured.
     pub oidc: Option<routes::oidc::OidcSettings>,
+    /// How long a sign-in through the external issuer lasts (refreshes
+    /// included) before the user signs in there again, which brings their
+    /// groups up to date.
+    pub oidc_session: Duration,
 }
 
 const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");

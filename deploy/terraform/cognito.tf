@@ -1,6 +1,9 @@
 # Sign-in through Cognito: the service verifies Cognito's ID and access
 # tokens by the pool's JWKS (`jwks_url`, `jwks_issuer`, `jwks_audience`) and
 # takes roles from the `cognito:groups` claim (admin, supplier, service).
+# The storefront and dashboard sign in through the hosted UI: the service
+# runs the code flow with the `pages` client (`oidc_client_id`) and links
+# each Cognito user to a local account.
 
 resource "aws_cognito_user_pool" "users" {
   name                     = var.name
@@ -57,10 +60,6 @@ resource "aws_cognito_user_pool_client" "storefront" {
   explicit_auth_flows                  = ["ALLOW_USER_SRP_AUTH", "ALLOW_REFRESH_TOKEN_AUTH"]
   prevent_user_existence_errors        = "ENABLED"
   supported_identity_providers         = ["COGNITO"]
-  allowed_oauth_flows_user_pool_client = length(var.cognito_callback_urls) > 0
-  allowed_oauth_flows                  = length(var.cognito_callback_urls) > 0 ? ["code"] : []
-  allowed_oauth_scopes                 = length(var.cognito_callback_urls) > 0 ? ["openid", "email"] : []
-  callback_urls                        = var.cognito_callback_urls
   access_token_validity                = 15
   id_token_validity                    = 15
   refresh_token_validity               = 30
@@ -68,6 +67,36 @@ resource "aws_cognito_user_pool_client" "storefront" {
     access_token  = "minutes"
     id_token      = "minutes"
     refresh_token = "days"
+  }
+}
+
+# The hosted UI the pages send users to.
+resource "aws_cognito_user_pool_domain" "hosted_ui" {
+  domain       = var.cognito_domain_prefix != "" ? var.cognito_domain_prefix : "${var.name}-${data.aws_caller_identity.current.account_id}"
+  user_pool_id = aws_cognito_user_pool.users.id
+}
+
+# The client the service signs the pages' users in with: a confidential
+# client (its secret in SSM) running the code flow with PKCE, whose only
+# redirect URI is the service's callback.
+resource "aws_cognito_user_pool_client" "pages" {
+  name                                 = "${var.name}-pages"
+  user_pool_id                         = aws_cognito_user_pool.users.id
+  generate_secret                      = true
+  explicit_auth_flows                  = ["ALLOW_REFRESH_TOKEN_AUTH"]
+  prevent_user_existence_errors        = "ENABLED"
+  supported_identity_providers         = ["COGNITO"]
+  allowed_oauth_flows_user_pool_client = true
+  allowed_oauth_flows                  = ["code"]
+  allowed_oauth_scopes                 = ["openid", "email", "profile"]
+  callback_urls                        = ["${var.public_url}/api/auth/oidc/callback"]
+  # The service reads custom:supplier_id from the ID token.
+  read_attributes       = ["email", "email_verified", "name", "custom:supplier_id"]
+  access_token_validity = 15
+  id_token_validity     = 15
+  token_validity_units {
+    access_token = "minutes"
+    id_token     = "minutes"
   }
 }
 

@@ -228,6 +228,15 @@ resource "aws_ssm_parameter" "jwt_secret" {
   }
 }
 
+# The pages client's secret, for the task (SHOPSTREAM_OIDC_CLIENT_SECRET).
+resource "aws_ssm_parameter" "oidc_client_secret" {
+  name        = "/${var.name}/oidc_client_secret"
+  description = "shopstream oidc_client_secret (Cognito's pages client)"
+  type        = "SecureString"
+  key_id      = aws_kms_key.main.arn
+  value       = aws_cognito_user_pool_client.pages.client_secret
+}
+
 # The first admin's password, read once, when the first task bootstraps the
 # admin (var.admin_email). Shorter than 12 characters until set: the first
 # start fails until it is.

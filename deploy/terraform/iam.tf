@@ -131,7 +131,7 @@ data "aws_iam_policy_document" "execution" {
   statement {
     sid       = "Secret"
     actions   = ["ssm:GetParameters"]
-    resources = [aws_ssm_parameter.jwt_secret.arn, aws_ssm_parameter.admin_password.arn]
+    resources = [aws_ssm_parameter.jwt_secret.arn, aws_ssm_parameter.admin_password.arn, aws_ssm_parameter.oidc_client_secret.arn]
   }
   statement {
     sid       = "SecretKey"

@@ -28,6 +28,11 @@ output "cognito_client_id" {
   value = aws_cognito_user_pool_client.storefront.id
 }
 
+output "cognito_hosted_ui" {
+  description = "Where the pages send users to sign in."
+  value       = "https://${aws_cognito_user_pool_domain.hosted_ui.domain}.auth.${var.region}.amazoncognito.com"
+}
+
 output "jwks_url" {
   value = local.jwks_url
 }

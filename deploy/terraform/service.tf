@@ -91,6 +91,8 @@ locals {
     SHOPSTREAM_JWKS_URL               = local.jwks_url
     SHOPSTREAM_JWKS_ISSUER            = local.jwks_issuer
     SHOPSTREAM_JWKS_AUDIENCE          = aws_cognito_user_pool_client.storefront.id
+    SHOPSTREAM_OIDC_CLIENT_ID         = aws_cognito_user_pool_client.pages.id
+    SHOPSTREAM_PUBLIC_URL             = var.public_url
     SHOPSTREAM_LISTEN                 = "0.0.0.0:8080"
     SHOPSTREAM_METRICS_LISTEN         = "127.0.0.1:9090"
     SHOPSTREAM_LOG_FORMAT             = "json"
@@ -137,6 +139,7 @@ resource "aws_ecs_task_definition" "shopstream" {
       secrets = [
         { name = "SHOPSTREAM_JWT_SECRET", valueFrom = aws_ssm_parameter.jwt_secret.arn },
         { name = "SHOPSTREAM_ADMIN_PASSWORD", valueFrom = aws_ssm_parameter.admin_password.arn },
+        { name = "SHOPSTREAM_OIDC_CLIENT_SECRET", valueFrom = aws_ssm_parameter.oidc_client_secret.arn },
       ]
       mountPoints = [{ sourceVolume = "data", containerPath = "/var/lib/shopstream" }]
       dependsOn   = [{ containerName = "otel-collector", condition = "START" }]

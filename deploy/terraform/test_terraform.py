@@ -258,6 +258,8 @@ STAND_INS = {
     "SHOPSTREAM_JWKS_AUDIENCE": "client-id",
     "SHOPSTREAM_SES_FROM": "shop@example.com",
     "SHOPSTREAM_ADMIN_EMAIL": "admin@example.com",
+    "SHOPSTREAM_OIDC_CLIENT_ID": "pages-client-id",
+    "SHOPSTREAM_PUBLIC_URL": "https://shop.example.com",
 }
 
 
@@ -270,6 +272,7 @@ class Service(unittest.TestCase):
         # The task's secrets, from SSM.
         env["SHOPSTREAM_JWT_SECRET"] = "x" * 40
         env["SHOPSTREAM_ADMIN_PASSWORD"] = "a long admin password"
+        env["SHOPSTREAM_OIDC_CLIENT_SECRET"] = "the pages client's secret"
         out = plan(env)
         self.assertEqual(len(out["tables"]), len(TF["locals"]["tables"]))
 
@@ -303,6 +306,21 @@ class Service(unittest.TestCase):
             self.assertEqual(
                 resource("aws_cloudwatch_metric_alarm", name)["alarm_actions"], "${local.alarm_to}"
             )
+
+    def test_the_pages_client_runs_the_code_flow_back_to_the_service(self):
+        client = resource("aws_cognito_user_pool_client", "pages")
+        self.assertEqual([unq(f) for f in client["allowed_oauth_flows"]], ["code"])
+        self.assertTrue({"openid", "email"} <= {unq(s) for s in client["allowed_oauth_scopes"]})
+        self.assertIs(client["generate_secret"], True)
+        # The route the binary serves (api/src/routes/oidc.rs).
+        self.assertEqual([unq(u) for u in client["callback_urls"]], ["${var.public_url}/api/auth/oidc/callback"])
+        with open(os.path.join(ROOT, "api", "src", "routes", "oidc.rs")) as f:
+            route = f.read()
+        self.assertIn('"/api/auth/oidc/callback"', route)
+        env = TF["locals"]["environment"]
+        self.assertEqual(unq(env["SHOPSTREAM_OIDC_CLIENT_ID"]), "${aws_cognito_user_pool_client.pages.id}")
+        secrets = resource("aws_ecs_task_definition", "shopstream")
+        self.assertIn("SHOPSTREAM_OIDC_CLIENT_SECRET", str(secrets["container_definitions"]))
 
     def test_cognito_has_the_three_roles(self):
         groups = resource("aws_cognito_user_group", "roles")

@@ -158,10 +158,19 @@ variable "otel_sampling_ratio" {
   default     = 0.05
 }
 
-variable "cognito_callback_urls" {
-  description = "Where Cognito's hosted UI may send users back to (the storefront's URL)."
-  type        = list(string)
-  default     = []
+variable "public_url" {
+  description = "The https:// address browsers reach the service at (the name on certificate_arn, pointed at the load balancer). The storefront and dashboard sign in through Cognito's hosted UI and come back to {public_url}/api/auth/oidc/callback."
+  type        = string
+  validation {
+    condition     = can(regex("^https://[^/?#]+$", var.public_url))
+    error_message = "public_url is https://host (no path, query or fragment)."
+  }
+}
+
+variable "cognito_domain_prefix" {
+  description = "The hosted UI's domain prefix (https://PREFIX.auth.REGION.amazoncognito.com); empty: the service's name and the account id."
+  type        = string
+  default     = ""
 }
 
 variable "enable_cloudtrail" {

@@ -51,6 +51,9 @@ struct RefreshToken {
     /// The id of the first token of the sign-in this one descends from.
     #[serde(default)]
     family: Option<String>,
+    /// When that sign-in was.
+    #[serde(default, with = "time::serde::rfc3339::option")]
+    signed_in_at: Option<OffsetDateTime>,
     /// Spent: exchanged once already. Kept until it expires, so that a
     /// second use is seen as the theft it is.
     #[serde(default)]
@@ -71,8 +74,12 @@ fn family_key(id: UserId, family: &str) -> Key {
 /// What exchanging a refresh token came to.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Refreshed {
-    /// Spent now; the new token joins `family`.
-    Fresh { family: String },
+    /// Spent now; the new token joins `family`, the sign-in at
+    /// `signed_in_at` (unknown for tokens stored before it was kept).
+    Fresh {
+        family: String,
+        signed_in_at: Option<OffsetDateTime>,
+    },
     /// Spent before: someone replayed it. Its whole family is revoked (every
     /// token issued since that sign-in stops working).
     Reused,
@@ -225,17 +232,20 @@ impl Users {
         }
     }
 
-    /// Remembers a refresh token id until it expires or is used.
+    /// Remembers a refresh token id until it expires or is used: a token
+    /// of the sign-in `family`, made at `signed_in_at`.
     pub async fn store_refresh(
         &self,
         user: UserId,
         token_id: &str,
         family: &str,
+        signed_in_at: OffsetDateTime,
         expires_at: OffsetDateTime,
     ) -> Result<(), StoreError> {
         let token = RefreshToken {
             expires_at,
             family: Some(family.to_owned()),
+            signed_in_at: Some(signed_in_at),
             used: false,
         };
         let item = to_item(&refresh(user, token_id), &token)?;
@@ -282,7 +292,10 @@ impl Users {
                 Ok(if t.expires_at <= now || revoked {
                     Refreshed::Invalid
                 } else {
-                    Refreshed::Fresh { family }
+                    Refreshed::Fresh {
+                        family,
+                        signed_in_at: t.signed_in_at,
+                    }
                 })
             }
             Err(StoreError::ConditionFailed) => {

@@ -225,17 +225,19 @@ async fn sign_in(app: &App, provider: &Provider, page: &str, claims: Value) -> (
     (path.to_owned(), fragment.to_owned())
 }
 
-/// The page's half: the one-time refresh token for the service's tokens.
-async fn exchange(app: &App, fragment: &str) -> (String, Value) {
+/// The page's half: the one-time refresh token for the service's tokens
+/// (access, refresh) and the profile.
+async fn exchange(app: &App, fragment: &str) -> (String, String, Value) {
     let handoff = fragment
         .strip_prefix("oidc=")
         .unwrap_or_else(|| panic!("signed in: {fragment}"));
     let r = app.refresh(handoff).await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.text);
     let access = r.body["access_token"].as_str().unwrap().to_owned();
+    let refresh = r.body["refresh_token"].as_str().unwrap().to_owned();
     let me = app.call(Method::GET, "/api/me", Some(&access), None).await;
     assert_eq!(me.status, StatusCode::OK, "{}", me.text);
-    (access, me.body)
+    (access, refresh, me.body)
 }
 
 async fn pages_sign_in_through_the_issuer(backend: Backend) {
@@ -280,7 +282,7 @@ async fn pages_sign_in_through_the_issuer(backend: Backend) {
     .await;
     let (path, fragment) = location.split_once('#').unwrap();
     assert_eq!(path, "/dashboard");
-    let (access, me) = exchange(&app, fragment).await;
+    let (access, _, me) = exchange(&app, fragment).await;
     assert_eq!(me["email"], "sam@supplier.example");
     assert_eq!(me["role"], "supplier");
     assert_eq!(me["supplier_id"], "acme");
@@ -319,7 +321,7 @@ async fn pages_sign_in_through_the_issuer(backend: Backend) {
         "cognito:groups": ["admin", "supplier"]});
     let (path, fragment) = sign_in(&app, &provider, "storefront", promoted).await;
     assert_eq!(path, "/");
-    let (_, me) = exchange(&app, &fragment).await;
+    let (_, admin_refresh, me) = exchange(&app, &fragment).await;
     assert_eq!(me["id"], first_id);
     assert_eq!(me["role"], "admin");
     assert!(me.get("supplier_id").is_none(), "{me}");
@@ -409,7 +411,25 @@ async fn pages_sign_in_through_the_issuer(backend: Backend) {
     )
     .await;
     assert!(location.contains("access_denied"), "{location}");
+    let password_refresh = app
+        .login(admin_email, crate::helpers::ADMIN_PASSWORD)
+        .await
+        .body["refresh_token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
     app.stop().await;
+
+    // Past `oidc_session_secs` (8 h), the issuer's account goes back to the
+    // issuer (which has its current groups) instead of refreshing; a
+    // password account refreshes on.
+    let later = env.clock_ahead(9 * 3600).start().await;
+    let r = later.refresh(&admin_refresh).await;
+    assert_eq!(r.status, StatusCode::UNAUTHORIZED, "{}", r.text);
+    assert!(r.text.contains("sign in there again"), "{}", r.text);
+    let r = later.refresh(&password_refresh).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    later.stop().await;
 }
 
 /// Without the settings the pages see it off, and its routes are 404.

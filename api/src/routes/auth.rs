@@ -139,8 +139,12 @@ pub async fn create_user(
 }
 
 /// A new token pair; its refresh token starts a family (a sign-in) or
-/// joins `family` (a refresh).
-async fn issue(state: &AppState, user: &User, family: Option<&str>) -> ApiResult<TokenPair> {
+/// joins `family` (a refresh: the family's id and when its sign-in was).
+async fn issue(
+    state: &AppState,
+    user: &User,
+    family: Option<(&str, time::OffsetDateTime)>,
+) -> ApiResult<TokenPair> {
     issue_for(state, user, family, state.tokens.refresh_ttl).await
 }
 
@@ -148,15 +152,21 @@ async fn issue(state: &AppState, user: &User, family: Option<&str>) -> ApiResult
 pub(crate) async fn issue_for(
     state: &AppState,
     user: &User,
-    family: Option<&str>,
+    family: Option<(&str, time::OffsetDateTime)>,
     refresh_ttl: std::time::Duration,
 ) -> ApiResult<TokenPair> {
     let refresh_id = Uuid::new_v4().simple().to_string();
-    let expires = domain::now() + refresh_ttl;
-    let family = family.unwrap_or(&refresh_id).to_owned();
+    let now = domain::now();
+    let (family, signed_in_at) = family.unwrap_or((&refresh_id, now));
     state
         .users
-        .store_refresh(user.id, &refresh_id, &family, expires)
+        .store_refresh(
+            user.id,
+            &refresh_id,
+            family,
+            signed_in_at,
+            now + refresh_ttl,
+        )
         .await?;
     state.tokens.issue(
         user.id,
@@ -324,12 +334,12 @@ pub async fn refresh(
     };
     let (user_id, jti) = state.tokens.verify_refresh(&token)?;
     state.limits.auth_account(&user_id.to_string())?;
-    let family = match state
-        .users
-        .consume_refresh(user_id, &jti, domain::now())
-        .await?
-    {
-        Refreshed::Fresh { family } => family,
+    let now = domain::now();
+    let (family, signed_in_at) = match state.users.consume_refresh(user_id, &jti, now).await? {
+        Refreshed::Fresh {
+            family,
+            signed_in_at,
+        } => (family, signed_in_at),
         Refreshed::Reused => {
             metrics::counter!("shopstream_refresh_reuse_total").increment(1);
             tracing::warn!(user = %user_id, "a refresh token was used twice; its family is revoked");
@@ -348,5 +358,16 @@ pub async fn refresh(
         .get(user_id)
         .await?
         .ok_or(ApiError::Unauthorized("the account no longer exists"))?;
-    Ok(Json(issue(&state, &user, Some(&family)).await?))
+    // An account of the external issuer's keeps the role and supplier of
+    // its last sign-in there: it goes back to the issuer (which has the
+    // current groups) once the sign-in is `oidc_session` old.
+    let signed_in_at = signed_in_at.unwrap_or(time::OffsetDateTime::UNIX_EPOCH);
+    if user.identity.is_some() && now - signed_in_at > state.config.oidc_session {
+        return Err(ApiError::Unauthorized(
+            "this sign-in through the identity provider has ended; sign in there again",
+        ));
+    }
+    Ok(Json(
+        issue(&state, &user, Some((&family, signed_in_at))).await?,
+    ))
 }
