@@ -33,7 +33,7 @@ use crate::routes::{
         recs::recommendations, recs::similar, recs::bought_together, recs::basket_suggestions, recs::trending, model::model_info, model::train, model::attribution,
         ops::healthz, ops::readyz, ops::metrics, ops::openapi,
     ),
-    components(schemas(crate::Problem, domain::Product, domain::Role, domain::user::Address)),
+    components(schemas(crate::Problem, domain::Product, domain::Role, domain::user::Address, oidc::Page)),
     modifiers(&Bearer),
     tags((name = "auth"), (name = "me"), (name = "products"), (name = "events"), (name = "inventory"),
         (name = "analytics"), (name = "basket"), (name = "orders"), (name = "supplier"), (name = "recommendations"), (name = "admin"), (name = "ops")),
