@@ -260,7 +260,7 @@ impl Default for Settings {
                 .ws_snapshots_per_minute,
             hash_concurrency: api::limits::LimitsConfig::default().hash_concurrency,
             trusted_proxies: String::new(),
-            consumer_batch: 20_000,
+            consumer_batch: 50_000,
             lease_failover_secs: 10,
             stream: StreamKind::Embedded,
             kinesis_stream: "shopstream-events".into(),

@@ -103,7 +103,7 @@ echo "pipeline: $N events applied in $(printf %.2f "$secs") s = $(python3 -c "pr
 cpu=$(awk -v hz="$(getconf CLK_TCK)" '{print ($14 + $15) / hz}' "/proc/$PID/stat")
 echo "server CPU: $cpu s, $(python3 -c "print(round($cpu * 1e6 / $N, 1))") µs per event"
 curl -s "http://127.0.0.1:$PORT/metrics" > "$DATA/metrics.txt"
-grep -E '^shopstream_(pipeline_commit_seconds|pipeline_batch_records|store_commit_writes)_(sum|count)' "$DATA/metrics.txt"
+grep -E '^shopstream_(pipeline_commit_seconds|pipeline_batch_records|store_commit_writes|store_commit_seconds)_(sum|count)' "$DATA/metrics.txt"
 awk -v n="$N" '/^shopstream_pipeline_store_writes_total/ {w += $2} /^shopstream_pipeline_write_units_total/ {u += $2}
   /^shopstream_events_duplicate_total/ {d += $2}
   END {printf "pipeline store writes: %d, %.0f per 1,000 events (checkpoints included); DynamoDB write units (2 per started KB of each transactional write): %.0f per 1,000 events; duplicates dropped: %d\n", w, w * 1000 / n, u * 1000 / n, d}' "$DATA/metrics.txt"

@@ -414,7 +414,7 @@ fn apply(open: &mut Open<'_>, write: Write) -> StoreResult<Output> {
 
 /// The embedded store's transactions are bounded by memory, not by a
 /// service limit; this keeps one commit's work reasonable.
-pub const EMBEDDED_MAX_TRANSACTION_OPS: usize = 20_000;
+pub const EMBEDDED_MAX_TRANSACTION_OPS: usize = 60_000;
 
 /// Refuses transactions larger than `max` or touching an item twice (which
 /// DynamoDB refuses too), so both adapters agree.
