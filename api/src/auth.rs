@@ -129,9 +129,52 @@ pub struct Tokens {
 struct Jwks {
     settings: JwksSettings,
     http: reqwest::Client,
-    cache: RwLock<Option<(JwkSet, Instant)>>,
+    keys: Fetched<JwkSet>,
     /// When an unknown `kid` last made us fetch the keys again.
     refetched: std::sync::Mutex<Option<Instant>>,
+}
+
+/// A JSON document of the external issuer (its keys, its OpenID
+/// configuration), fetched when first needed and kept for `ttl`.
+#[derive(Debug)]
+pub(crate) struct Fetched<T> {
+    url: String,
+    ttl: Duration,
+    /// What it is, for errors.
+    what: &'static str,
+    cache: RwLock<Option<(T, Instant)>>,
+}
+
+impl<T: serde::de::DeserializeOwned + Clone> Fetched<T> {
+    pub(crate) fn new(url: String, ttl: Duration, what: &'static str) -> Self {
+        Self {
+            url,
+            ttl,
+            what,
+            cache: RwLock::new(None),
+        }
+    }
+
+    /// The document: kept, unless stale or `refresh`; else fetched now.
+    pub(crate) async fn get(&self, http: &reqwest::Client, refresh: bool) -> Result<T, ApiError> {
+        if !refresh
+            && let Some((doc, at)) = self.cache.read().await.as_ref()
+            && at.elapsed() < self.ttl
+        {
+            return Ok(doc.clone());
+        }
+        let doc: T = http
+            .get(&self.url)
+            .send()
+            .await
+            .and_then(reqwest::Response::error_for_status)
+            .map_err(|e| ApiError::Unavailable(format!("cannot fetch {}: {e}", self.what)))?
+            .json()
+            .await
+            .map_err(|e| ApiError::Unavailable(format!("bad {} document: {e}", self.what)))?;
+        *self.cache.write().await = Some((doc.clone(), Instant::now()));
+        Ok(doc)
+    }
 }
 
 /// The claim naming a supplier user's supplier. Cognito puts custom
@@ -198,12 +241,12 @@ impl Tokens {
             access_ttl,
             refresh_ttl,
             jwks: jwks.map(|settings| Jwks {
+                keys: Fetched::new(settings.url.clone(), JWKS_TTL, "JWKS"),
                 settings,
                 http: reqwest::Client::builder()
                     .timeout(Duration::from_secs(5))
                     .build()
                     .unwrap_or_default(),
-                cache: RwLock::new(None),
                 refetched: std::sync::Mutex::new(None),
             }),
         }
@@ -302,24 +345,7 @@ impl Tokens {
 
 impl Jwks {
     async fn keys(&self, refresh: bool) -> Result<JwkSet, ApiError> {
-        if !refresh
-            && let Some((set, at)) = self.cache.read().await.as_ref()
-            && at.elapsed() < JWKS_TTL
-        {
-            return Ok(set.clone());
-        }
-        let set: JwkSet = self
-            .http
-            .get(&self.settings.url)
-            .send()
-            .await
-            .and_then(reqwest::Response::error_for_status)
-            .map_err(|e| ApiError::Unavailable(format!("cannot fetch JWKS: {e}")))?
-            .json()
-            .await
-            .map_err(|e| ApiError::Unavailable(format!("bad JWKS document: {e}")))?;
-        *self.cache.write().await = Some((set.clone(), Instant::now()));
-        Ok(set)
+        self.keys.get(&self.http, refresh).await
     }
 
     /// The key a token names (fetching the keys again, at most once a

@@ -45,14 +45,7 @@ pub struct Owner {
 }
 
 fn cookie_session(headers: &HeaderMap) -> Option<String> {
-    headers
-        .get_all(header::COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(';'))
-        .filter_map(|c| c.trim().split_once('='))
-        .find(|(k, _)| *k == SESSION_COOKIE)
-        .map(|(_, v)| v.to_owned())
+    crate::extract::cookie(headers, SESSION_COOKIE).map(str::to_owned)
 }
 
 /// The anonymous session a request names (header first, then cookie);

@@ -25,7 +25,7 @@
 //! signs in with the password), so that whoever controls an address at the
 //! issuer cannot take over an account here.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use axum::{
     Json, Router,
@@ -40,11 +40,10 @@ use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use storage::users::UserError;
-use tokio::sync::RwLock;
 
 use crate::{
     AppState,
-    auth::Identity,
+    auth::{Fetched, Identity},
     error::{ApiError, ApiResult},
     limits::ClientIp,
     routes::params::Params,
@@ -75,7 +74,7 @@ pub struct OidcSettings {
 pub struct Oidc {
     settings: OidcSettings,
     http: reqwest::Client,
-    discovered: RwLock<Option<(Discovery, Instant)>>,
+    discovery: Fetched<Discovery>,
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -95,36 +94,22 @@ const PURPOSE: &str = "shopstream-oidc-flow";
 impl Oidc {
     pub fn new(settings: OidcSettings) -> Self {
         Self {
+            discovery: Fetched::new(
+                settings.discovery_url.clone(),
+                DISCOVERY_TTL,
+                "the OpenID configuration",
+            ),
             settings,
             http: reqwest::Client::builder()
                 .timeout(Duration::from_secs(10))
                 .redirect(reqwest::redirect::Policy::none())
                 .build()
                 .unwrap_or_default(),
-            discovered: RwLock::new(None),
         }
     }
 
     async fn discovery(&self) -> Result<Discovery, ApiError> {
-        if let Some((d, at)) = self.discovered.read().await.as_ref()
-            && at.elapsed() < DISCOVERY_TTL
-        {
-            return Ok(d.clone());
-        }
-        let d: Discovery = self
-            .http
-            .get(&self.settings.discovery_url)
-            .send()
-            .await
-            .and_then(reqwest::Response::error_for_status)
-            .map_err(|e| ApiError::Unavailable(format!("cannot reach the identity provider: {e}")))?
-            .json()
-            .await
-            .map_err(|e| {
-                ApiError::Unavailable(format!("bad OpenID configuration document: {e}"))
-            })?;
-        *self.discovered.write().await = Some((d.clone(), Instant::now()));
-        Ok(d)
+        self.discovery.get(&self.http, false).await
     }
 
     /// Exchanges the code for the ID token (RFC 6749 §4.1.3, RFC 7636 §4.5).
@@ -341,7 +326,8 @@ pub async fn callback(
         error: p.take("error"),
         error_description: p.take("error_description"),
     };
-    let flow = cookie(&headers, COOKIE).and_then(|c| state.tokens.unseal::<Flow>(PURPOSE, c));
+    let flow = crate::extract::cookie(&headers, COOKIE)
+        .and_then(|c| state.tokens.unseal::<Flow>(PURPOSE, c));
     let page = flow.as_ref().map(|f| f.page).unwrap_or_default();
     let outcome = finish(&state, oidc, flow, params, &headers).await;
     let fragment = match &outcome {
@@ -471,17 +457,6 @@ async fn account(state: &AppState, identity: &Identity) -> Result<User, String> 
     Err("the account is being changed concurrently; try again".into())
 }
 
-fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
-    headers
-        .get_all(header::COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(';'))
-        .filter_map(|c| c.trim().split_once('='))
-        .find(|(k, _)| *k == name)
-        .map(|(_, v)| v)
-}
-
 fn redirect(location: &str, cookie: Option<&str>) -> ApiResult<Response> {
     let mut r = StatusCode::SEE_OTHER.into_response();
     let h = r.headers_mut();
@@ -506,17 +481,6 @@ fn redirect(location: &str, cookie: Option<&str>) -> ApiResult<Response> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn the_flow_cookie_is_found_among_others() {
-        let mut h = HeaderMap::new();
-        h.insert(
-            header::COOKIE,
-            HeaderValue::from_static("a=1; shopstream_oidc=xyz; b=2"),
-        );
-        assert_eq!(cookie(&h, COOKIE), Some("xyz"));
-        assert_eq!(cookie(&h, "shopstream"), None);
-    }
 
     #[test]
     fn pages_return_to_their_own_paths_only() {
