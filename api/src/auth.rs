@@ -458,7 +458,12 @@ impl Tokens {
         if header.alg != JwtAlg::RS256 {
             return Err(invalid());
         }
-        let (key, mut v) = jwks.key(header.kid.as_deref()).await?;
+        // An unknown key is an invalid ID token here (the issuer being
+        // unreachable stays what it is).
+        let (key, mut v) = jwks.key(header.kid.as_deref()).await.map_err(|e| match e {
+            ApiError::Unauthorized(_) => invalid(),
+            e => e,
+        })?;
         v.set_audience(&[client_id]);
         v.set_required_spec_claims(&["exp", "iss", "sub", "aud"]);
         let claims = jsonwebtoken::decode::<serde_json::Value>(token, &key, &v)
