@@ -416,6 +416,7 @@ impl Settings {
             client_id,
             client_secret: self.oidc_client_secret.clone(),
             redirect_url: format!("{public}/api/auth/oidc/callback"),
+            public_url: public.to_owned(),
         })
     }
 

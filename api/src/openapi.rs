@@ -16,7 +16,7 @@ use crate::routes::{
     info(title = "shopstream", description = "Live inventory, analytics and recommendations for an online shop. \
         Errors are RFC 9457 problem documents."),
     paths(
-        auth::register, auth::login, auth::refresh, oidc::info, oidc::login, oidc::callback,
+        auth::register, auth::login, auth::refresh, oidc::info, oidc::login, oidc::callback, oidc::logout,
         me::get_me, me::patch_me, me::delete_me,
         products::list_products, products::list_categories, products::create_product, products::get_product,
         products::replace_product, products::patch_product, products::delete_product,

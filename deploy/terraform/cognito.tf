@@ -90,6 +90,8 @@ resource "aws_cognito_user_pool_client" "pages" {
   allowed_oauth_flows                  = ["code"]
   allowed_oauth_scopes                 = ["openid", "email", "profile"]
   callback_urls                        = ["${var.public_url}/api/auth/oidc/callback"]
+  # Where Cognito's /logout may send the pages back to.
+  logout_urls = ["${var.public_url}/", "${var.public_url}/dashboard"]
   # The service reads custom:supplier_id from the ID token.
   read_attributes       = ["email", "email_verified", "name", "custom:supplier_id"]
   access_token_validity = 15

@@ -314,6 +314,11 @@ class Service(unittest.TestCase):
         self.assertIs(client["generate_secret"], True)
         # The route the binary serves (api/src/routes/oidc.rs).
         self.assertEqual([unq(u) for u in client["callback_urls"]], ["${var.public_url}/api/auth/oidc/callback"])
+        # The pages' paths (Page::path), where the sign-out comes back to.
+        self.assertEqual(
+            sorted(unq(u) for u in client["logout_urls"]),
+            ["${var.public_url}/", "${var.public_url}/dashboard"],
+        )
         with open(os.path.join(ROOT, "api", "src", "routes", "oidc.rs")) as f:
             route = f.read()
         self.assertIn('"/api/auth/oidc/callback"', route)

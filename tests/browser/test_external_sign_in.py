@@ -34,6 +34,7 @@ class Provider:
     def __init__(self):
         self.user = None
         self.codes = {}
+        self.logouts = []
         provider = self
 
         class Handler(http.server.BaseHTTPRequestHandler):
@@ -60,6 +61,7 @@ class Provider:
                         "authorization_endpoint": provider.issuer + "/oauth2/authorize",
                         "token_endpoint": provider.issuer + "/oauth2/token",
                         "jwks_uri": provider.issuer + "/.well-known/jwks.json",
+                        "end_session_endpoint": provider.issuer + "/logout",
                     })
                 elif url.path == "/.well-known/jwks.json":
                     self.reply(200, json.loads((FIXTURES / "jwks.json").read_text()))
@@ -69,6 +71,10 @@ class Provider:
                     provider.codes[code] = (dict(provider.user), q)
                     back = q["redirect_uri"] + "?" + urllib.parse.urlencode({"code": code, "state": q["state"]})
                     self.reply(302, headers=[("location", back)])
+                elif url.path == "/logout":
+                    assert q["client_id"] == CLIENT_ID, q
+                    provider.logouts.append(q)
+                    self.reply(302, headers=[("location", q["post_logout_redirect_uri"])])
                 else:
                     self.reply(404, {"error": "not_found"})
 
@@ -152,6 +158,12 @@ def test_a_supplier_signs_in_to_the_dashboard_through_the_issuer(browser, provid
         assert held["access_token"] and held["refresh_token"] and held["user"]["role"] == "supplier"
         # The supplier's own stock view loads.
         expect(page.locator("#stock-table")).to_be_visible()
+        # Signing out ends the session at the provider too, and comes back.
+        page.click("#account button:has-text('Sign out')")
+        expect(page.locator("#login-form")).to_be_visible()
+        assert page.url == oidc_server.url + "/dashboard", page.url
+        assert provider.logouts[-1]["post_logout_redirect_uri"] == oidc_server.url + "/dashboard"
+        assert stored_auth(page) is None
 
 
 def test_a_customer_signs_in_to_the_storefront_and_a_refusal_is_shown(browser, provider, oidc_server):

@@ -48,6 +48,7 @@ async fn provider() -> Provider {
         "authorization_endpoint": format!("{issuer}/oauth2/authorize"),
         "token_endpoint": format!("{issuer}/oauth2/token"),
         "jwks_uri": format!("{issuer}/.well-known/jwks.json"),
+        "end_session_endpoint": format!("{issuer}/logout"),
     });
     let taken = grants.clone();
     let app = axum::Router::new()
@@ -411,6 +412,25 @@ async fn pages_sign_in_through_the_issuer(backend: Backend) {
     )
     .await;
     assert!(location.contains("access_denied"), "{location}");
+    // Signing out ends the session at the provider, and comes back to the
+    // page.
+    let r = browser()
+        .get(app.url("/api/auth/oidc/logout?page=dashboard"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::SEE_OTHER);
+    let to = Url::parse(r.headers()["location"].to_str().unwrap()).unwrap();
+    assert_eq!(
+        to.as_str().split('?').next().unwrap(),
+        format!("{}/logout", provider.issuer)
+    );
+    let q: HashMap<String, String> = to.query_pairs().into_owned().collect();
+    assert_eq!(q["client_id"], CLIENT_ID);
+    assert_eq!(
+        q["post_logout_redirect_uri"],
+        format!("{PUBLIC_URL}/dashboard")
+    );
     let password_refresh = app
         .login(admin_email, crate::helpers::ADMIN_PASSWORD)
         .await

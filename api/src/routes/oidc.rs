@@ -54,6 +54,7 @@ pub fn router() -> Router<AppState> {
         .route("/api/auth/oidc", get(info))
         .route("/api/auth/oidc/login", get(login))
         .route("/api/auth/oidc/callback", get(callback))
+        .route("/api/auth/oidc/logout", get(logout))
 }
 
 /// The external issuer's client settings.
@@ -66,6 +67,9 @@ pub struct OidcSettings {
     pub client_secret: Option<SecretString>,
     /// `{public_url}/api/auth/oidc/callback`, registered with the issuer.
     pub redirect_url: String,
+    /// The address browsers reach the service at, without a trailing `/`
+    /// (where the issuer's sign-out sends them back to).
+    pub public_url: String,
 }
 
 /// The client: its settings and the issuer's endpoints, discovered once an
@@ -81,6 +85,31 @@ pub struct Oidc {
 struct Discovery {
     authorization_endpoint: String,
     token_endpoint: String,
+    /// OpenID Connect RP-Initiated Logout; Cognito has none (see
+    /// [`end_session`]).
+    #[serde(default)]
+    end_session_endpoint: Option<String>,
+}
+
+/// Where to send the browser to end its session at the issuer, coming back
+/// to `back`: the issuer's `end_session_endpoint` (OpenID Connect
+/// RP-Initiated Logout), or Cognito's `/logout` beside its
+/// `/oauth2/authorize` (with Cognito's own parameter names). `None` when the
+/// issuer offers neither.
+fn end_session(d: &Discovery, client_id: &str, back: &str) -> Option<String> {
+    let (endpoint, back_param) = match &d.end_session_endpoint {
+        Some(e) => (e.clone(), "post_logout_redirect_uri"),
+        None => (
+            format!(
+                "{}/logout",
+                d.authorization_endpoint.strip_suffix("/oauth2/authorize")?
+            ),
+            "logout_uri",
+        ),
+    };
+    let query = serde_urlencoded::to_string([("client_id", client_id), (back_param, back)]).ok()?;
+    let sep = if endpoint.contains('?') { '&' } else { '?' };
+    Some(format!("{endpoint}{sep}{query}"))
 }
 
 const DISCOVERY_TTL: Duration = Duration::from_secs(3600);
@@ -283,6 +312,32 @@ pub async fn login(State(state): State<AppState>, RawQuery(q): RawQuery) -> ApiR
     redirect(&location, Some(&cookie))
 }
 
+/// Ends the browser's session at the issuer (so that the next "sign in"
+/// there asks for the password again, as on a shared computer it must),
+/// then back to the page. The page forgets its own tokens first.
+#[utoipa::path(get, path = "/api/auth/oidc/logout", tag = "auth",
+    params(("page" = Option<Page>, Query, description = "the page to return to (storefront when absent)")),
+    responses(
+        (status = 303, description = "to the issuer's sign-out, which comes back to the page (or straight to the page if the issuer has none)",
+            headers(("location" = String))),
+        (status = 404, description = "sign-in through an external issuer is not configured", body = crate::Problem),
+        (status = 422, description = "an unknown page", body = crate::Problem),
+        (status = 503, description = "the issuer cannot be reached", body = crate::Problem),
+    ))]
+pub async fn logout(State(state): State<AppState>, RawQuery(q): RawQuery) -> ApiResult<Response> {
+    let mut p = Params::parse(q.as_deref())?;
+    let page = Page::take(&mut p);
+    p.finish()?;
+    let oidc = state
+        .oidc
+        .as_ref()
+        .ok_or(ApiError::NotFound("external sign-in"))?;
+    let discovery = oidc.discovery().await?;
+    let back = format!("{}{}", oidc.settings.public_url, page.path());
+    let to = end_session(&discovery, &oidc.settings.client_id, &back);
+    redirect(to.as_deref().unwrap_or(page.path()), None)
+}
+
 /// What the issuer sends back. Other parameters (some issuers add
 /// `session_state` or `iss`) are ignored.
 #[derive(Debug)]
@@ -481,6 +536,44 @@ fn redirect(location: &str, cookie: Option<&str>) -> ApiResult<Response> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_session_ends_at_the_issuers_endpoint_or_cognitos() {
+        let d = |auth: &str, end: Option<&str>| Discovery {
+            authorization_endpoint: auth.into(),
+            token_endpoint: String::new(),
+            end_session_endpoint: end.map(str::to_owned),
+        };
+        let back = "https://shop.example/dashboard";
+        assert_eq!(
+            end_session(
+                &d(
+                    "https://idp.example/authorize",
+                    Some("https://idp.example/end")
+                ),
+                "c1",
+                back
+            )
+            .unwrap(),
+            "https://idp.example/end?client_id=c1&post_logout_redirect_uri=https%3A%2F%2Fshop.example%2Fdashboard"
+        );
+        assert_eq!(
+            end_session(
+                &d(
+                    "https://shop.auth.eu-west-1.amazoncognito.com/oauth2/authorize",
+                    None
+                ),
+                "c1",
+                back
+            )
+            .unwrap(),
+            "https://shop.auth.eu-west-1.amazoncognito.com/logout?client_id=c1&logout_uri=https%3A%2F%2Fshop.example%2Fdashboard"
+        );
+        assert_eq!(
+            end_session(&d("https://idp.example/authorize", None), "c1", back),
+            None
+        );
+    }
 
     #[test]
     fn pages_return_to_their_own_paths_only() {

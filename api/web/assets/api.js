@@ -128,7 +128,7 @@ export async function finishExternalSignIn() {
   history.replaceState(null, "", location.pathname + location.search);
   const p = new URLSearchParams(hash);
   if (p.has("oidc-error")) return { error: p.get("oidc-error") };
-  auth.set({ refresh_token: p.get("oidc"), user: null });
+  auth.set({ refresh_token: p.get("oidc"), user: null, external: true });
   if (!(await refresh())) return { error: "The sign-in could not be finished; try again." };
   try {
     const me = await api("GET", "/api/me");
@@ -151,8 +151,20 @@ export async function externalSignInLink(page) {
   return h("a", { class: "button", id: "external-sign-in", href: `${info.login_url}?page=${page}` }, "Sign in with your organisation account");
 }
 
-export function signOut() {
+/**
+ * Forgets the tokens. A sign-in through the external issuer also ends the
+ * browser's session there (or the next "sign in" would not ask for the
+ * password), coming back to `page`: then it returns true, as the browser is
+ * leaving.
+ */
+export function signOut(page = null) {
+  const external = auth.get()?.external;
   auth.set(null);
+  if (external && page) {
+    location.assign(`/api/auth/oidc/logout?page=${page}`);
+    return true;
+  }
+  return false;
 }
 
 /**

@@ -589,7 +589,7 @@ function start() {
   }
   mount(document.getElementById("account"), h("span", { id: "who" }, `${u.email} (${u.role}${u.supplier_id ? `: ${u.supplier_id}` : ""})`),
     h("a", { href: "/" }, "Shop"),
-    h("button", { type: "button", class: "link", onclick: () => { signOut(); live?.reconnect(); signInPage(); } }, "Sign out"));
+    h("button", { type: "button", class: "link", onclick: () => { if (!signOut("dashboard")) { live?.reconnect(); signInPage(); } } }, "Sign out"));
   if (!live) live = new Live((s) => document.body.setAttribute("data-live", s));
   route();
 }

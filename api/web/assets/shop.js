@@ -79,7 +79,7 @@ function renderAccount() {
       h("a", { href: "#/orders" }, "Orders"),
       u.role === "admin" || u.role === "supplier" ? h("a", { href: "/dashboard" }, "Dashboard") : null,
       basket,
-      h("button", { type: "button", class: "link", onclick: () => { signOut(); location.hash = "#/"; } }, "Sign out"),
+      h("button", { type: "button", class: "link", onclick: () => { if (!signOut("storefront")) location.hash = "#/"; } }, "Sign out"),
     );
   } else {
     mount(nav, h("a", { href: "#/login" }, "Sign in"), h("a", { href: "#/register" }, "Register"), basket);
