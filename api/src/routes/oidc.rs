@@ -259,6 +259,22 @@ fn random() -> String {
     URL_SAFE_NO_PAD.encode(rand::random::<[u8; 32]>())
 }
 
+/// What sending the browser to the issuer takes: the page it returns to
+/// (the `page` parameter, the only one), the client, the issuer's endpoints.
+async fn page_and_issuer<'s>(
+    state: &'s AppState,
+    query: Option<&str>,
+) -> ApiResult<(Page, &'s Oidc, Discovery)> {
+    let mut p = Params::parse(query)?;
+    let page = Page::take(&mut p);
+    p.finish()?;
+    let oidc = state
+        .oidc
+        .as_ref()
+        .ok_or(ApiError::NotFound("external sign-in"))?;
+    Ok((page, oidc, oidc.discovery().await?))
+}
+
 /// Sends the browser to the issuer to sign in.
 #[utoipa::path(get, path = "/api/auth/oidc/login", tag = "auth",
     params(("page" = Option<Page>, Query, description = "the page to return to (storefront when absent)")),
@@ -270,14 +286,7 @@ fn random() -> String {
         (status = 503, description = "the issuer cannot be reached", body = crate::Problem),
     ))]
 pub async fn login(State(state): State<AppState>, RawQuery(q): RawQuery) -> ApiResult<Response> {
-    let mut p = Params::parse(q.as_deref())?;
-    let page = Page::take(&mut p);
-    p.finish()?;
-    let oidc = state
-        .oidc
-        .as_ref()
-        .ok_or(ApiError::NotFound("external sign-in"))?;
-    let discovery = oidc.discovery().await?;
+    let (page, oidc, discovery) = page_and_issuer(&state, q.as_deref()).await?;
     let flow = Flow {
         state: random(),
         nonce: random(),
@@ -325,14 +334,7 @@ pub async fn login(State(state): State<AppState>, RawQuery(q): RawQuery) -> ApiR
         (status = 503, description = "the issuer cannot be reached", body = crate::Problem),
     ))]
 pub async fn logout(State(state): State<AppState>, RawQuery(q): RawQuery) -> ApiResult<Response> {
-    let mut p = Params::parse(q.as_deref())?;
-    let page = Page::take(&mut p);
-    p.finish()?;
-    let oidc = state
-        .oidc
-        .as_ref()
-        .ok_or(ApiError::NotFound("external sign-in"))?;
-    let discovery = oidc.discovery().await?;
+    let (page, oidc, discovery) = page_and_issuer(&state, q.as_deref()).await?;
     let back = format!("{}{}", oidc.settings.public_url, page.path());
     let to = end_session(&discovery, &oidc.settings.client_id, &back);
     redirect(to.as_deref().unwrap_or(page.path()), None)
