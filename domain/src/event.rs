@@ -511,10 +511,9 @@ fn payload_from_parts(kind: &str, data: Option<&RawValue>) -> serde_json::Result
             }
         }
     }
-    let null: &RawValue = serde_json::from_str("null")?;
     EventPayload::deserialize(MapAccessDeserializer::new(Parts {
         kind,
-        data: data.unwrap_or(null),
+        data: data.unwrap_or(RawValue::NULL),
         next: 0,
     }))
 }

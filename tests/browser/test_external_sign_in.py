@@ -8,7 +8,6 @@ import base64
 import hashlib
 import http.server
 import json
-import pathlib
 import secrets
 import socket
 import threading
@@ -125,16 +124,23 @@ def provider():
 
 @pytest.fixture(scope="module")
 def oidc_server(provider):
-    # The redirect URI names the server's address, so it is chosen first.
-    port = free_port()
-    s = Server(listen=f"127.0.0.1:{port}", extra_env={
-        "SHOPSTREAM_JWKS_URL": provider.issuer + "/.well-known/jwks.json",
-        "SHOPSTREAM_JWKS_ISSUER": provider.issuer,
-        "SHOPSTREAM_JWKS_AUDIENCE": CLIENT_ID,
-        "SHOPSTREAM_OIDC_CLIENT_ID": CLIENT_ID,
-        "SHOPSTREAM_OIDC_CLIENT_SECRET": CLIENT_SECRET,
-        "SHOPSTREAM_PUBLIC_URL": f"http://127.0.0.1:{port}",
-    })
+    # The redirect URI names the server's address, so the port is chosen
+    # first; another process may take it in between: then another port.
+    for attempt in range(3):
+        port = free_port()
+        try:
+            s = Server(listen=f"127.0.0.1:{port}", extra_env={
+                "SHOPSTREAM_JWKS_URL": provider.issuer + "/.well-known/jwks.json",
+                "SHOPSTREAM_JWKS_ISSUER": provider.issuer,
+                "SHOPSTREAM_JWKS_AUDIENCE": CLIENT_ID,
+                "SHOPSTREAM_OIDC_CLIENT_ID": CLIENT_ID,
+                "SHOPSTREAM_OIDC_CLIENT_SECRET": CLIENT_SECRET,
+                "SHOPSTREAM_PUBLIC_URL": f"http://127.0.0.1:{port}",
+            })
+            break
+        except pytest.fail.Exception:
+            if attempt == 2:
+                raise
     yield s
     s.stop()
 
