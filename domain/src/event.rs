@@ -696,6 +696,13 @@ mod tests {
             reason(&envelope("stock.teleported", json!({}))),
             DeadLetterReason::UnknownType
         );
+        // No `data` at all: read as null, which no payload is.
+        let no_data = serde_json::to_vec(&json!({
+            "id": Uuid::now_v7(), "type": "stock.adjusted",
+            "occurred_at": "2026-11-23T10:00:00Z", "source": "test"
+        }))
+        .unwrap();
+        assert_eq!(reason(&no_data), DeadLetterReason::InvalidPayload);
         assert_eq!(
             reason(&envelope(
                 "stock.adjusted",
